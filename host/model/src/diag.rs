@@ -1,0 +1,135 @@
+//! Diagnostics: errors with a file, a 1-based line and column, and a message.
+
+use std::fmt;
+
+/// A position in a source file (1-based line and column, in characters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Pos {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column (in characters).
+    pub col: usize,
+}
+
+impl Pos {
+    /// A position at `line`, `col` (both 1-based).
+    pub const fn new(line: usize, col: usize) -> Self {
+        Pos { line, col }
+    }
+}
+
+/// One problem found in a playbook (or in the inputs given to it), displayed as `file:line:col: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// The file name the playbook was loaded from (as given to [`crate::Playbook::parse`]).
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub col: usize,
+    /// What is wrong, usually prefixed with the YAML path (`steps.classify.with.ip: ...`).
+    pub message: String,
+}
+
+impl Diagnostic {
+    /// A diagnostic at `pos` in `file`.
+    pub fn new(file: &str, pos: Pos, message: impl Into<String>) -> Self {
+        Diagnostic {
+            file: file.to_owned(),
+            line: pos.line,
+            col: pos.col,
+            message: message.into(),
+        }
+    }
+
+    /// The position of this diagnostic.
+    pub fn pos(&self) -> Pos {
+        Pos::new(self.line, self.col)
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.col, self.message
+        )
+    }
+}
+
+impl std::error::Error for Diagnostic {}
+
+/// Several diagnostics, displayed one per line, in source order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Diagnostics(pub Vec<Diagnostic>);
+
+impl Diagnostics {
+    /// Sorts by position (stable, so diagnostics at one position keep the order they were found in).
+    pub fn sort(&mut self) {
+        self.0.sort_by_key(|d| (d.line, d.col));
+    }
+
+    /// Whether there is no diagnostic.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Number of diagnostics.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Iterates over the diagnostics.
+    pub fn iter(&self) -> std::slice::Iter<'_, Diagnostic> {
+        self.0.iter()
+    }
+}
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Diagnostics {}
+
+impl From<Vec<Diagnostic>> for Diagnostics {
+    fn from(v: Vec<Diagnostic>) -> Self {
+        Diagnostics(v)
+    }
+}
+
+impl IntoIterator for Diagnostics {
+    type Item = Diagnostic;
+    type IntoIter = std::vec::IntoIter<Diagnostic>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+/// Collects diagnostics for one file.
+#[derive(Debug)]
+pub(crate) struct Sink<'a> {
+    pub file: &'a str,
+    pub diags: Vec<Diagnostic>,
+}
+
+impl<'a> Sink<'a> {
+    pub fn new(file: &'a str) -> Self {
+        Sink {
+            file,
+            diags: Vec::new(),
+        }
+    }
+
+    pub fn err(&mut self, pos: Pos, message: impl Into<String>) {
+        self.diags.push(Diagnostic::new(self.file, pos, message));
+    }
+}

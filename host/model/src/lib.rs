@@ -1,0 +1,33 @@
+//! Qila's playbook model: types, YAML parsing with source positions, validation, `${{ }}`
+//! expressions and the step DAG. A pure library: no sandbox, no database.
+//!
+//! ```
+//! use qila_model::{EvalContext, Playbook};
+//! let pb = Playbook::parse(
+//!     "name: demo\nversion: 1\ninputs:\n  ip: { type: string, format: ipv4 }\nsteps:\n  a:\n    uses: intel.lookup\n    with: { value: \"${{ inputs.ip }}\" }\n",
+//!     "demo.yaml",
+//! ).unwrap();
+//! let inputs = pb.resolve_inputs(serde_json::json!({"ip": "10.0.0.1"}).as_object().unwrap().clone()).unwrap();
+//! let ctx = EvalContext::new(&inputs);
+//! assert_eq!(pb.steps[0].with.render(&ctx).unwrap(), serde_json::json!({"value": "10.0.0.1"}));
+//! ```
+//!
+//! See [`expr`] for the expression language and its semantics.
+
+pub mod catalog;
+mod diag;
+pub mod expr;
+mod inputs;
+mod playbook;
+mod schema;
+mod yaml;
+
+#[cfg(test)]
+mod tests;
+
+pub use catalog::{ActionCatalog, StaticCatalog, closest, did_you_mean};
+pub use diag::{Diagnostic, Diagnostics, Pos};
+pub use expr::{EvalContext, EvalError, Expression, SharedValue, Template};
+pub use indexmap::IndexMap;
+pub use inputs::{Format, InputSpec, InputType};
+pub use playbook::{Playbook, Step};

@@ -1,0 +1,993 @@
+//! Playbook types and their parsing and structural validation from YAML.
+//!
+//! Every YAML mapping is read through [`Fields`], which rejects keys not in the mapping's allowed
+//! list; adding a key (e.g. `retry`, `timeout`, `on_error`, `for_each`, `on`) means adding it to
+//! the `*_KEYS` constant and reading it in the matching `parse_*` function.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+
+use indexmap::IndexMap;
+use serde_json::Value;
+
+use crate::catalog::did_you_mean;
+use crate::diag::{Diagnostic, Diagnostics, Pos, Sink};
+use crate::expr::{
+    Expression, Ref, Split, TKind, TNode, Template, collapse_array, collapse_object,
+    compile_string, split,
+};
+use crate::inputs::{Format, InputSpec, InputType};
+use crate::yaml::{self, Entry, Kind, Node};
+
+const TOP_KEYS: &[&str] = &[
+    "name",
+    "version",
+    "description",
+    "inputs",
+    "steps",
+    "outputs",
+];
+const STEP_KEYS: &[&str] = &["uses", "needs", "if", "with", "description"];
+const INPUT_KEYS: &[&str] = &["type", "format", "description", "default", "required"];
+const ID_RULE: &str = "lowercase letters, digits, `-` and `_`, starting with a letter or digit";
+const INPUT_RULE: &str = "lowercase letters, digits and `_`, not starting with a digit";
+
+/// A parsed, validated playbook. Immutable; share it as `Arc<Playbook>`.
+#[derive(Debug)]
+pub struct Playbook {
+    /// Playbook name (`[a-z0-9][a-z0-9-_]*`).
+    pub name: String,
+    /// Positive version number.
+    pub version: u32,
+    /// Optional description.
+    pub description: Option<String>,
+    /// Declared inputs, in file order.
+    pub inputs: IndexMap<String, InputSpec>,
+    /// Steps, in file order; [`Step::needs`] and the DAG methods use indexes into this list.
+    pub steps: Vec<Step>,
+    /// Outputs, in file order, rendered after the run against all steps.
+    pub outputs: Vec<(String, Template)>,
+    /// The file name given to [`Playbook::parse`] (used in diagnostics).
+    pub file: String,
+    /// Position of the `inputs` key (or 1:1), for run-time input diagnostics.
+    pub(crate) inputs_pos: Pos,
+    order: Vec<usize>,
+    dependents: Vec<Vec<usize>>,
+    index: HashMap<String, usize>,
+}
+
+/// One step: a plugin action call.
+#[derive(Debug)]
+pub struct Step {
+    /// Step id, unique in the playbook.
+    pub id: String,
+    /// Plugin (pack) name: the part of `uses` before the `.`.
+    pub plugin: String,
+    /// Action name: the part of `uses` after the `.`.
+    pub action: String,
+    /// Indexes (into [`Playbook::steps`]) of the steps this one needs, in the order written.
+    pub needs: Vec<usize>,
+    /// `if:` condition; when it evaluates false the step is `skipped`.
+    pub condition: Option<Expression>,
+    /// The action's input (`with:`), `{}` when absent.
+    pub with: Template,
+    /// Optional description.
+    pub description: Option<String>,
+    /// Position of the step's id in the playbook.
+    pub pos: Pos,
+    /// Position of the `uses` value.
+    pub uses_pos: Pos,
+    /// Position of the `with` key, or of the step id when there is no `with`.
+    pub with_pos: Pos,
+    /// Position of every value under `with`, by JSON pointer (for schema errors).
+    pub(crate) with_spans: HashMap<String, Pos>,
+}
+
+impl Playbook {
+    /// Parses and structurally validates a playbook: YAML syntax, keys, types, names and ids,
+    /// `uses` shape, the DAG (missing `needs`, cycles), expressions (compile, reference upstream
+    /// steps and declared inputs). Everything that does not need the catalog. All problems are
+    /// collected, sorted by position.
+    pub fn parse(source: &str, file: &str) -> Result<Playbook, Diagnostics> {
+        let mut sink = Sink::new(file);
+        let root = match yaml::parse(source) {
+            Ok(root) => root,
+            Err(errors) => {
+                return Err(Diagnostics(
+                    errors
+                        .into_iter()
+                        .map(|e| Diagnostic::new(file, e.pos, e.message))
+                        .collect(),
+                ));
+            }
+        };
+        let pb = parse_playbook(&root, &mut sink);
+        match pb {
+            Some(pb) if sink.diags.is_empty() => Ok(pb),
+            _ => {
+                let mut d = Diagnostics(sink.diags);
+                d.sort();
+                Err(d)
+            }
+        }
+    }
+
+    /// Parses, validates structurally, then checks every step against `catalog` (unknown plugins
+    /// and actions, `with` against the action's input schema).
+    pub fn load(
+        source: &str,
+        file: &str,
+        catalog: &dyn ActionCatalog,
+    ) -> Result<Playbook, Diagnostics> {
+        let pb = Playbook::parse(source, file)?;
+        let diags = pb.check_actions(catalog);
+        if diags.is_empty() {
+            Ok(pb)
+        } else {
+            Err(Diagnostics(diags))
+        }
+    }
+
+    /// Steps in a topological order (indexes); among ready steps, file order wins.
+    pub fn topological_order(&self) -> &[usize] {
+        &self.order
+    }
+
+    /// Indexes of the steps that directly need step `i` (reverse edges), ascending. Empty for an
+    /// index out of range.
+    pub fn dependents(&self, i: usize) -> &[usize] {
+        self.dependents.get(i).map_or(&[], Vec::as_slice)
+    }
+
+    /// The index of the step with id `id`.
+    pub fn step_index(&self, id: &str) -> Option<usize> {
+        self.index.get(id).copied()
+    }
+
+    /// The step with id `id`.
+    pub fn step(&self, id: &str) -> Option<&Step> {
+        self.step_index(id).and_then(|i| self.steps.get(i))
+    }
+}
+
+use crate::catalog::ActionCatalog;
+
+/// Reads a mapping's fields, reporting unknown keys.
+struct Fields<'n> {
+    entries: &'n [Entry],
+}
+
+impl<'n> Fields<'n> {
+    /// `path` prefixes messages (`steps.a`); empty at the top level.
+    fn new(entries: &'n [Entry], allowed: &[&str], path: &str, sink: &mut Sink<'_>) -> Self {
+        for e in entries {
+            if !allowed.contains(&e.key.as_str()) {
+                sink.err(
+                    e.key_pos,
+                    format!(
+                        "{}unknown key `{}`{}; allowed keys: {}",
+                        prefix(path),
+                        e.key,
+                        did_you_mean(&e.key, allowed.iter().copied()),
+                        allowed.join(", ")
+                    ),
+                );
+            }
+        }
+        Fields { entries }
+    }
+
+    fn get(&self, key: &str) -> Option<&'n Entry> {
+        self.entries.iter().find(|e| e.key == key)
+    }
+
+    /// A required field; reports it missing at `owner`.
+    fn required(
+        &self,
+        key: &str,
+        path: &str,
+        owner: Pos,
+        sink: &mut Sink<'_>,
+    ) -> Option<&'n Entry> {
+        let e = self.get(key);
+        if e.is_none() {
+            sink.err(
+                owner,
+                format!("{}missing required key `{key}`", prefix(path)),
+            );
+        }
+        e
+    }
+}
+
+fn prefix(path: &str) -> String {
+    if path.is_empty() {
+        String::new()
+    } else {
+        format!("{path}: ")
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+fn type_error(sink: &mut Sink<'_>, node: &Node, path: &str, expected: &str) {
+    sink.err(
+        node.pos,
+        format!("{path}: expected {expected}, found {}", node.type_name()),
+    );
+}
+
+fn as_str<'n>(node: &'n Node, path: &str, sink: &mut Sink<'_>) -> Option<&'n str> {
+    match &node.kind {
+        Kind::Str(s) => Some(s),
+        _ => {
+            type_error(sink, node, path, "a string");
+            None
+        }
+    }
+}
+
+fn as_map<'n>(node: &'n Node, path: &str, sink: &mut Sink<'_>) -> Option<&'n [Entry]> {
+    match &node.kind {
+        Kind::Map(e) => Some(e),
+        _ => {
+            type_error(sink, node, path, "a mapping");
+            None
+        }
+    }
+}
+
+/// `[a-z0-9][a-z0-9-_]*`
+pub(crate) fn is_id(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+/// `[a-z_][a-z0-9_]*` (usable as `inputs.<name>` in expressions).
+fn is_input_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// A step as read, before `needs` names are resolved.
+struct RawStep<'n> {
+    step: Step,
+    needs: Vec<(String, Pos, String)>, // name, position, path
+    node: &'n Node,
+}
+
+fn parse_playbook(root: &Node, sink: &mut Sink<'_>) -> Option<Playbook> {
+    let Kind::Map(top) = &root.kind else {
+        sink.err(
+            root.pos,
+            format!("a playbook must be a mapping, found {}", root.type_name()),
+        );
+        return None;
+    };
+    let owner = top.first().map_or(root.pos, |e| e.key_pos);
+    let fields = Fields::new(top, TOP_KEYS, "", sink);
+
+    let name = fields.required("name", "", owner, sink).and_then(|e| {
+        let s = as_str(&e.value, "name", sink)?;
+        if is_id(s) {
+            Some(s.to_owned())
+        } else {
+            sink.err(
+                e.value.pos,
+                format!("name: invalid playbook name `{s}`: use {ID_RULE}"),
+            );
+            None
+        }
+    });
+    let version = fields
+        .required("version", "", owner, sink)
+        .and_then(|e| match e.value.kind {
+            Kind::Int(i) if i > 0 && i <= i64::from(u32::MAX) => u32::try_from(i).ok(),
+            _ => {
+                type_error(sink, &e.value, "version", "a positive integer");
+                None
+            }
+        });
+    let description = optional_string(&fields, "description", "", sink);
+
+    let (inputs, inputs_pos) = match fields.get("inputs") {
+        Some(e) => (parse_inputs(&e.value, sink), e.key_pos),
+        None => (IndexMap::new(), owner),
+    };
+
+    let mut raw_steps = Vec::new();
+    if let Some(e) = fields.required("steps", "", owner, sink)
+        && let Some(entries) = as_map(&e.value, "steps", sink)
+    {
+        if entries.is_empty() {
+            sink.err(e.value.pos, "steps: a playbook needs at least one step");
+        }
+        for entry in entries {
+            if let Some(s) = parse_step(entry, sink) {
+                raw_steps.push(s);
+            }
+        }
+    }
+
+    let mut outputs = Vec::new();
+    if let Some(e) = fields.get("outputs")
+        && let Some(entries) = as_map(&e.value, "outputs", sink)
+    {
+        for entry in entries {
+            if !is_id(&entry.key) {
+                sink.err(
+                    entry.key_pos,
+                    format!(
+                        "outputs: invalid output name `{}`: use {ID_RULE}",
+                        entry.key
+                    ),
+                );
+            }
+            let t = template(&entry.value, &format!("outputs.{}", entry.key), sink);
+            outputs.push((entry.key.clone(), t, entry.value.pos));
+        }
+    }
+
+    // Resolve `needs`.
+    let index: HashMap<String, usize> = raw_steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.step.id.clone(), i))
+        .collect();
+    let ids: Vec<String> = raw_steps.iter().map(|s| s.step.id.clone()).collect();
+    let mut need_pos: Vec<Vec<Pos>> = Vec::with_capacity(raw_steps.len());
+    for rs in &mut raw_steps {
+        let mut positions = Vec::new();
+        for (name, pos, path) in &rs.needs {
+            match index.get(name) {
+                Some(&j) if rs.step.needs.contains(&j) => {
+                    sink.err(*pos, format!("{path}: `{name}` is listed twice"));
+                }
+                Some(&j) => {
+                    rs.step.needs.push(j);
+                    positions.push(*pos);
+                }
+                None => sink.err(
+                    *pos,
+                    format!(
+                        "{path}: unknown step `{name}`{}",
+                        did_you_mean(name, ids.iter().map(String::as_str))
+                    ),
+                ),
+            }
+        }
+        need_pos.push(positions);
+    }
+    let needs: Vec<Vec<usize>> = raw_steps.iter().map(|s| s.step.needs.clone()).collect();
+    let acyclic = report_cycles(&needs, &need_pos, &ids, sink);
+
+    // Expression references.
+    let input_names: Vec<&str> = inputs.keys().map(String::as_str).collect();
+    for (i, rs) in raw_steps.iter().enumerate() {
+        let upstream = ancestors(&needs, i);
+        let check = |e: &Expression, pos: Pos, path: &str, sink: &mut Sink<'_>| {
+            check_refs(e, pos, path, &ids, Some((i, &upstream)), &input_names, sink);
+        };
+        if let Some(c) = &rs.step.condition {
+            check(
+                c,
+                cond_pos(rs.node),
+                &format!("steps.{}.if", rs.step.id),
+                sink,
+            );
+        }
+        let with_path = format!("steps.{}.with", rs.step.id);
+        for_each_expr_path(&rs.step.with.root, &with_path, &mut |e, pos, path| {
+            check(e, pos, path, sink)
+        });
+    }
+    for (name, t, _) in &outputs {
+        for_each_expr_path(&t.root, &format!("outputs.{name}"), &mut |e, pos, path| {
+            check_refs(e, pos, path, &ids, None, &input_names, sink)
+        });
+    }
+
+    let (order, dependents) = if acyclic {
+        dag(&needs)
+    } else {
+        (Vec::new(), Vec::new())
+    };
+
+    Some(Playbook {
+        name: name?,
+        version: version?,
+        description,
+        inputs,
+        steps: raw_steps.into_iter().map(|r| r.step).collect(),
+        outputs: outputs.into_iter().map(|(n, t, _)| (n, t)).collect(),
+        file: sink.file.to_owned(),
+        inputs_pos,
+        order,
+        dependents,
+        index,
+    })
+}
+
+fn cond_pos(step_node: &Node) -> Pos {
+    match &step_node.kind {
+        Kind::Map(entries) => entries
+            .iter()
+            .find(|e| e.key == "if")
+            .map_or(step_node.pos, |e| e.value.pos),
+        _ => step_node.pos,
+    }
+}
+
+fn optional_string(
+    fields: &Fields<'_>,
+    key: &str,
+    path: &str,
+    sink: &mut Sink<'_>,
+) -> Option<String> {
+    let e = fields.get(key)?;
+    as_str(&e.value, &join(path, key), sink).map(str::to_owned)
+}
+
+fn parse_inputs(node: &Node, sink: &mut Sink<'_>) -> IndexMap<String, InputSpec> {
+    let mut out = IndexMap::new();
+    let Some(entries) = as_map(node, "inputs", sink) else {
+        return out;
+    };
+    for e in entries {
+        let path = format!("inputs.{}", e.key);
+        if !is_input_name(&e.key) {
+            sink.err(
+                e.key_pos,
+                format!("inputs: invalid input name `{}`: use {INPUT_RULE}", e.key),
+            );
+        }
+        let Some(map) = as_map(&e.value, &path, sink) else {
+            continue;
+        };
+        let fields = Fields::new(map, INPUT_KEYS, &path, sink);
+        let ty = fields
+            .required("type", &path, e.key_pos, sink)
+            .and_then(|t| {
+                let s = as_str(&t.value, &format!("{path}.type"), sink)?;
+                let ty = InputType::from_name(s);
+                if ty.is_none() {
+                    let names: Vec<&str> = InputType::ALL.iter().map(|t| t.name()).collect();
+                    sink.err(
+                        t.value.pos,
+                        format!(
+                            "{path}.type: unknown type `{s}`{}; expected one of: {}",
+                            did_you_mean(s, names.iter().copied()),
+                            names.join(", ")
+                        ),
+                    );
+                }
+                ty
+            });
+        let format = fields.get("format").and_then(|f| {
+            let s = as_str(&f.value, &format!("{path}.format"), sink)?;
+            let fmt = Format::from_name(s);
+            if fmt.is_none() {
+                let names: Vec<&str> = Format::ALL.iter().map(|f| f.name()).collect();
+                sink.err(
+                    f.value.pos,
+                    format!(
+                        "{path}.format: unknown format `{s}`{}; expected one of: {}",
+                        did_you_mean(s, names.iter().copied()),
+                        names.join(", ")
+                    ),
+                );
+            } else if ty.is_some_and(|t| t != InputType::String) {
+                sink.err(
+                    f.value.pos,
+                    format!("{path}.format: `format` applies only to string inputs"),
+                );
+            }
+            fmt
+        });
+        let description = optional_string(&fields, "description", &path, sink);
+        let default = fields
+            .get("default")
+            .map(|d| (d.value.to_json(), d.value.pos));
+        let required = match fields.get("required") {
+            Some(r) => match r.value.kind {
+                Kind::Bool(true) if default.is_some() => {
+                    sink.err(
+                        r.value.pos,
+                        format!("{path}.required: an input with a `default` cannot be required"),
+                    );
+                    false
+                }
+                Kind::Bool(b) => b,
+                _ => {
+                    type_error(sink, &r.value, &format!("{path}.required"), "a boolean");
+                    false
+                }
+            },
+            None => default.is_none(),
+        };
+        let Some(ty) = ty else { continue };
+        let spec = InputSpec {
+            ty,
+            format,
+            description,
+            default: default.as_ref().map(|(v, _)| v.clone()),
+            required,
+            pos: e.key_pos,
+        };
+        if let Some((v, pos)) = &default
+            && let Err(m) = spec.check(v)
+        {
+            sink.err(*pos, format!("{path}.default: {m}"));
+        }
+        out.insert(e.key.clone(), spec);
+    }
+    out
+}
+
+fn parse_step<'n>(entry: &'n Entry, sink: &mut Sink<'_>) -> Option<RawStep<'n>> {
+    let id = &entry.key;
+    let path = format!("steps.{id}");
+    if !is_id(id) {
+        sink.err(
+            entry.key_pos,
+            format!("steps: invalid step id `{id}`: use {ID_RULE}"),
+        );
+    }
+    let map = as_map(&entry.value, &path, sink)?;
+    let fields = Fields::new(map, STEP_KEYS, &path, sink);
+
+    let mut uses_pos = entry.key_pos;
+    let uses =
+        fields
+            .required("uses", &path, entry.key_pos, sink)
+            .and_then(|u| {
+                uses_pos = u.value.pos;
+                let s = as_str(&u.value, &format!("{path}.uses"), sink)?;
+                match s.split_once('.') {
+                    Some((p, a)) if is_id(p) && is_id(a) => Some((p.to_owned(), a.to_owned())),
+                    _ => {
+                        sink.err(
+                    u.value.pos,
+                    format!("{path}.uses: expected `plugin.action` (each {ID_RULE}), found `{s}`"),
+                );
+                        None
+                    }
+                }
+            });
+
+    let mut needs = Vec::new();
+    if let Some(n) = fields.get("needs") {
+        let npath = format!("{path}.needs");
+        match &n.value.kind {
+            Kind::Str(s) => needs.push((s.clone(), n.value.pos, npath)),
+            Kind::Seq(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let ipath = format!("{npath}[{i}]");
+                    if let Some(s) = as_str(item, &ipath, sink) {
+                        needs.push((s.to_owned(), item.pos, ipath));
+                    }
+                }
+            }
+            _ => type_error(sink, &n.value, &npath, "a step id or a list of step ids"),
+        }
+    }
+
+    let condition = fields.get("if").and_then(|c| {
+        let cpath = format!("{path}.if");
+        let src: String = match &c.value.kind {
+            Kind::Bool(b) => b.to_string(),
+            Kind::Str(s) => match split(s) {
+                Ok(Split::Plain) => s.clone(),
+                Ok(Split::Whole(src)) => src.to_owned(),
+                Ok(Split::Parts(_)) => {
+                    sink.err(
+                        c.value.pos,
+                        format!("{cpath}: a condition must be one expression, `${{{{ ... }}}}` or bare"),
+                    );
+                    return None;
+                }
+                Err(m) => {
+                    sink.err(c.value.pos, format!("{cpath}: {m}"));
+                    return None;
+                }
+            },
+            _ => {
+                type_error(sink, &c.value, &cpath, "an expression string or a boolean");
+                return None;
+            }
+        };
+        match Expression::compile(&src) {
+            Ok(e) => Some(e),
+            Err(m) => {
+                sink.err(c.value.pos, format!("{cpath}: invalid expression `{src}`: {m}"));
+                None
+            }
+        }
+    });
+
+    let mut with_spans = HashMap::new();
+    let (with, with_pos) = match fields.get("with") {
+        Some(w) => {
+            spans(&w.value, String::new(), &mut with_spans);
+            let wpath = format!("{path}.with");
+            if !matches!(w.value.kind, Kind::Map(_)) {
+                type_error(sink, &w.value, &wpath, "a mapping");
+            }
+            (template(&w.value, &wpath, sink), w.key_pos)
+        }
+        None => (
+            Template::constant(Value::Object(Default::default())),
+            entry.key_pos,
+        ),
+    };
+    let description = optional_string(&fields, "description", &path, sink);
+    let (plugin, action) = uses?;
+    Some(RawStep {
+        step: Step {
+            id: id.clone(),
+            plugin,
+            action,
+            needs: Vec::new(),
+            condition,
+            with,
+            description,
+            pos: entry.key_pos,
+            uses_pos,
+            with_pos,
+            with_spans,
+        },
+        needs,
+        node: &entry.value,
+    })
+}
+
+/// Records the position of every node under `node` by JSON pointer.
+fn spans(node: &Node, pointer: String, out: &mut HashMap<String, Pos>) {
+    match &node.kind {
+        Kind::Seq(items) => {
+            for (i, item) in items.iter().enumerate() {
+                spans(item, format!("{pointer}/{i}"), out);
+            }
+        }
+        Kind::Map(entries) => {
+            for e in entries {
+                let key = e.key.replace('~', "~0").replace('/', "~1");
+                spans(&e.value, format!("{pointer}/{key}"), out);
+            }
+        }
+        _ => {}
+    }
+    out.insert(pointer, node.pos);
+}
+
+/// Compiles a YAML node into a template, reporting expression errors at the scalar.
+fn template(node: &Node, path: &str, sink: &mut Sink<'_>) -> Template {
+    Template {
+        root: tnode(node, path, sink),
+    }
+}
+
+fn tnode(node: &Node, path: &str, sink: &mut Sink<'_>) -> TNode {
+    let kind = match &node.kind {
+        Kind::Str(s) => compile_string(s, |m| sink.err(node.pos, format!("{path}: {m}"))),
+        Kind::Seq(items) => collapse_array(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, n)| tnode(n, &format!("{path}[{i}]"), sink))
+                .collect(),
+        ),
+        Kind::Map(entries) => collapse_object(
+            entries
+                .iter()
+                .map(|e| {
+                    (
+                        e.key.clone(),
+                        tnode(&e.value, &format!("{path}.{}", e.key), sink),
+                    )
+                })
+                .collect(),
+        ),
+        _ => TKind::Const(node.to_json()),
+    };
+    TNode {
+        pos: node.pos,
+        kind,
+    }
+}
+
+/// Calls `f(expression, position, path)` for every expression under `n`.
+pub(crate) fn for_each_expr_path(n: &TNode, path: &str, f: &mut dyn FnMut(&Expression, Pos, &str)) {
+    match &n.kind {
+        TKind::Const(_) => {}
+        TKind::Expr(e) => f(e, n.pos, path),
+        TKind::Interp(parts) => {
+            for p in parts {
+                if let crate::expr::Part::Expr(e) = p {
+                    f(e, n.pos, path);
+                }
+            }
+        }
+        TKind::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                for_each_expr_path(item, &format!("{path}[{i}]"), f);
+            }
+        }
+        TKind::Object(entries) => {
+            for (k, v) in entries {
+                for_each_expr_path(v, &format!("{path}.{k}"), f);
+            }
+        }
+    }
+}
+
+/// Checks an expression's references. `step` is `(index, upstream set)` for a step's expressions,
+/// `None` for outputs (which may reference any step).
+fn check_refs(
+    e: &Expression,
+    pos: Pos,
+    path: &str,
+    ids: &[String],
+    step: Option<(usize, &HashSet<usize>)>,
+    inputs: &[&str],
+    sink: &mut Sink<'_>,
+) {
+    let refs = e.references();
+    let mut hyphen_hint = false;
+    let mut reported = HashSet::new();
+    for r in &refs {
+        match r {
+            Ref::Step { id, field } => {
+                match ids.iter().position(|s| s == id) {
+                    None => {
+                        let with_dash = format!("{id}-");
+                        let hint = match ids.iter().find(|s| s.starts_with(&with_dash)) {
+                            Some(full) => {
+                                hyphen_hint = true;
+                                format!(" (a step id with `-` must be written `steps['{full}']`)")
+                            }
+                            None => did_you_mean(id, ids.iter().map(String::as_str)).replacen(
+                                "(did you mean `",
+                                "(did you mean `steps.",
+                                1,
+                            ),
+                        };
+                        if reported.insert(format!("s:{id}")) {
+                            sink.err(pos, format!("{path}: unknown step `steps.{id}`{hint}"));
+                        }
+                    }
+                    Some(j) => {
+                        if let Some((i, upstream)) = step
+                            && !upstream.contains(&j)
+                            && reported.insert(format!("u:{id}"))
+                        {
+                            let msg = if i == j {
+                                format!("{path}: step `{id}` cannot reference its own `steps.{id}`")
+                            } else {
+                                format!(
+                                    "{path}: `steps.{id}` is not upstream of step `{}` (add `{id}` to its `needs`)",
+                                    ids[i]
+                                )
+                            };
+                            sink.err(pos, msg);
+                        }
+                        if let Some(f) = field
+                            && f != "output"
+                            && f != "status"
+                            && reported.insert(format!("f:{id}.{f}"))
+                        {
+                            sink.err(
+                                    pos,
+                                    format!("{path}: `steps.{id}.{f}`: a step has only `output` and `status`"),
+                                );
+                        }
+                    }
+                }
+            }
+            Ref::Input(name) => {
+                if !inputs.contains(&name.as_str()) && reported.insert(format!("i:{name}")) {
+                    let declared = if inputs.is_empty() {
+                        "no inputs are declared".to_owned()
+                    } else {
+                        format!("declared: {}", inputs.join(", "))
+                    };
+                    sink.err(
+                        pos,
+                        format!("{path}: undeclared input `inputs.{name}` ({declared})"),
+                    );
+                }
+            }
+            Ref::Unknown(_) => {}
+        }
+    }
+    if !hyphen_hint {
+        for r in &refs {
+            if let Ref::Unknown(v) = r {
+                sink.err(
+                    pos,
+                    format!(
+                        "{path}: unknown variable `{v}` (expressions can use `inputs` and `steps`)"
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// Steps reachable from `i` through `needs` (transitively).
+fn ancestors(needs: &[Vec<usize>], i: usize) -> HashSet<usize> {
+    let mut seen = HashSet::new();
+    let mut stack: Vec<usize> = needs.get(i).cloned().unwrap_or_default();
+    while let Some(j) = stack.pop() {
+        if seen.insert(j)
+            && let Some(n) = needs.get(j)
+        {
+            stack.extend(n.iter().copied());
+        }
+    }
+    seen
+}
+
+/// Reports one cycle per strongly connected component (self-loops included), named in `needs`
+/// direction (`a -> b` = `a` needs `b`), starting at the earliest step in file order, at the
+/// `needs` entry that starts the cycle. Returns whether the graph is acyclic.
+fn report_cycles(
+    needs: &[Vec<usize>],
+    need_pos: &[Vec<Pos>],
+    ids: &[String],
+    sink: &mut Sink<'_>,
+) -> bool {
+    let sccs = tarjan(needs);
+    let mut acyclic = true;
+    for comp in sccs {
+        let is_cycle = comp.len() > 1 || comp.first().is_some_and(|&v| needs[v].contains(&v));
+        if !is_cycle {
+            continue;
+        }
+        acyclic = false;
+        let members: HashSet<usize> = comp.iter().copied().collect();
+        let Some(&start) = comp.iter().min() else {
+            continue;
+        };
+        // BFS from start back to start within the component.
+        let mut prev: HashMap<usize, usize> = HashMap::new();
+        let mut queue = std::collections::VecDeque::from([start]);
+        let mut found = None;
+        'bfs: while let Some(v) = queue.pop_front() {
+            for &w in &needs[v] {
+                if !members.contains(&w) {
+                    continue;
+                }
+                if w == start {
+                    found = Some(v);
+                    break 'bfs;
+                }
+                if let std::collections::hash_map::Entry::Vacant(slot) = prev.entry(w) {
+                    slot.insert(v);
+                    queue.push_back(w);
+                }
+            }
+        }
+        let Some(last) = found else { continue };
+        let mut path = vec![last];
+        let mut cur = last;
+        while cur != start {
+            let Some(&p) = prev.get(&cur) else { break };
+            path.push(p);
+            cur = p;
+        }
+        path.reverse(); // start .. last
+        let names: Vec<&str> = path
+            .iter()
+            .chain(std::iter::once(&start))
+            .map(|&v| ids[v].as_str())
+            .collect();
+        let next = path.get(1).copied().unwrap_or(start);
+        let k = needs[start].iter().position(|&w| w == next).unwrap_or(0);
+        let pos = need_pos[start].get(k).copied().unwrap_or_default();
+        sink.err(
+            pos,
+            format!(
+                "steps.{}.needs: cycle in needs: {}",
+                ids[start],
+                names.join(" -> ")
+            ),
+        );
+    }
+    acyclic
+}
+
+/// Tarjan's strongly connected components (iterative).
+fn tarjan(g: &[Vec<usize>]) -> Vec<Vec<usize>> {
+    let n = g.len();
+    let mut index = vec![usize::MAX; n];
+    let mut low = vec![0; n];
+    let mut on_stack = vec![false; n];
+    let mut stack = Vec::new();
+    let mut out = Vec::new();
+    let mut next = 0;
+    for root in 0..n {
+        if index[root] != usize::MAX {
+            continue;
+        }
+        let mut call: Vec<(usize, usize)> = vec![(root, 0)];
+        index[root] = next;
+        low[root] = next;
+        next += 1;
+        stack.push(root);
+        on_stack[root] = true;
+        while let Some(&mut (v, ref mut ei)) = call.last_mut() {
+            if let Some(&w) = g[v].get(*ei) {
+                *ei += 1;
+                if index[w] == usize::MAX {
+                    index[w] = next;
+                    low[w] = next;
+                    next += 1;
+                    stack.push(w);
+                    on_stack[w] = true;
+                    call.push((w, 0));
+                } else if on_stack[w] {
+                    low[v] = low[v].min(index[w]);
+                }
+            } else {
+                call.pop();
+                if let Some(&(parent, _)) = call.last() {
+                    low[parent] = low[parent].min(low[v]);
+                }
+                if low[v] == index[v] {
+                    let mut comp = Vec::new();
+                    while let Some(w) = stack.pop() {
+                        on_stack[w] = false;
+                        comp.push(w);
+                        if w == v {
+                            break;
+                        }
+                    }
+                    out.push(comp);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Topological order (Kahn, smallest index first among ready steps) and reverse edges.
+fn dag(needs: &[Vec<usize>]) -> (Vec<usize>, Vec<Vec<usize>>) {
+    let n = needs.len();
+    let mut dependents = vec![Vec::new(); n];
+    let mut indegree = vec![0usize; n];
+    for (i, ns) in needs.iter().enumerate() {
+        indegree[i] = ns.len();
+        for &j in ns {
+            dependents[j].push(i);
+        }
+    }
+    for d in &mut dependents {
+        d.sort_unstable();
+    }
+    let mut ready: BinaryHeap<Reverse<usize>> =
+        (0..n).filter(|&i| indegree[i] == 0).map(Reverse).collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(Reverse(i)) = ready.pop() {
+        order.push(i);
+        for &d in &dependents[i] {
+            indegree[d] -= 1;
+            if indegree[d] == 0 {
+                ready.push(Reverse(d));
+            }
+        }
+    }
+    (order, dependents)
+}

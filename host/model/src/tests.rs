@@ -1,0 +1,492 @@
+//! Playbook-level tests: every diagnostic kind with its exact position and text.
+
+use serde_json::{Map, Value, json};
+
+use crate::{ActionCatalog, EvalContext, Playbook, StaticCatalog};
+
+fn parse(src: &str) -> Playbook {
+    match Playbook::parse(src, "pb.yaml") {
+        Ok(p) => p,
+        Err(d) => panic!("unexpected diagnostics:\n{d}"),
+    }
+}
+
+fn errors(src: &str) -> Vec<String> {
+    match Playbook::parse(src, "pb.yaml") {
+        Ok(_) => panic!("expected diagnostics"),
+        Err(d) => d.iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn obj(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => panic!("not an object"),
+    }
+}
+
+fn catalog() -> StaticCatalog {
+    StaticCatalog::new()
+        .with(
+            "enrich",
+            "classify-ip",
+            json!({
+                "type": "object",
+                "properties": {
+                    "ip": {"type": "string", "format": "ipv4"},
+                    "depth": {"type": "integer", "minimum": 1},
+                    "tags": {"type": "array", "items": {"type": "string"}},
+                    "opts": {"type": "object", "properties": {"mode": {"enum": ["fast", "slow"]}}}
+                },
+                "required": ["ip"],
+                "additionalProperties": false
+            }),
+        )
+        .with("intel", "lookup", json!({"type": "object"}))
+}
+
+const GOOD: &str = r#"name: ip-triage
+version: 1
+description: Triage an address.
+inputs:
+  ip: { type: string, format: ipv4, description: "the address" }
+  depth: { type: integer, default: 2 }
+  note: { type: string, required: false }
+steps:
+  intel:
+    uses: intel.lookup
+    with: { value: "${{ inputs.ip }}" }
+  classify:
+    uses: enrich.classify-ip
+    needs: intel
+    if: "${{ steps.intel.output.score >= 70 }}"
+    with:
+      ip: "${{ inputs.ip }}"
+      depth: "${{ inputs.depth }}"
+      tags: ["t-${{ steps.intel.output.score }}", static]
+  report:
+    uses: intel.lookup
+    needs: [classify, intel]
+    if: steps.classify.status == 'succeeded'
+    with: { value: "${{ steps.classify.output.kind }} for ${{ inputs.ip }}" }
+outputs:
+  kind: "${{ steps.classify.output.kind }}"
+  summary: "score ${{ steps.intel.output.score }}"
+"#;
+
+#[test]
+fn good_playbook_parses_and_loads() {
+    let pb = parse(GOOD);
+    assert_eq!(pb.name, "ip-triage");
+    assert_eq!(pb.version, 1);
+    assert_eq!(pb.description.as_deref(), Some("Triage an address."));
+    assert_eq!(pb.steps.len(), 3);
+    assert_eq!(pb.steps[1].plugin, "enrich");
+    assert_eq!(pb.steps[1].action, "classify-ip");
+    assert_eq!(pb.steps[1].needs, vec![0]);
+    assert_eq!(pb.steps[2].needs, vec![1, 0]);
+    assert_eq!(pb.topological_order(), &[0, 1, 2]);
+    assert_eq!(pb.dependents(0), &[1, 2]);
+    assert_eq!(pb.dependents(2), &[] as &[usize]);
+    assert_eq!(pb.dependents(99), &[] as &[usize]);
+    assert_eq!(pb.step_index("report"), Some(2));
+    assert!(pb.inputs["ip"].required);
+    assert!(!pb.inputs["depth"].required);
+    assert!(!pb.inputs["note"].required);
+    assert_eq!(pb.outputs.len(), 2);
+    if let Err(d) = Playbook::load(GOOD, "pb.yaml", &catalog()) {
+        panic!("{d}");
+    }
+}
+
+#[test]
+fn rendering_a_step_and_condition() {
+    let pb = parse(GOOD);
+    let inputs = pb
+        .resolve_inputs(obj(json!({"ip": "10.1.2.3"})))
+        .unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(inputs["depth"], json!(2));
+    assert_eq!(inputs["note"], Value::Null);
+    let mut ctx = EvalContext::new(&inputs);
+    ctx.set_step("intel", "succeeded", &json!({"score": 75}));
+    let cond = pb.steps[1].condition.as_ref().unwrap();
+    assert_eq!(cond.source(), "steps.intel.output.score >= 70");
+    assert_eq!(cond.eval_bool(&ctx), Ok(true));
+    assert_eq!(
+        pb.steps[1].with.render(&ctx).unwrap(),
+        json!({"ip": "10.1.2.3", "depth": 2, "tags": ["t-75", "static"]})
+    );
+    ctx.set_step("classify", "succeeded", &json!({"kind": "scanner"}));
+    assert_eq!(
+        pb.steps[2].condition.as_ref().unwrap().eval_bool(&ctx),
+        Ok(true)
+    );
+    assert_eq!(pb.outputs[0].1.render(&ctx).unwrap(), json!("scanner"));
+    assert_eq!(pb.outputs[1].1.render(&ctx).unwrap(), json!("score 75"));
+    ctx.set_step("intel", "succeeded", &json!({"score": 10}));
+    assert_eq!(cond.eval_bool(&ctx), Ok(false));
+}
+
+#[test]
+fn yaml_syntax_error() {
+    assert_eq!(
+        errors("name: x\nsteps: [a, b\n"),
+        vec!["pb.yaml:3:1: YAML syntax error: while parsing a flow sequence, expected ',' or ']'"]
+    );
+}
+
+#[test]
+fn not_a_mapping_and_empty() {
+    assert_eq!(
+        errors("- a\n"),
+        vec!["pb.yaml:1:1: a playbook must be a mapping, found a list"]
+    );
+    assert_eq!(
+        errors(""),
+        vec!["pb.yaml:1:1: a playbook must be a mapping, found null"]
+    );
+}
+
+#[test]
+fn unknown_and_missing_keys() {
+    let src = "name: x\non: {}\nsteps:\n  a:\n    uses: p.a\n    retry: 3\n    wiht: {}\n";
+    assert_eq!(
+        errors(src),
+        vec![
+            "pb.yaml:1:1: missing required key `version`",
+            "pb.yaml:2:1: unknown key `on`; allowed keys: name, version, description, inputs, steps, outputs",
+            "pb.yaml:6:5: steps.a: unknown key `retry`; allowed keys: uses, needs, if, with, description",
+            "pb.yaml:7:5: steps.a: unknown key `wiht` (did you mean `with`?); allowed keys: uses, needs, if, with, description",
+        ]
+    );
+    assert_eq!(
+        errors("version: 1\nsteps:\n  a:\n    with: {}\n"),
+        vec![
+            "pb.yaml:1:1: missing required key `name`",
+            "pb.yaml:3:3: steps.a: missing required key `uses`",
+        ]
+    );
+    assert_eq!(
+        errors("name: x\nversion: 1\n"),
+        vec!["pb.yaml:1:1: missing required key `steps`"]
+    );
+}
+
+#[test]
+fn wrong_types() {
+    let src = "name: 5\nversion: one\ndescription: [x]\nsteps:\n  a:\n    uses: p.a\n    needs: {x: 1}\n    with: [1]\n    if: [1]\n";
+    assert_eq!(
+        errors(src),
+        vec![
+            "pb.yaml:1:7: name: expected a string, found an integer",
+            "pb.yaml:2:10: version: expected a positive integer, found a string",
+            "pb.yaml:3:14: description: expected a string, found a list",
+            "pb.yaml:7:12: steps.a.needs: expected a step id or a list of step ids, found a mapping",
+            "pb.yaml:8:11: steps.a.with: expected a mapping, found a list",
+            "pb.yaml:9:9: steps.a.if: expected an expression string or a boolean, found a list",
+        ]
+    );
+    assert_eq!(
+        errors("name: x\nversion: 0\nsteps: {}\n"),
+        vec![
+            "pb.yaml:2:10: version: expected a positive integer, found an integer",
+            "pb.yaml:3:8: steps: a playbook needs at least one step",
+        ]
+    );
+}
+
+#[test]
+fn bad_names_and_uses() {
+    let src = "name: IP Triage\nversion: 1\nsteps:\n  Bad_Id:\n    uses: noaction\n  ok:\n    uses: P.a\n";
+    assert_eq!(
+        errors(src),
+        vec![
+            "pb.yaml:1:7: name: invalid playbook name `IP Triage`: use lowercase letters, digits, `-` and `_`, starting with a letter or digit",
+            "pb.yaml:4:3: steps: invalid step id `Bad_Id`: use lowercase letters, digits, `-` and `_`, starting with a letter or digit",
+            "pb.yaml:5:11: steps.Bad_Id.uses: expected `plugin.action` (each lowercase letters, digits, `-` and `_`, starting with a letter or digit), found `noaction`",
+            "pb.yaml:7:11: steps.ok.uses: expected `plugin.action` (each lowercase letters, digits, `-` and `_`, starting with a letter or digit), found `P.a`",
+        ]
+    );
+}
+
+#[test]
+fn needs_unknown_duplicate_and_cycles() {
+    let src = "name: x\nversion: 1\nsteps:\n  alpha:\n    uses: p.a\n    needs: [alpah, gamma]\n  beta:\n    uses: p.a\n    needs: [alpha, alpha]\n  gamma:\n    uses: p.a\n    needs: beta\n  solo:\n    uses: p.a\n    needs: [solo]\n";
+    assert_eq!(
+        errors(src),
+        vec![
+            "pb.yaml:6:13: steps.alpha.needs[0]: unknown step `alpah` (did you mean `alpha`?)",
+            "pb.yaml:6:20: steps.alpha.needs: cycle in needs: alpha -> gamma -> beta -> alpha",
+            "pb.yaml:9:20: steps.beta.needs[1]: `alpha` is listed twice",
+            "pb.yaml:15:13: steps.solo.needs: cycle in needs: solo -> solo",
+        ]
+    );
+}
+
+#[test]
+fn topological_order_prefers_file_order() {
+    let src = "name: x\nversion: 1\nsteps:\n  d:\n    uses: p.a\n    needs: [b, c]\n  c:\n    uses: p.a\n    needs: a\n  b:\n    uses: p.a\n  a:\n    uses: p.a\n";
+    let pb = parse(src);
+    // indexes: d=0, c=1, b=2, a=3
+    assert_eq!(pb.topological_order(), &[2, 3, 1, 0]);
+    assert_eq!(pb.dependents(3), &[1]);
+    assert_eq!(pb.dependents(2), &[0]);
+}
+
+#[test]
+fn expression_errors() {
+    let src = r#"name: x
+version: 1
+inputs:
+  ip: { type: string }
+steps:
+  a:
+    uses: p.a
+    with:
+      x: "${{ 1 + }}"
+      y: "pre ${{ inputs.ip"
+      z: "${{ steps.b.output }}"
+      w: "${{ steps.a.output }}"
+      v: "${{ inputs.port }} ${{ env.HOME }}"
+  b:
+    uses: p.a
+    needs: [a]
+    if: "${{ steps.nope.output.x }} and more"
+    with:
+      s: "${{ steps['geo-ip'].output }}"
+      t: "${{ steps.geo-ip.output }}"
+      u: "${{ steps.a.result }}"
+  geo-ip:
+    uses: p.a
+    if: "${{ steps.aa.status == 'x' }}"
+outputs:
+  o: "${{ steps.geo-ip.output }} ${{ steps.zzz.output }}"
+"#;
+    assert_eq!(
+        errors(src),
+        vec![
+            "pb.yaml:9:10: steps.a.with.x: invalid expression `${{ 1 + }}`: syntax error: unexpected end of input, expected expression",
+            "pb.yaml:10:10: steps.a.with.y: unterminated `${{` (missing `}}`)",
+            "pb.yaml:11:10: steps.a.with.z: `steps.b` is not upstream of step `a` (add `b` to its `needs`)",
+            "pb.yaml:12:10: steps.a.with.w: step `a` cannot reference its own `steps.a`",
+            "pb.yaml:13:10: steps.a.with.v: undeclared input `inputs.port` (declared: ip)",
+            "pb.yaml:13:10: steps.a.with.v: unknown variable `env` (expressions can use `inputs` and `steps`)",
+            "pb.yaml:17:9: steps.b.if: a condition must be one expression, `${{ ... }}` or bare",
+            "pb.yaml:19:10: steps.b.with.s: `steps.geo-ip` is not upstream of step `b` (add `geo-ip` to its `needs`)",
+            "pb.yaml:20:10: steps.b.with.t: unknown step `steps.geo` (a step id with `-` must be written `steps['geo-ip']`)",
+            "pb.yaml:21:10: steps.b.with.u: `steps.a.result`: a step has only `output` and `status`",
+            "pb.yaml:24:9: steps.geo-ip.if: unknown step `steps.aa` (did you mean `steps.a`?)",
+            "pb.yaml:26:6: outputs.o: unknown step `steps.geo` (a step id with `-` must be written `steps['geo-ip']`)",
+            "pb.yaml:26:6: outputs.o: unknown step `steps.zzz`",
+        ]
+    );
+}
+
+#[test]
+fn input_declaration_errors() {
+    let src = r#"name: x
+version: 1
+inputs:
+  Bad: { type: string }
+  a: { type: str }
+  b: { type: integer, format: ipv4 }
+  c: { type: string, format: ipv5 }
+  d: { type: string, format: ipv4, default: "nope" }
+  e: { type: integer, default: "1", required: true }
+  f: { type: string, color: red }
+  g: { description: no type }
+steps:
+  s:
+    uses: p.a
+"#;
+    assert_eq!(
+        errors(src),
+        vec![
+            "pb.yaml:4:3: inputs: invalid input name `Bad`: use lowercase letters, digits and `_`, not starting with a digit",
+            "pb.yaml:5:14: inputs.a.type: unknown type `str`; expected one of: string, integer, number, boolean, object, array",
+            "pb.yaml:6:31: inputs.b.format: `format` applies only to string inputs",
+            "pb.yaml:7:30: inputs.c.format: unknown format `ipv5` (did you mean `ipv4`?); expected one of: ipv4, ipv6, ip, cidr, url, domain, hostname, email, uuid, hash",
+            "pb.yaml:8:45: inputs.d.default: \"nope\" is not a valid IPv4 address",
+            "pb.yaml:9:32: inputs.e.default: expected integer, found \"1\"",
+            "pb.yaml:9:47: inputs.e.required: an input with a `default` cannot be required",
+            "pb.yaml:10:22: inputs.f: unknown key `color`; allowed keys: type, format, description, default, required",
+            "pb.yaml:11:3: inputs.g: missing required key `type`",
+        ]
+    );
+}
+
+#[test]
+fn actions_and_schema() {
+    let src = r#"name: x
+version: 1
+inputs:
+  ip: { type: string }
+steps:
+  a:
+    uses: enrih.classify-ip
+  b:
+    uses: enrich.classify-ipp
+  c:
+    uses: enrich.classify-ip
+    with:
+      ip: 42
+      depth: 0
+      tags: [ok, 7]
+      opts: { mode: turbo }
+      extra: 1
+  d:
+    uses: enrich.classify-ip
+  e:
+    uses: enrich.classify-ip
+    with:
+      ip: "${{ inputs.ip }}"
+      depth: "${{ inputs.ip | length }}"
+      tags: "${{ [inputs.ip] }}"
+  f:
+    uses: enrich.classify-ip
+    with:
+      ip: "not-an-ip"
+      depth: "n=${{ inputs.ip }}"
+"#;
+    let pb = parse(src);
+    let d: Vec<String> = pb
+        .check_actions(&catalog())
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        d,
+        vec![
+            "pb.yaml:7:11: steps.a.uses: unknown plugin `enrih` (did you mean `enrich`?)",
+            "pb.yaml:9:11: steps.b.uses: unknown action `classify-ipp` in plugin `enrich` (did you mean `classify-ip`?)",
+            "pb.yaml:12:5: steps.c.with: Additional properties are not allowed ('extra' was unexpected)",
+            "pb.yaml:13:11: steps.c.with.ip: 42 is not of type \"string\"",
+            "pb.yaml:14:14: steps.c.with.depth: 0 is less than the minimum of 1",
+            "pb.yaml:15:18: steps.c.with.tags[1]: 7 is not of type \"string\"",
+            "pb.yaml:16:21: steps.c.with.opts.mode: \"turbo\" is not one of \"fast\" or \"slow\"",
+            "pb.yaml:18:3: steps.d.with: \"ip\" is a required property",
+            "pb.yaml:29:11: steps.f.with.ip: \"not-an-ip\" is not a \"ipv4\"",
+            "pb.yaml:30:14: steps.f.with.depth: \"n=${{ inputs.ip }}\" is not of type \"integer\"",
+        ]
+    );
+    let err = Playbook::load(src, "pb.yaml", &catalog()).unwrap_err();
+    assert_eq!(err.len(), 10);
+}
+
+#[test]
+fn resolve_and_coerce_inputs() {
+    let src = r#"name: x
+version: 1
+inputs:
+  ip: { type: string, format: ipv4 }
+  n: { type: integer, default: 5 }
+  ratio: { type: number, required: false }
+  on: { type: boolean, default: false }
+  tags: { type: array, default: [] }
+  extra: { type: object, required: false }
+steps:
+  s:
+    uses: p.a
+"#;
+    let pb = parse(src);
+    assert_eq!(pb.coerce_cli_input("n", "42"), json!(42));
+    assert_eq!(pb.coerce_cli_input("n", "4x"), json!("4x"));
+    assert_eq!(pb.coerce_cli_input("ratio", "0.5"), json!(0.5));
+    assert_eq!(pb.coerce_cli_input("on", "yes"), json!(true));
+    assert_eq!(pb.coerce_cli_input("tags", "[\"a\"]"), json!(["a"]));
+    assert_eq!(pb.coerce_cli_input("extra", "{\"k\":1}"), json!({"k": 1}));
+    assert_eq!(pb.coerce_cli_input("ip", "1.2.3.4"), json!("1.2.3.4"));
+    assert_eq!(pb.coerce_cli_input("unknown", "7"), json!("7"));
+
+    let ok = pb
+        .resolve_inputs(obj(json!({"ip": "1.2.3.4", "n": 7})))
+        .unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(
+        Value::Object(ok),
+        json!({"ip": "1.2.3.4", "n": 7, "ratio": null, "on": false, "tags": [], "extra": null})
+    );
+
+    let err = pb
+        .resolve_inputs(obj(
+            json!({"n": "seven", "ipp": "x", "on": 1, "extra": [1]}),
+        ))
+        .unwrap_err();
+    let msgs: Vec<String> = err.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        msgs,
+        vec![
+            "pb.yaml:3:1: unknown input `ipp` (did you mean `ip`?); declared inputs: ip, n, ratio, on, tags, extra",
+            "pb.yaml:4:3: missing required input `ip` (string (ipv4))",
+            "pb.yaml:5:3: input `n`: expected integer, found \"seven\"",
+            "pb.yaml:7:3: input `on`: expected boolean, found 1",
+            "pb.yaml:9:3: input `extra`: expected object, found [1]",
+        ]
+    );
+    let err = pb
+        .resolve_inputs(obj(json!({"ip": "300.1.1.1"})))
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "pb.yaml:4:3: input `ip`: \"300.1.1.1\" is not a valid IPv4 address"
+    );
+}
+
+#[test]
+fn if_forms() {
+    let src = "name: x\nversion: 1\ninputs:\n  go: { type: boolean, default: true }\nsteps:\n  a:\n    uses: p.a\n    if: false\n  b:\n    uses: p.a\n    if: inputs.go\n  c:\n    uses: p.a\n    if: \"  ${{ not inputs.go }} \"\n";
+    let pb = parse(src);
+    let inputs = pb
+        .resolve_inputs(Map::new())
+        .unwrap_or_else(|d| panic!("{d}"));
+    let ctx = EvalContext::new(&inputs);
+    let r: Vec<bool> = pb
+        .steps
+        .iter()
+        .map(|s| s.condition.as_ref().unwrap().eval_bool(&ctx).unwrap())
+        .collect();
+    assert_eq!(r, vec![false, true, false]);
+}
+
+#[test]
+fn diagnostics_display() {
+    let e = Playbook::parse("name: x\n", "a/b.yaml").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "a/b.yaml:1:1: missing required key `version`\na/b.yaml:1:1: missing required key `steps`"
+    );
+}
+
+#[test]
+fn hostile_inputs_do_not_panic() {
+    let cases = [
+        "{",
+        "name: [",
+        "? [a]\n: b\n",
+        "*x",
+        "steps:\n  a:\n    uses: p.a\n    with: { x: \"${{ ${{ }} }}\" }\n",
+        "steps:\n  a:\n    uses: '.'\n",
+        "steps:\n  a:\n    uses: p.a\n    if: \"${{\"\n",
+        "steps:\n  a: ~\n",
+        "name: x\nversion: 99999999999999999999\nsteps: {a: {uses: p.a}}\n",
+        "name: x\nversion: 1\nsteps: {a: {uses: p.a, with: {x: \"${{ steps['\" }}}}\n",
+        "\u{feff}name: é\n",
+        "name: x\nversion: 1\nsteps: {a: {uses: p.a, with: {x: \"${{ '\\\\' }}\"}}}\n",
+    ];
+    for c in cases {
+        let _ = Playbook::parse(c, "h.yaml");
+    }
+    // A cyclic playbook never reaches the catalog and never panics in DAG queries.
+    assert!(
+        Playbook::parse(
+            "name: x\nversion: 1\nsteps: {a: {uses: p.a, needs: a}}\n",
+            "h"
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn catalog_trait_is_object_safe() {
+    let c: &dyn ActionCatalog = &catalog();
+    assert!(c.input_schema("intel", "lookup").is_ok());
+}

@@ -1,0 +1,57 @@
+//! What an administrator allows one plugin: egress, secrets and resource limits.
+
+use std::time::Duration;
+
+use crate::egress::HostPattern;
+
+/// Resource limits for every invocation of one plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest linear memory the plugin may grow to, in bytes.
+    pub memory_bytes: usize,
+    /// CPU time the plugin may spend executing WebAssembly in one invocation (time in host calls does not count).
+    pub cpu: Duration,
+    /// Wall-clock time one invocation may take, host calls included.
+    pub timeout: Duration,
+    /// Largest JSON output, in bytes.
+    pub max_output_bytes: usize,
+    /// Largest HTTP response body the host hands back to the plugin, in bytes.
+    pub max_http_body_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 64 << 20,
+            cpu: Duration::from_secs(5),
+            timeout: Duration::from_secs(30),
+            max_output_bytes: 1 << 20,
+            max_http_body_bytes: 4 << 20,
+        }
+    }
+}
+
+/// Everything one plugin is allowed to do beyond computing: its grants and its limits.
+///
+/// The default grants nothing: no egress, no secrets; [`Limits::default`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PluginPolicy {
+    /// Hosts the plugin may reach through the `http` interface.
+    pub egress: Vec<HostPattern>,
+    /// Names of the secrets the plugin may use (as `bearer-secret` or through `secrets.reveal`).
+    pub secrets: Vec<String>,
+    /// Resource limits.
+    pub limits: Limits,
+}
+
+impl PluginPolicy {
+    /// Whether the plugin may use the secret `name`.
+    pub fn allows_secret(&self, name: &str) -> bool {
+        self.secrets.iter().any(|s| s == name)
+    }
+
+    /// The first egress pattern that allows `host:port` for `scheme`, if any.
+    pub fn allows_egress(&self, scheme: &str, host: &str, port: u16) -> bool {
+        self.egress.iter().any(|p| p.matches(scheme, host, port))
+    }
+}

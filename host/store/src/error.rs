@@ -1,0 +1,28 @@
+//! Errors of the store.
+
+use std::path::PathBuf;
+
+/// A failure to open, migrate, read or write the database.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The data directory could not be created or read.
+    #[error("{path}: {source}", path = .0.display(), source = .1)]
+    Io(PathBuf, #[source] std::io::Error),
+    /// The database refused a statement or could not be reached.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error("database migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// A stored value could not be decoded.
+    #[error("corrupt record in {table}: {message}")]
+    Corrupt {
+        /// The table the record came from.
+        table: &'static str,
+        /// What was wrong.
+        message: String,
+    },
+    /// The writer task has stopped, so nothing more can be recorded.
+    #[error("the store's writer has stopped")]
+    WriterGone,
+}

@@ -1,0 +1,42 @@
+//! Plugin key-value data.
+
+use crate::error::StoreError;
+use crate::record::now_ms;
+use crate::Store;
+
+impl Store {
+    /// The value under `key` in `namespace`.
+    pub async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let value = sqlx::query_scalar("SELECT value FROM plugin_kv WHERE namespace = ? AND key = ?")
+            .bind(namespace)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(value)
+    }
+
+    /// Stores `value` under `key` in `namespace`.
+    pub async fn kv_set(&self, namespace: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO plugin_kv (namespace, key, value, updated_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        )
+        .bind(namespace)
+        .bind(key)
+        .bind(value)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Removes `key` from `namespace`.
+    pub async fn kv_delete(&self, namespace: &str, key: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM plugin_kv WHERE namespace = ? AND key = ?")
+            .bind(namespace)
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
