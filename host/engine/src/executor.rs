@@ -36,7 +36,10 @@ pub struct StepError {
 impl StepError {
     /// An error of `kind` with `message`.
     pub fn new(kind: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { kind: kind.into(), message: message.into() }
+        Self {
+            kind: kind.into(),
+            message: message.into(),
+        }
     }
 }
 

@@ -30,7 +30,10 @@ pub struct Engine<E> {
 
 impl<E> Clone for Engine<E> {
     fn clone(&self) -> Self {
-        Self { executor: self.executor.clone(), recorder: self.recorder.clone() }
+        Self {
+            executor: self.executor.clone(),
+            recorder: self.recorder.clone(),
+        }
     }
 }
 
@@ -56,7 +59,10 @@ impl<E: StepExecutor> Engine<E> {
     ) -> Result<RunReport, EngineError> {
         let run_id = uuid::Uuid::now_v7().to_string();
         let span = info_span!("run", run = %run_id, playbook = %playbook.name);
-        RunState::new(self.clone(), playbook, inputs, run_id, events).drive().instrument(span).await
+        RunState::new(self.clone(), playbook, inputs, run_id, events)
+            .drive()
+            .instrument(span)
+            .await
     }
 }
 
@@ -95,14 +101,36 @@ impl<E: StepExecutor> RunState<E> {
         run_id: String,
         events: Option<mpsc::UnboundedSender<StepEvent>>,
     ) -> Self {
-        let ctx = EvalContext::with_shared_inputs(&SharedValue::new(&Value::Object(inputs.clone())));
+        let ctx =
+            EvalContext::with_shared_inputs(&SharedValue::new(&Value::Object(inputs.clone())));
         let slots = playbook
             .steps
             .iter()
-            .map(|s| Slot { status: None, waiting_on: s.needs.len(), attempts: 0, dispatched: None, report: None })
+            .map(|s| Slot {
+                status: None,
+                waiting_on: s.needs.len(),
+                attempts: 0,
+                dispatched: None,
+                report: None,
+            })
             .collect();
-        let ready = playbook.topological_order().iter().copied().filter(|&i| playbook.steps[i].needs.is_empty()).collect();
-        Self { engine, playbook, inputs, run_id, events, slots, ctx, ready, resolved: VecDeque::new() }
+        let ready = playbook
+            .topological_order()
+            .iter()
+            .copied()
+            .filter(|&i| playbook.steps[i].needs.is_empty())
+            .collect();
+        Self {
+            engine,
+            playbook,
+            inputs,
+            run_id,
+            events,
+            slots,
+            ctx,
+            ready,
+            resolved: VecDeque::new(),
+        }
     }
 
     async fn drive(mut self) -> Result<RunReport, EngineError> {
@@ -139,8 +167,15 @@ impl<E: StepExecutor> RunState<E> {
                     // A step task panicked or was cancelled: the executor is at fault, not the plugin. Find the
                     // step that never finished and fail it so the run still ends.
                     tracing::error!(error = %join_error, "step task ended abnormally");
-                    if let Some(i) = self.slots.iter().position(|s| s.dispatched.is_some() && s.status.is_none()) {
-                        let error = StepError::new("internal", format!("step task ended abnormally: {join_error}"));
+                    if let Some(i) = self
+                        .slots
+                        .iter()
+                        .position(|s| s.dispatched.is_some() && s.status.is_none())
+                    {
+                        let error = StepError::new(
+                            "internal",
+                            format!("step task ended abnormally: {join_error}"),
+                        );
                         self.finish(i, Outcome::Failed(error)).await?;
                     }
                 }
@@ -155,18 +190,30 @@ impl<E: StepExecutor> RunState<E> {
     async fn dispatch(
         &mut self,
         i: usize,
-    ) -> Result<Option<impl std::future::Future<Output = (usize, Outcome)> + Send + 'static>, EngineError> {
+    ) -> Result<
+        Option<impl std::future::Future<Output = (usize, Outcome)> + Send + 'static>,
+        EngineError,
+    > {
         let playbook = self.playbook.clone();
         let step = &playbook.steps[i];
         self.slots[i].dispatched = Some(Instant::now());
 
-        if let Some(&blocked) = step.needs.iter().find(|&&n| self.slots[n].status != Some(StepStatus::Succeeded)) {
+        if let Some(&blocked) = step
+            .needs
+            .iter()
+            .find(|&&n| self.slots[n].status != Some(StepStatus::Succeeded))
+        {
             let need = &playbook.steps[blocked];
-            let what = self.slots[blocked].status.map_or("did not run", |s| match s {
-                StepStatus::Failed => "failed",
-                _ => "was skipped",
-            });
-            self.resolved.push_back((i, Outcome::Skipped(format!("needs `{}`, which {what}", need.id))));
+            let what = self.slots[blocked]
+                .status
+                .map_or("did not run", |s| match s {
+                    StepStatus::Failed => "failed",
+                    _ => "was skipped",
+                });
+            self.resolved.push_back((
+                i,
+                Outcome::Skipped(format!("needs `{}`, which {what}", need.id)),
+            ));
             return Ok(None);
         }
         if let Some(condition) = &step.condition {
@@ -178,7 +225,10 @@ impl<E: StepExecutor> RunState<E> {
                     return Ok(None);
                 }
                 Err(e) => {
-                    self.resolved.push_back((i, Outcome::Failed(StepError::new("expression", format!("if: {e}")))));
+                    self.resolved.push_back((
+                        i,
+                        Outcome::Failed(StepError::new("expression", format!("if: {e}"))),
+                    ));
                     return Ok(None);
                 }
             }
@@ -186,7 +236,10 @@ impl<E: StepExecutor> RunState<E> {
         let input = match step.with.render(&self.ctx) {
             Ok(input) => input,
             Err(e) => {
-                self.resolved.push_back((i, Outcome::Failed(StepError::new("expression", format!("with: {e}")))));
+                self.resolved.push_back((
+                    i,
+                    Outcome::Failed(StepError::new("expression", format!("with: {e}"))),
+                ));
                 return Ok(None);
             }
         };
@@ -241,10 +294,17 @@ impl<E: StepExecutor> RunState<E> {
     async fn finish(&mut self, i: usize, outcome: Outcome) -> Result<(), EngineError> {
         let playbook = self.playbook.clone();
         let step = &playbook.steps[i];
-        let elapsed = self.slots[i].dispatched.map_or(Duration::ZERO, |t| t.elapsed());
+        let elapsed = self.slots[i]
+            .dispatched
+            .map_or(Duration::ZERO, |t| t.elapsed());
         let (status, output, error_kind, detail) = match outcome {
             Outcome::Succeeded(output) => (StepStatus::Succeeded, Some(output), None, None),
-            Outcome::Failed(e) => (StepStatus::Failed, None, Some(e.kind.clone()), Some(e.to_string())),
+            Outcome::Failed(e) => (
+                StepStatus::Failed,
+                None,
+                Some(e.kind.clone()),
+                Some(e.to_string()),
+            ),
             Outcome::Skipped(reason) => (StepStatus::Skipped, None, None, Some(reason)),
         };
         let attempts = self.slots[i].attempts;
@@ -270,7 +330,14 @@ impl<E: StepExecutor> RunState<E> {
         self.emit(i, status, detail.clone());
         let slot = &mut self.slots[i];
         slot.status = Some(status);
-        slot.report = Some(StepReport { id: step.id.clone(), status, attempts, error: detail, output, elapsed });
+        slot.report = Some(StepReport {
+            id: step.id.clone(),
+            status,
+            attempts,
+            error: detail,
+            output,
+            elapsed,
+        });
         for &d in playbook.dependents(i) {
             let waiting = &mut self.slots[d].waiting_on;
             *waiting = waiting.saturating_sub(1);
@@ -286,7 +353,9 @@ impl<E: StepExecutor> RunState<E> {
             let step = &self.playbook.steps[i];
             let elapsed = match status {
                 StepStatus::Running => Duration::ZERO,
-                _ => self.slots[i].dispatched.map_or(Duration::ZERO, |t| t.elapsed()),
+                _ => self.slots[i]
+                    .dispatched
+                    .map_or(Duration::ZERO, |t| t.elapsed()),
             };
             let _ = events.send(StepEvent {
                 run_id: self.run_id.clone(),
@@ -301,35 +370,67 @@ impl<E: StepExecutor> RunState<E> {
 
     /// Renders the outputs, records the end of the run and builds its report.
     async fn complete(mut self) -> Result<RunReport, EngineError> {
-        let steps: Vec<StepReport> = self.slots.iter_mut().zip(&self.playbook.steps).map(|(slot, step)| {
-            slot.report.take().unwrap_or_else(|| StepReport {
-                id: step.id.clone(),
-                status: StepStatus::Skipped,
-                attempts: 0,
-                error: Some("never became ready".into()),
-                output: None,
-                elapsed: Duration::ZERO,
+        let steps: Vec<StepReport> = self
+            .slots
+            .iter_mut()
+            .zip(&self.playbook.steps)
+            .map(|(slot, step)| {
+                slot.report.take().unwrap_or_else(|| StepReport {
+                    id: step.id.clone(),
+                    status: StepStatus::Skipped,
+                    attempts: 0,
+                    error: Some("never became ready".into()),
+                    output: None,
+                    elapsed: Duration::ZERO,
+                })
             })
-        }).collect();
-        let failed: Vec<&str> = steps.iter().filter(|s| s.status == StepStatus::Failed).map(|s| s.id.as_str()).collect();
+            .collect();
+        let failed: Vec<&str> = steps
+            .iter()
+            .filter(|s| s.status == StepStatus::Failed)
+            .map(|s| s.id.as_str())
+            .collect();
         let (status, outputs, error) = if failed.is_empty() {
             match self.render_outputs() {
                 Ok(outputs) => (RunStatus::Succeeded, outputs, None),
                 Err(e) => (RunStatus::Failed, Map::new(), Some(e)),
             }
         } else {
-            (RunStatus::Failed, Map::new(), Some(format!("step(s) failed: {}", failed.join(", "))))
+            (
+                RunStatus::Failed,
+                Map::new(),
+                Some(format!("step(s) failed: {}", failed.join(", "))),
+            )
         };
-        let recorded_outputs = (status == RunStatus::Succeeded).then(|| Value::Object(outputs.clone()));
-        self.engine.recorder.run_finished(self.run_id.clone(), status, recorded_outputs, error.clone(), now_ms()).await?;
+        let recorded_outputs =
+            (status == RunStatus::Succeeded).then(|| Value::Object(outputs.clone()));
+        self.engine
+            .recorder
+            .run_finished(
+                self.run_id.clone(),
+                status,
+                recorded_outputs,
+                error.clone(),
+                now_ms(),
+            )
+            .await?;
         tracing::info!(%status, "run finished");
-        Ok(RunReport { id: self.run_id, playbook: self.playbook.name.clone(), status, outputs, error, steps })
+        Ok(RunReport {
+            id: self.run_id,
+            playbook: self.playbook.name.clone(),
+            status,
+            outputs,
+            error,
+            steps,
+        })
     }
 
     fn render_outputs(&self) -> Result<Map<String, Value>, String> {
         let mut outputs = Map::new();
         for (name, template) in &self.playbook.outputs {
-            let value = template.render(&self.ctx).map_err(|e| format!("output `{name}`: {e}"))?;
+            let value = template
+                .render(&self.ctx)
+                .map_err(|e| format!("output `{name}`: {e}"))?;
             outputs.insert(name.clone(), value);
         }
         Ok(outputs)

@@ -22,11 +22,17 @@ impl StepExecutor for Scripted {
     async fn execute(&self, call: StepCall) -> Result<Value, StepError> {
         match call.action.as_str() {
             "echo" => Ok(call.input),
-            "fail" => Err(StepError::new(call.input["kind"].as_str().unwrap_or("failed"), "scripted failure")),
+            "fail" => Err(StepError::new(
+                call.input["kind"].as_str().unwrap_or("failed"),
+                "scripted failure",
+            )),
             "slow" => {
                 let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
                 self.max_in_flight.fetch_max(now, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(call.input["ms"].as_u64().unwrap_or(10))).await;
+                tokio::time::sleep(Duration::from_millis(
+                    call.input["ms"].as_u64().unwrap_or(10),
+                ))
+                .await;
                 self.in_flight.fetch_sub(1, Ordering::SeqCst);
                 Ok(json!({"step": call.step_id}))
             }
@@ -68,19 +74,30 @@ outputs:
   result: "${{ steps.b.output }}"
 "#,
     );
-    let inputs = pb.resolve_inputs(json!({"n": 21}).as_object().unwrap().clone()).unwrap();
+    let inputs = pb
+        .resolve_inputs(json!({"n": 21}).as_object().unwrap().clone())
+        .unwrap();
     let report = engine.run(pb, inputs, None).await.unwrap();
     assert_eq!(report.status, RunStatus::Succeeded);
-    assert_eq!(report.outputs["result"], json!({"doubled": 42, "text": "n=21"}));
+    assert_eq!(
+        report.outputs["result"],
+        json!({"doubled": 42, "text": "n=21"})
+    );
 
     engine.flush().await.unwrap();
     let run = store.run(&report.id).await.unwrap().unwrap();
     assert_eq!(run.status, RunStatus::Succeeded);
     assert_eq!(run.playbook_version, 2);
     assert_eq!(run.inputs, json!({"n": 21}));
-    assert_eq!(run.outputs, Some(json!({"result": {"doubled": 42, "text": "n=21"}})));
+    assert_eq!(
+        run.outputs,
+        Some(json!({"result": {"doubled": 42, "text": "n=21"}}))
+    );
     let b = &run.steps[1];
-    assert_eq!((b.step_id.as_str(), b.status, b.attempt), ("b", StepStatus::Succeeded, 1));
+    assert_eq!(
+        (b.step_id.as_str(), b.status, b.attempt),
+        ("b", StepStatus::Succeeded, 1)
+    );
     assert_eq!(b.input, Some(json!({"doubled": 42, "text": "n=21"})));
     assert!(b.started_at.is_some() && b.finished_at >= b.started_at);
 }
@@ -101,7 +118,11 @@ steps:
     );
     let report = engine.run(pb, Default::default(), None).await.unwrap();
     assert_eq!(report.status, RunStatus::Succeeded);
-    assert_eq!(exec.max_in_flight.load(Ordering::SeqCst), 3, "a, b and c overlap; d waits for them");
+    assert_eq!(
+        exec.max_in_flight.load(Ordering::SeqCst),
+        3,
+        "a, b and c overlap; d waits for them"
+    );
 }
 
 #[tokio::test]
@@ -119,14 +140,23 @@ steps:
   other: { uses: test.echo }
 "#,
     );
-    let inputs = pb.resolve_inputs(json!({"score": 10}).as_object().unwrap().clone()).unwrap();
+    let inputs = pb
+        .resolve_inputs(json!({"score": 10}).as_object().unwrap().clone())
+        .unwrap();
     let report = engine.run(pb, inputs, None).await.unwrap();
-    assert_eq!(report.status, RunStatus::Succeeded, "skips do not fail a run");
+    assert_eq!(
+        report.status,
+        RunStatus::Succeeded,
+        "skips do not fail a run"
+    );
     let by_id = |id: &str| report.steps.iter().find(|s| s.id == id).unwrap().clone();
     assert_eq!(by_id("gate").status, StepStatus::Skipped);
     assert!(by_id("gate").error.unwrap().contains("inputs.score >= 70"));
     assert_eq!(by_id("act").status, StepStatus::Skipped);
-    assert_eq!(by_id("act").error.unwrap(), "needs `gate`, which was skipped");
+    assert_eq!(
+        by_id("act").error.unwrap(),
+        "needs `gate`, which was skipped"
+    );
     assert_eq!(by_id("other").status, StepStatus::Succeeded);
 }
 
@@ -146,7 +176,10 @@ steps:
     let report = engine.run(pb, Default::default(), None).await.unwrap();
     assert_eq!(report.status, RunStatus::Failed);
     assert_eq!(report.steps[0].status, StepStatus::Failed);
-    assert_eq!(report.steps[0].error.as_deref(), Some("denied: scripted failure"));
+    assert_eq!(
+        report.steps[0].error.as_deref(),
+        Some("denied: scripted failure")
+    );
     assert_eq!(report.steps[1].status, StepStatus::Skipped);
     assert_eq!(report.steps[2].status, StepStatus::Succeeded);
     engine.flush().await.unwrap();
@@ -170,18 +203,26 @@ steps:
     let report = engine.run(pb, Default::default(), None).await.unwrap();
     assert_eq!(report.status, RunStatus::Failed);
     let err = report.steps[1].error.clone().unwrap();
-    assert!(err.starts_with("expression: with:") && err.contains("steps.a.output.missing"), "{err}");
+    assert!(
+        err.starts_with("expression: with:") && err.contains("steps.a.output.missing"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn live_events_report_each_transition() {
     let (_dir, _store, engine, _) = setup().await;
-    let pb = playbook("name: ev\nversion: 1\nsteps:\n  a: { uses: test.echo }\n  b: { uses: test.echo, needs: [a] }\n");
+    let pb = playbook(
+        "name: ev\nversion: 1\nsteps:\n  a: { uses: test.echo }\n  b: { uses: test.echo, needs: [a] }\n",
+    );
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     engine.run(pb, Default::default(), Some(tx)).await.unwrap();
     let mut seen = Vec::new();
     while let Ok(e) = rx.try_recv() {
         seen.push(format!("{}:{}", e.step_id, e.status));
     }
-    assert_eq!(seen, ["a:running", "a:succeeded", "b:running", "b:succeeded"]);
+    assert_eq!(
+        seen,
+        ["a:running", "a:succeeded", "b:running", "b:succeeded"]
+    );
 }

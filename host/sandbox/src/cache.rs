@@ -26,15 +26,25 @@ impl ComponentCache {
     pub fn new(engine: &Engine, dir: Option<PathBuf>) -> Self {
         let mut hasher = std::hash::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        Self { dir, engine_tag: format!("{:016x}", hasher.finish()) }
+        Self {
+            dir,
+            engine_tag: format!("{:016x}", hasher.finish()),
+        }
     }
 
     fn path_for(&self, digest: &str) -> Option<PathBuf> {
-        self.dir.as_ref().map(|d| d.join(format!("{digest}-{}.cwasm", self.engine_tag)))
+        self.dir
+            .as_ref()
+            .map(|d| d.join(format!("{digest}-{}.cwasm", self.engine_tag)))
     }
 
     /// The component for `bytes` (whose SHA-256 is `digest`), from the cache or freshly compiled and cached.
-    pub fn load(&self, engine: &Engine, bytes: &[u8], digest: &str) -> Result<Component, SandboxError> {
+    pub fn load(
+        &self,
+        engine: &Engine,
+        bytes: &[u8],
+        digest: &str,
+    ) -> Result<Component, SandboxError> {
         check_component_header(bytes)?;
         if let Some(path) = self.path_for(digest) {
             if path.exists() {
@@ -42,7 +52,9 @@ impl ComponentCache {
                 // compatibility hash (it is in the name); the cache directory is trusted like the binary (module docs).
                 match unsafe { Component::deserialize_file(engine, &path) } {
                     Ok(component) => return Ok(component),
-                    Err(e) => tracing::warn!(path = %path.display(), error = %e, "ignoring unusable cached component"),
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "ignoring unusable cached component")
+                    }
                 }
             }
             let component = compile(engine, bytes)?;
@@ -56,13 +68,16 @@ impl ComponentCache {
 }
 
 fn compile(engine: &Engine, bytes: &[u8]) -> Result<Component, SandboxError> {
-    Component::new(engine, bytes).map_err(|e| SandboxError::Contract(format!("cannot compile component: {e:#}")))
+    Component::new(engine, bytes)
+        .map_err(|e| SandboxError::Contract(format!("cannot compile component: {e:#}")))
 }
 
 /// Writes the compiled component atomically (temporary file, then rename), so a crash never leaves half a file.
 fn store(component: &Component, path: &Path) -> Result<(), SandboxError> {
     let io = |e| SandboxError::Io(path.to_path_buf(), e);
-    let serialized = component.serialize().map_err(|e| SandboxError::Contract(format!("{e:#}")))?;
+    let serialized = component
+        .serialize()
+        .map_err(|e| SandboxError::Contract(format!("{e:#}")))?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
@@ -75,7 +90,9 @@ fn store(component: &Component, path: &Path) -> Result<(), SandboxError> {
 fn check_component_header(bytes: &[u8]) -> Result<(), SandboxError> {
     const MAGIC: &[u8; 4] = b"\0asm";
     if bytes.len() < 8 || &bytes[..4] != MAGIC {
-        return Err(SandboxError::NotAComponent("the file does not start with the WebAssembly magic bytes".into()));
+        return Err(SandboxError::NotAComponent(
+            "the file does not start with the WebAssembly magic bytes".into(),
+        ));
     }
     // Bytes 6..8 are the layer: 0 for a core module, 1 for a component.
     match bytes[6..8] {
@@ -96,9 +113,13 @@ mod tests {
     #[test]
     fn header_check_tells_modules_from_components() {
         assert!(check_component_header(b"\0asm\x0d\0\x01\0").is_ok());
-        let e = check_component_header(b"\0asm\x01\0\0\0").unwrap_err().to_string();
+        let e = check_component_header(b"\0asm\x01\0\0\0")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("core WebAssembly module"), "{e}");
-        let e = check_component_header(b"PK\x03\x04zip!").unwrap_err().to_string();
+        let e = check_component_header(b"PK\x03\x04zip!")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("magic"), "{e}");
     }
 }

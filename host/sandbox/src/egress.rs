@@ -38,7 +38,10 @@ impl FromStr for HostPattern {
     type Err = HostPatternError;
 
     fn from_str(pattern: &str) -> Result<Self, Self::Err> {
-        let err = |reason| HostPatternError { pattern: pattern.to_string(), reason };
+        let err = |reason| HostPatternError {
+            pattern: pattern.to_string(),
+            reason,
+        };
         let trimmed = pattern.trim();
         if trimmed.is_empty() {
             return Err(err("it is empty"));
@@ -56,7 +59,8 @@ impl FromStr for HostPattern {
         if rest.contains('/') {
             return Err(err("a pattern names a host, not a path"));
         }
-        let (host, port) = split_host_port(rest).ok_or_else(|| err("the port must be a number or *"))?;
+        let (host, port) =
+            split_host_port(rest).ok_or_else(|| err("the port must be a number or *"))?;
         if host.is_empty() {
             return Err(err("the host is empty"));
         }
@@ -65,22 +69,35 @@ impl FromStr for HostPattern {
             HostMatch::Any
         } else if let Some(domain) = host.strip_prefix("*.") {
             if domain.is_empty() || domain.contains('*') {
-                return Err(err("a wildcard may only stand as the first label, as in *.example.com"));
+                return Err(err(
+                    "a wildcard may only stand as the first label, as in *.example.com",
+                ));
             }
             HostMatch::Subdomains(domain.to_string())
         } else if host.contains('*') {
-            return Err(err("a wildcard may only stand as the first label, as in *.example.com"));
+            return Err(err(
+                "a wildcard may only stand as the first label, as in *.example.com",
+            ));
         } else {
             HostMatch::Exact(host)
         };
-        Ok(Self { scheme, host, port, source: trimmed.to_string() })
+        Ok(Self {
+            scheme,
+            host,
+            port,
+            source: trimmed.to_string(),
+        })
     }
 }
 
 /// Splits `host[:port]`, understanding `[v6]:port`. `None` when the port is malformed.
 fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
     let parse_port = |p: &str| -> Option<Option<u16>> {
-        if p == "*" { Some(None) } else { p.parse::<u16>().ok().map(Some) }
+        if p == "*" {
+            Some(None)
+        } else {
+            p.parse::<u16>().ok().map(Some)
+        }
     };
     if let Some(rest) = s.strip_prefix('[') {
         let (host, after) = rest.split_once(']')?;
@@ -111,7 +128,10 @@ impl HostPattern {
                 return false;
             }
         }
-        let host = host.trim_start_matches('[').trim_end_matches(']').trim_end_matches('.');
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .trim_end_matches('.');
         match &self.host {
             HostMatch::Any => true,
             HostMatch::Exact(h) => h.eq_ignore_ascii_case(host),

@@ -97,15 +97,24 @@ pub struct InvokeError {
 impl InvokeError {
     /// An error of `kind` with `message`.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into() }
+        Self {
+            kind,
+            message: message.into(),
+        }
     }
 
     pub(crate) fn cpu(limit: Duration) -> Self {
-        Self::new(ErrorKind::CpuLimit, format!("plugin used more than its CPU limit of {limit:?}"))
+        Self::new(
+            ErrorKind::CpuLimit,
+            format!("plugin used more than its CPU limit of {limit:?}"),
+        )
     }
 
     pub(crate) fn timeout(limit: Duration) -> Self {
-        Self::new(ErrorKind::Timeout, format!("plugin did not finish within its timeout of {limit:?}"))
+        Self::new(
+            ErrorKind::Timeout,
+            format!("plugin did not finish within its timeout of {limit:?}"),
+        )
     }
 }
 

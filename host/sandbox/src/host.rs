@@ -60,7 +60,9 @@ impl HostState {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
-        let limiter = MemoryLimiter { limit: scope.policy.limits.memory_bytes };
+        let limiter = MemoryLimiter {
+            limit: scope.policy.limits.memory_bytes,
+        };
         Self {
             wasi,
             table: ResourceTable::new(),
@@ -98,13 +100,19 @@ impl HostState {
     }
 
     fn denied(&self, what: String) -> types::Error {
-        types::Error::Denied(format!("{what} is not granted to plugin `{}`", self.scope.plugin))
+        types::Error::Denied(format!(
+            "{what} is not granted to plugin `{}`",
+            self.scope.plugin
+        ))
     }
 }
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -114,14 +122,28 @@ pub(crate) struct MemoryLimiter {
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.limit {
-            return Err(LimitTrap::Memory { limit: self.limit, desired }.into());
+            return Err(LimitTrap::Memory {
+                limit: self.limit,
+                desired,
+            }
+            .into());
         }
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 1_000_000)
     }
 }
@@ -170,7 +192,9 @@ impl kv::Host for HostState {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, types::Error> {
         check_key(&key)?;
         let kv = self.scope.services.kv.clone();
-        kv.get(&self.scope.plugin, &key).await.map_err(types::Error::Transient)
+        kv.get(&self.scope.plugin, &key)
+            .await
+            .map_err(types::Error::Transient)
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), types::Error> {
@@ -182,38 +206,51 @@ impl kv::Host for HostState {
             )));
         }
         let kv = self.scope.services.kv.clone();
-        kv.set(&self.scope.plugin, &key, value).await.map_err(types::Error::Transient)
+        kv.set(&self.scope.plugin, &key, value)
+            .await
+            .map_err(types::Error::Transient)
     }
 
     async fn delete(&mut self, key: String) -> Result<(), types::Error> {
         check_key(&key)?;
         let kv = self.scope.services.kv.clone();
-        kv.delete(&self.scope.plugin, &key).await.map_err(types::Error::Transient)
+        kv.delete(&self.scope.plugin, &key)
+            .await
+            .map_err(types::Error::Transient)
     }
 }
 
 fn check_key(key: &str) -> Result<(), types::Error> {
     if key.is_empty() || key.len() > KV_MAX_KEY {
-        return Err(types::Error::InvalidInput(format!("key must be 1 to {KV_MAX_KEY} bytes long")));
+        return Err(types::Error::InvalidInput(format!(
+            "key must be 1 to {KV_MAX_KEY} bytes long"
+        )));
     }
     Ok(())
 }
 
 impl http::Host for HostState {
     async fn send(&mut self, request: http::Request) -> Result<http::Response, types::Error> {
-        let url = url::Url::parse(&request.url)
-            .map_err(|e| types::Error::InvalidInput(format!("invalid URL {:?}: {e}", request.url)))?;
+        let url = url::Url::parse(&request.url).map_err(|e| {
+            types::Error::InvalidInput(format!("invalid URL {:?}: {e}", request.url))
+        })?;
         let scheme = url.scheme();
         if scheme != "http" && scheme != "https" {
-            return Err(types::Error::InvalidInput(format!("URL scheme `{scheme}` is not http or https")));
+            return Err(types::Error::InvalidInput(format!(
+                "URL scheme `{scheme}` is not http or https"
+            )));
         }
-        let host = url.host_str().ok_or_else(|| types::Error::InvalidInput("URL has no host".into()))?;
+        let host = url
+            .host_str()
+            .ok_or_else(|| types::Error::InvalidInput("URL has no host".into()))?;
         let port = url.port_or_known_default().unwrap_or(80);
         if !self.scope.policy.allows_egress(scheme, host, port) {
             return Err(self.denied(format!("egress to {host}:{port}")));
         }
         let method = reqwest::Method::from_bytes(request.method.to_ascii_uppercase().as_bytes())
-            .map_err(|_| types::Error::InvalidInput(format!("invalid HTTP method {:?}", request.method)))?;
+            .map_err(|_| {
+                types::Error::InvalidInput(format!("invalid HTTP method {:?}", request.method))
+            })?;
 
         let mut builder = self.scope.services.http.request(method, url.clone());
         for (name, value) in &request.headers {
@@ -228,29 +265,39 @@ impl http::Host for HostState {
             if !self.scope.policy.allows_secret(secret) {
                 return Err(self.denied(format!("secret `{secret}`")));
             }
-            let value = self
-                .scope
-                .services
-                .secrets
-                .resolve(secret)
-                .ok_or_else(|| types::Error::NotFound(format!("secret `{secret}` has no value")))?;
+            let value =
+                self.scope.services.secrets.resolve(secret).ok_or_else(|| {
+                    types::Error::NotFound(format!("secret `{secret}` has no value"))
+                })?;
             builder = builder.bearer_auth(value);
         }
         if let Some(body) = request.body {
             builder = builder.body(body);
         }
-        let remaining = self.scope.deadline.saturating_duration_since(Instant::now());
+        let remaining = self
+            .scope
+            .deadline
+            .saturating_duration_since(Instant::now());
         let timeout = match request.timeout_ms {
             Some(ms) => remaining.min(std::time::Duration::from_millis(u64::from(ms))),
             None => remaining,
         };
         let started = Instant::now();
-        let mut response = builder.timeout(timeout).send().await.map_err(|e| http_error(&url, e))?;
+        let mut response = builder
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| http_error(&url, e))?;
         let status = response.status().as_u16();
         let headers = response
             .headers()
             .iter()
-            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect();
         let cap = self.scope.policy.limits.max_http_body_bytes;
         let mut body = Vec::new();
@@ -268,7 +315,11 @@ impl http::Host for HostState {
             %host, status, bytes = body.len(), elapsed_ms = started.elapsed().as_millis() as u64,
             "http"
         );
-        Ok(http::Response { status, headers, body })
+        Ok(http::Response {
+            status,
+            headers,
+            body,
+        })
     }
 }
 

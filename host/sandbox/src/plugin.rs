@@ -74,6 +74,7 @@ impl InvocationContext {
 #[derive(Clone)]
 pub struct Plugin {
     inner: Arc<PluginInner>,
+    policy: Arc<PluginPolicy>,
 }
 
 struct PluginInner {
@@ -83,7 +84,6 @@ struct PluginInner {
     size: usize,
     manifest: Manifest,
     imports: Vec<String>,
-    policy: Arc<PluginPolicy>,
     pre: ActionPluginPre<HostState>,
     actions: HashMap<String, CompiledAction>,
 }
@@ -95,7 +95,10 @@ struct CompiledAction {
 
 impl std::fmt::Debug for Plugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Plugin").field("name", &self.inner.name).field("digest", &self.inner.digest).finish()
+        f.debug_struct("Plugin")
+            .field("name", &self.inner.name)
+            .field("digest", &self.inner.digest)
+            .finish()
     }
 }
 
@@ -105,18 +108,22 @@ impl Plugin {
         component: Component,
         digest: String,
         size: usize,
-        mut policy: PluginPolicy,
+        policy: PluginPolicy,
     ) -> Result<Self, SandboxError> {
         let engine = &sandbox.inner.engine;
-        let imports = component.component_type().imports(engine).map(|(name, _)| name.to_string()).collect();
+        let imports = component
+            .component_type()
+            .imports(engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
         let instance_pre = sandbox
             .inner
             .linker
             .instantiate_pre(&component)
             .map_err(|e| SandboxError::Contract(format!("{e:#}")))?;
-        let pre = ActionPluginPre::new(instance_pre).map_err(|e| SandboxError::Contract(format!("{e:#}")))?;
-        policy.limits.memory_bytes = policy.limits.memory_bytes.min(sandbox.inner.max_memory_bytes);
-        let policy = Arc::new(policy);
+        let pre = ActionPluginPre::new(instance_pre)
+            .map_err(|e| SandboxError::Contract(format!("{e:#}")))?;
+        let policy = Arc::new(clamp(policy, &sandbox));
 
         let scope = CallScope {
             plugin: Arc::from("(loading)"),
@@ -126,9 +133,11 @@ impl Plugin {
             step_id: String::from("describe"),
             deadline: Instant::now() + policy.limits.timeout,
         };
-        let raw = guarded(&sandbox, &pre, scope, |plugin, store| Box::pin(plugin.call_describe(store)))
-            .await
-            .map_err(|e| SandboxError::Manifest(format!("describe failed: {e}")))?;
+        let raw = guarded(&sandbox, &pre, scope, |plugin, store| {
+            Box::pin(plugin.call_describe(store))
+        })
+        .await
+        .map_err(|e| SandboxError::Manifest(format!("describe failed: {e}")))?;
         let (manifest, actions) = compile_manifest(raw)?;
         Ok(Self {
             inner: Arc::new(PluginInner {
@@ -138,11 +147,19 @@ impl Plugin {
                 size,
                 manifest,
                 imports,
-                policy,
                 pre,
                 actions,
             }),
+            policy,
         })
+    }
+
+    /// The same plugin under another policy (the grants an administrator configured for it).
+    pub fn with_policy(&self, policy: PluginPolicy) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            policy: Arc::new(clamp(policy, &self.inner.sandbox)),
+        }
     }
 
     /// The plugin's name.
@@ -172,7 +189,7 @@ impl Plugin {
 
     /// The grants and limits the plugin runs under.
     pub fn policy(&self) -> &PluginPolicy {
-        &self.inner.policy
+        &self.policy
     }
 
     /// The action named `name`, if the plugin has it.
@@ -188,19 +205,27 @@ impl Plugin {
 
     fn compiled(&self, action: &str) -> Result<&CompiledAction, InvokeError> {
         self.inner.actions.get(action).ok_or_else(|| {
-            InvokeError::new(ErrorKind::NotFound, format!("plugin `{}` has no action `{action}`", self.inner.name))
+            InvokeError::new(
+                ErrorKind::NotFound,
+                format!("plugin `{}` has no action `{action}`", self.inner.name),
+            )
         })
     }
 
     /// Runs `action` with `input` in a fresh instance, under the plugin's limits, and returns its checked output.
-    pub async fn invoke(&self, action: &str, input: &Value, ctx: &InvocationContext) -> Result<Value, InvokeError> {
+    pub async fn invoke(
+        &self,
+        action: &str,
+        input: &Value,
+        ctx: &InvocationContext,
+    ) -> Result<Value, InvokeError> {
         let compiled = self.compiled(action)?;
         schema_errors(&compiled.input, input, ErrorKind::InvalidInput, "input")?;
         let input_text = input.to_string();
-        let limits = &self.inner.policy.limits;
+        let limits = &self.policy.limits;
         let scope = CallScope {
             plugin: self.inner.name.clone(),
-            policy: self.inner.policy.clone(),
+            policy: self.policy.clone(),
             services: self.inner.sandbox.inner.services.clone(),
             run_id: ctx.run_id.clone(),
             step_id: ctx.step_id.clone(),
@@ -213,25 +238,54 @@ impl Plugin {
             idempotency_key: ctx.idempotency_key.clone(),
         };
         let action_name = action.to_string();
-        let returned = guarded(&self.inner.sandbox, &self.inner.pre, scope, move |plugin, store| {
-            Box::pin(async move { plugin.call_invoke(store, &action_name, &input_text, &wit_ctx).await })
-        })
+        let returned = guarded(
+            &self.inner.sandbox,
+            &self.inner.pre,
+            scope,
+            move |plugin, store| {
+                Box::pin(async move {
+                    plugin
+                        .call_invoke(store, &action_name, &input_text, &wit_ctx)
+                        .await
+                })
+            },
+        )
         .await?;
         let text = returned.map_err(from_wit_error)?;
         if text.len() > limits.max_output_bytes {
             return Err(InvokeError::new(
                 ErrorKind::OutputTooLarge,
-                format!("output of {} bytes is larger than the plugin's limit of {} bytes", text.len(), limits.max_output_bytes),
+                format!(
+                    "output of {} bytes is larger than the plugin's limit of {} bytes",
+                    text.len(),
+                    limits.max_output_bytes
+                ),
             ));
         }
-        let output: Value = serde_json::from_str(&text)
-            .map_err(|e| InvokeError::new(ErrorKind::InvalidOutput, format!("output is not JSON: {e}")))?;
-        schema_errors(&compiled.output, &output, ErrorKind::InvalidOutput, "output")?;
+        let output: Value = serde_json::from_str(&text).map_err(|e| {
+            InvokeError::new(ErrorKind::InvalidOutput, format!("output is not JSON: {e}"))
+        })?;
+        schema_errors(
+            &compiled.output,
+            &output,
+            ErrorKind::InvalidOutput,
+            "output",
+        )?;
         Ok(output)
     }
 }
 
-type CallFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = wasmtime::Result<T>> + Send + 'a>>;
+/// Caps the memory limit at the sandbox's slot size: a plugin cannot be granted more than the pool holds.
+fn clamp(mut policy: PluginPolicy, sandbox: &Sandbox) -> PluginPolicy {
+    policy.limits.memory_bytes = policy
+        .limits
+        .memory_bytes
+        .min(sandbox.inner.max_memory_bytes);
+    policy
+}
+
+type CallFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = wasmtime::Result<T>> + Send + 'a>>;
 
 /// Instantiates a fresh instance and runs `call` in it under the scope's limits: a slot from the pool, a memory
 /// limiter, a CPU budget counted in epoch ticks (yielding to other tasks at every tick) and a wall-clock timeout.
@@ -278,23 +332,44 @@ async fn guarded<T>(
 
 /// Turns a wasmtime error into a typed [`InvokeError`], adding what the plugin wrote to stderr (a Rust panic
 /// message, for example) so its author sees why it trapped.
-fn classify_trap(e: wasmtime::Error, store: &Store<HostState>, limits: &crate::Limits) -> InvokeError {
+fn classify_trap(
+    e: wasmtime::Error,
+    store: &Store<HostState>,
+    limits: &crate::Limits,
+) -> InvokeError {
     if let Some(limit) = e.downcast_ref::<LimitTrap>() {
         return match limit {
             LimitTrap::Cpu => InvokeError::cpu(limits.cpu),
-            LimitTrap::Memory { .. } => InvokeError::new(ErrorKind::MemoryLimit, format!("plugin {limit}")),
+            LimitTrap::Memory { .. } => {
+                InvokeError::new(ErrorKind::MemoryLimit, format!("plugin {limit}"))
+            }
         };
     }
     let stderr = store.data().stderr.contents();
-    let tail = String::from_utf8_lossy(&stderr[stderr.len().saturating_sub(2048)..]).trim().to_string();
-    let with_stderr = |msg: String| if tail.is_empty() { msg } else { format!("{msg}; plugin stderr: {tail}") };
-    match e.downcast_ref::<Trap>() {
-        Some(Trap::StackOverflow) => {
-            InvokeError::new(ErrorKind::StackOverflow, "plugin exhausted its call stack (unbounded recursion?)")
+    let tail = String::from_utf8_lossy(&stderr[stderr.len().saturating_sub(2048)..])
+        .trim()
+        .to_string();
+    let with_stderr = |msg: String| {
+        if tail.is_empty() {
+            msg
+        } else {
+            format!("{msg}; plugin stderr: {tail}")
         }
+    };
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::StackOverflow) => InvokeError::new(
+            ErrorKind::StackOverflow,
+            "plugin exhausted its call stack (unbounded recursion?)",
+        ),
         Some(Trap::Interrupt) => InvokeError::cpu(limits.cpu),
-        Some(trap) => InvokeError::new(ErrorKind::Trap, with_stderr(format!("plugin trapped: {trap}"))),
-        None => InvokeError::new(ErrorKind::Trap, with_stderr(format!("plugin failed: {e:#}"))),
+        Some(trap) => InvokeError::new(
+            ErrorKind::Trap,
+            with_stderr(format!("plugin trapped: {trap}")),
+        ),
+        None => InvokeError::new(
+            ErrorKind::Trap,
+            with_stderr(format!("plugin failed: {e:#}")),
+        ),
     }
 }
 
@@ -310,7 +385,12 @@ fn from_wit_error(e: bindings::Error) -> InvokeError {
 }
 
 /// Up to three schema violations, each with its JSON pointer, as one error.
-fn schema_errors(validator: &jsonschema::Validator, value: &Value, kind: ErrorKind, what: &str) -> Result<(), InvokeError> {
+fn schema_errors(
+    validator: &jsonschema::Validator,
+    value: &Value,
+    kind: ErrorKind,
+    what: &str,
+) -> Result<(), InvokeError> {
     let mut errors = validator.iter_errors(value).peekable();
     if errors.peek().is_none() {
         return Ok(());
@@ -319,10 +399,20 @@ fn schema_errors(validator: &jsonschema::Validator, value: &Value, kind: ErrorKi
         .take(3)
         .map(|e| {
             let at = e.instance_path.to_string();
-            if at.is_empty() { e.to_string() } else { format!("at {at}: {e}") }
+            if at.is_empty() {
+                e.to_string()
+            } else {
+                format!("at {at}: {e}")
+            }
         })
         .collect();
-    Err(InvokeError::new(kind, format!("{what} does not match the action's schema: {}", listed.join("; "))))
+    Err(InvokeError::new(
+        kind,
+        format!(
+            "{what} does not match the action's schema: {}",
+            listed.join("; ")
+        ),
+    ))
 }
 
 fn is_valid_name(name: &str) -> bool {
@@ -333,7 +423,9 @@ fn is_valid_name(name: &str) -> bool {
 }
 
 /// Parses and checks the manifest a plugin returned: names, unique actions, schemas that are JSON and compile.
-fn compile_manifest(raw: bindings::Manifest) -> Result<(Manifest, HashMap<String, CompiledAction>), SandboxError> {
+fn compile_manifest(
+    raw: bindings::Manifest,
+) -> Result<(Manifest, HashMap<String, CompiledAction>), SandboxError> {
     let bad = |m: String| SandboxError::Manifest(m);
     if !is_valid_name(&raw.name) {
         return Err(bad(format!(
@@ -345,27 +437,54 @@ fn compile_manifest(raw: bindings::Manifest) -> Result<(Manifest, HashMap<String
     let mut compiled = HashMap::with_capacity(raw.actions.len());
     for a in raw.actions {
         if !is_valid_name(&a.name) {
-            return Err(bad(format!("action name {:?} must be lower-case letters, digits, `-` or `_`", a.name)));
+            return Err(bad(format!(
+                "action name {:?} must be lower-case letters, digits, `-` or `_`",
+                a.name
+            )));
         }
         let parse = |what: &str, text: &str| -> Result<Value, SandboxError> {
-            serde_json::from_str(text).map_err(|e| bad(format!("action `{}`: {what} is not JSON: {e}", a.name)))
+            serde_json::from_str(text)
+                .map_err(|e| bad(format!("action `{}`: {what} is not JSON: {e}", a.name)))
         };
         let input_schema = parse("input schema", &a.input_schema)?;
         let output_schema = parse("output schema", &a.output_schema)?;
-        let example_input = a.example_input.as_deref().map(|t| parse("example input", t)).transpose()?;
+        let example_input = a
+            .example_input
+            .as_deref()
+            .map(|t| parse("example input", t))
+            .transpose()?;
         let compile = |what: &str, schema: &Value| {
-            jsonschema::validator_for(schema)
-                .map_err(|e| bad(format!("action `{}`: {what} is not a valid JSON Schema: {e}", a.name)))
+            jsonschema::validator_for(schema).map_err(|e| {
+                bad(format!(
+                    "action `{}`: {what} is not a valid JSON Schema: {e}",
+                    a.name
+                ))
+            })
         };
         let input = compile("input schema", &input_schema)?;
         let output = compile("output schema", &output_schema)?;
-        if compiled.insert(a.name.clone(), CompiledAction { input, output }).is_some() {
+        if compiled
+            .insert(a.name.clone(), CompiledAction { input, output })
+            .is_some()
+        {
             return Err(bad(format!("action `{}` is listed twice", a.name)));
         }
-        actions.push(ActionInfo { name: a.name, summary: a.summary, input_schema, output_schema, example_input });
+        actions.push(ActionInfo {
+            name: a.name,
+            summary: a.summary,
+            input_schema,
+            output_schema,
+            example_input,
+        });
     }
     Ok((
-        Manifest { name: raw.name, version: raw.version, vendor: raw.vendor, description: raw.description, actions },
+        Manifest {
+            name: raw.name,
+            version: raw.version,
+            vendor: raw.vendor,
+            description: raw.description,
+            actions,
+        },
         compiled,
     ))
 }

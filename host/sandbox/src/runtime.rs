@@ -71,7 +71,9 @@ impl Drop for SandboxInner {
 
 impl std::fmt::Debug for Sandbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sandbox").field("pooling", &self.inner.pooling).finish_non_exhaustive()
+        f.debug_struct("Sandbox")
+            .field("pooling", &self.inner.pooling)
+            .finish_non_exhaustive()
     }
 }
 
@@ -89,7 +91,8 @@ impl Sandbox {
             }
         };
         let mut linker = Linker::<HostState>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
         ActionPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
 
@@ -149,7 +152,11 @@ fn engine_config(config: &SandboxConfig, pooling: bool) -> Config {
 
 /// Advances the engine's epoch every `tick` until `stop` is set. Epoch interruption is how the sandbox bounds CPU
 /// time and makes long-running guests yield to other tasks.
-fn spawn_epoch_ticker(engine: Engine, tick: Duration, stop: Arc<AtomicBool>) -> Result<(), SandboxError> {
+fn spawn_epoch_ticker(
+    engine: Engine,
+    tick: Duration,
+    stop: Arc<AtomicBool>,
+) -> Result<(), SandboxError> {
     std::thread::Builder::new()
         .name("qila-epoch".into())
         .spawn(move || {

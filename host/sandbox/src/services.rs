@@ -28,8 +28,14 @@ pub struct MemoryKv {
 }
 
 impl MemoryKv {
-    fn with<T>(&self, f: impl FnOnce(&mut HashMap<(String, String), Vec<u8>>) -> T) -> Result<T, String> {
-        let mut guard = self.entries.lock().map_err(|_| "key-value store lock poisoned".to_string())?;
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut HashMap<(String, String), Vec<u8>>) -> T,
+    ) -> Result<T, String> {
+        let mut guard = self
+            .entries
+            .lock()
+            .map_err(|_| "key-value store lock poisoned".to_string())?;
         Ok(f(&mut guard))
     }
 }
@@ -96,7 +102,10 @@ impl HostServices {
 
 impl Default for HostServices {
     fn default() -> Self {
-        Self::new(Arc::new(StaticSecrets::default()), Arc::new(MemoryKv::default()))
+        Self::new(
+            Arc::new(StaticSecrets::default()),
+            Arc::new(MemoryKv::default()),
+        )
     }
 }
 

@@ -11,7 +11,9 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::{InvocationContext, InvokeError, Plugin, PluginPolicy, Sandbox, SandboxConfig, SandboxError};
+use crate::{
+    InvocationContext, InvokeError, Plugin, PluginPolicy, Sandbox, SandboxConfig, SandboxError,
+};
 
 /// A sandbox with one plugin loaded, for tests.
 #[derive(Debug, Clone)]
@@ -35,11 +37,15 @@ impl Harness {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| SandboxError::Io(path.to_path_buf(), e))?;
         let sandbox = Sandbox::new(config)?;
-        Ok(Self { plugin: sandbox.load(&bytes, policy).await? })
+        Ok(Self {
+            plugin: sandbox.load(&bytes, policy).await?,
+        })
     }
 
     /// Invokes `action` with `input` as step `test` of run `test`.
     pub async fn invoke(&self, action: &str, input: Value) -> Result<Value, InvokeError> {
-        self.plugin.invoke(action, &input, &InvocationContext::adhoc("test")).await
+        self.plugin
+            .invoke(action, &input, &InvocationContext::adhoc("test"))
+            .await
     }
 }

@@ -1,17 +1,18 @@
 //! Plugin key-value data.
 
+use crate::Store;
 use crate::error::StoreError;
 use crate::record::now_ms;
-use crate::Store;
 
 impl Store {
     /// The value under `key` in `namespace`.
     pub async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let value = sqlx::query_scalar("SELECT value FROM plugin_kv WHERE namespace = ? AND key = ?")
-            .bind(namespace)
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?;
+        let value =
+            sqlx::query_scalar("SELECT value FROM plugin_kv WHERE namespace = ? AND key = ?")
+                .bind(namespace)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(value)
     }
 

@@ -4,13 +4,18 @@ use serde_json::Value;
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
+use crate::Store;
 use crate::error::StoreError;
 use crate::record::{RunRecord, RunStatus, StepRecord, StepStatus};
-use crate::Store;
 
 fn json(table: &'static str, text: Option<String>) -> Result<Option<Value>, StoreError> {
-    text.map(|t| serde_json::from_str(&t).map_err(|e| StoreError::Corrupt { table, message: e.to_string() }))
-        .transpose()
+    text.map(|t| {
+        serde_json::from_str(&t).map_err(|e| StoreError::Corrupt {
+            table,
+            message: e.to_string(),
+        })
+    })
+    .transpose()
 }
 
 fn run_from_row(row: &SqliteRow) -> Result<RunRecord, StoreError> {
@@ -19,8 +24,10 @@ fn run_from_row(row: &SqliteRow) -> Result<RunRecord, StoreError> {
         id: row.try_get("id")?,
         playbook: row.try_get("playbook")?,
         playbook_version: row.try_get::<i64, _>("playbook_version")? as u32,
-        status: RunStatus::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt { table: "runs", message: format!("unknown status {status:?}") })?,
+        status: RunStatus::parse(&status).ok_or_else(|| StoreError::Corrupt {
+            table: "runs",
+            message: format!("unknown status {status:?}"),
+        })?,
         inputs: json("runs", row.try_get("inputs")?)?.unwrap_or(Value::Null),
         outputs: json("runs", row.try_get("outputs")?)?,
         error: row.try_get("error")?,
@@ -37,8 +44,10 @@ fn step_from_row(row: &SqliteRow) -> Result<StepRecord, StoreError> {
         step_id: row.try_get("step_id")?,
         position: row.try_get::<i64, _>("position")? as u32,
         action: row.try_get("action")?,
-        status: StepStatus::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt { table: "steps", message: format!("unknown status {status:?}") })?,
+        status: StepStatus::parse(&status).ok_or_else(|| StoreError::Corrupt {
+            table: "steps",
+            message: format!("unknown status {status:?}"),
+        })?,
         attempt: row.try_get::<i64, _>("attempt")? as u32,
         input: json("steps", row.try_get("input")?)?,
         output: json("steps", row.try_get("output")?)?,
@@ -52,7 +61,10 @@ fn step_from_row(row: &SqliteRow) -> Result<StepRecord, StoreError> {
 impl Store {
     /// The run `id` with its steps in playbook order, if it exists.
     pub async fn run(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
-        let Some(row) = sqlx::query("SELECT * FROM runs WHERE id = ?").bind(id).fetch_optional(&self.pool).await?
+        let Some(row) = sqlx::query("SELECT * FROM runs WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
         else {
             return Ok(None);
         };

@@ -20,7 +20,13 @@ const ROWS_PER_STATEMENT: usize = 512;
 enum Message {
     RunStarted(RunRecord),
     Step(StepRecord),
-    RunFinished { id: String, status: RunStatus, outputs: Option<Value>, error: Option<String>, finished_at: i64 },
+    RunFinished {
+        id: String,
+        status: RunStatus,
+        outputs: Option<Value>,
+        error: Option<String>,
+        finished_at: i64,
+    },
     Flush(oneshot::Sender<Result<(), String>>),
 }
 
@@ -38,7 +44,10 @@ impl Recorder {
     }
 
     async fn send(&self, message: Message) -> Result<(), StoreError> {
-        self.tx.send(message).await.map_err(|_| StoreError::WriterGone)
+        self.tx
+            .send(message)
+            .await
+            .map_err(|_| StoreError::WriterGone)
     }
 
     /// Records a new run (its `steps` are ignored; record them with [`Recorder::step`]).
@@ -61,7 +70,14 @@ impl Recorder {
         error: Option<String>,
         finished_at: i64,
     ) -> Result<(), StoreError> {
-        self.send(Message::RunFinished { id, status, outputs, error, finished_at }).await
+        self.send(Message::RunFinished {
+            id,
+            status,
+            outputs,
+            error,
+            finished_at,
+        })
+        .await
     }
 
     /// Waits until everything sent before this call is committed, and reports a failed commit.
@@ -70,7 +86,10 @@ impl Recorder {
         self.send(Message::Flush(done)).await?;
         wait.await
             .map_err(|_| StoreError::WriterGone)?
-            .map_err(|message| StoreError::Corrupt { table: "runs", message })
+            .map_err(|message| StoreError::Corrupt {
+                table: "runs",
+                message,
+            })
     }
 }
 
@@ -85,7 +104,11 @@ async fn write_loop(pool: SqlitePool, mut rx: mpsc::Receiver<Message>) {
                 other => commit.add(other),
             }
         }
-        let result = if commit.is_empty() { Ok(()) } else { commit.write(&pool).await };
+        let result = if commit.is_empty() {
+            Ok(())
+        } else {
+            commit.write(&pool).await
+        };
         if let Err(e) = &result {
             tracing::error!(error = %e, "cannot record run state");
         }
@@ -119,7 +142,11 @@ impl Commit {
                         let earlier = &mut self.steps[i];
                         let input = step.input.or_else(|| earlier.input.take());
                         let started_at = step.started_at.or(earlier.started_at);
-                        *earlier = StepRecord { input, started_at, ..step };
+                        *earlier = StepRecord {
+                            input,
+                            started_at,
+                            ..step
+                        };
                     }
                     None => {
                         self.step_index.insert(key, self.steps.len());
@@ -177,7 +204,14 @@ impl Commit {
             q.build().execute(&mut *tx).await?;
         }
         for message in &self.finished {
-            if let Message::RunFinished { id, status, outputs, error, finished_at } = message {
+            if let Message::RunFinished {
+                id,
+                status,
+                outputs,
+                error,
+                finished_at,
+            } = message
+            {
                 sqlx::query("UPDATE runs SET status = ?, outputs = ?, error = ?, finished_at = ? WHERE id = ?")
                     .bind(status.as_str())
                     .bind(outputs.as_ref().map(Value::to_string))

@@ -1,0 +1,239 @@
+//! Where Qila keeps its data, and the administrator's configuration: what each plugin is granted.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use qila_sandbox::{HostPattern, Limits, PluginPolicy};
+use serde::Deserialize;
+
+/// Options every command shares.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Settings {
+    /// Where the database, the compiled-plugin cache and installed plugins live.
+    #[arg(long, global = true, env = "QILA_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// The configuration file (plugin grants and secret sources) [default: DATA_DIR/qila.yaml, if it exists].
+    #[arg(long, global = true, env = "QILA_CONFIG")]
+    config: Option<PathBuf>,
+    /// A directory of extra plugin components (`*.wasm`) to load beside the bundled ones
+    /// [default: DATA_DIR/plugins].
+    #[arg(long, global = true, env = "QILA_PLUGINS_DIR")]
+    plugins_dir: Option<PathBuf>,
+}
+
+impl Settings {
+    /// The data directory: `--data-dir`, `QILA_DATA_DIR`, else `$XDG_DATA_HOME/qila`, else `~/.local/share/qila`.
+    pub fn data_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.data_dir {
+            return dir.clone();
+        }
+        if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+            return PathBuf::from(xdg).join("qila");
+        }
+        match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+            Some(home) => PathBuf::from(home).join(".local/share/qila"),
+            None => PathBuf::from(".qila"),
+        }
+    }
+
+    /// The directory of extra plugins.
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.plugins_dir.clone().unwrap_or_else(|| self.data_dir().join("plugins"))
+    }
+
+    /// The configuration: the file given, else `DATA_DIR/qila.yaml` when it exists, else none (no grants).
+    pub fn load_config(&self) -> anyhow::Result<Config> {
+        match &self.config {
+            Some(path) => Config::load(path),
+            None => {
+                let default = self.data_dir().join("qila.yaml");
+                if default.exists() { Config::load(&default) } else { Ok(Config::default()) }
+            }
+        }
+    }
+}
+
+/// The administrator's configuration file.
+///
+/// ```yaml
+/// plugins:
+///   notify:
+///     egress: ["hooks.slack.com", "*.example.org:443"]
+///     secrets: [slack_token]
+///     limits: { memory: 64MiB, cpu: 2s, timeout: 30s, output: 1MiB }
+/// secrets:
+///   slack_token: { env: SLACK_TOKEN }
+///   misp_key: { file: /run/secrets/misp_key }
+/// ```
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Grants and limits by plugin name.
+    #[serde(default)]
+    pub plugins: BTreeMap<String, PluginGrant>,
+    /// Where each secret's value comes from.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SecretSource>,
+}
+
+/// What one plugin may do.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginGrant {
+    /// Host patterns the plugin may reach: `[scheme://]host[:port]`, `*.domain` for subdomains.
+    #[serde(default)]
+    pub egress: Vec<String>,
+    /// Secret names the plugin may use.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// Resource limits; unset ones keep their defaults.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// Resource limits as written in the file (`64MiB`, `2s`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    memory: Option<String>,
+    cpu: Option<String>,
+    timeout: Option<String>,
+    output: Option<String>,
+    http_body: Option<String>,
+}
+
+/// Where a secret's value comes from.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum SecretSource {
+    /// An environment variable of the `qila` process.
+    Env(String),
+    /// A file (its content, with the trailing newline removed).
+    File(PathBuf),
+}
+
+impl Config {
+    /// Reads and parses a configuration file; errors name the file, line and column.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let config: Config = serde_yaml::from_str(&text).map_err(|e| match e.location() {
+            Some(l) => anyhow::anyhow!("{}:{}:{}: {e}", path.display(), l.line(), l.column()),
+            None => anyhow::anyhow!("{}: {e}", path.display()),
+        })?;
+        for (plugin, grant) in &config.plugins {
+            grant.policy().with_context(|| format!("{}: plugins.{plugin}", path.display()))?;
+        }
+        Ok(config)
+    }
+
+    /// The policy for the plugin `name`: its grants, or none.
+    pub fn policy_for(&self, name: &str) -> anyhow::Result<PluginPolicy> {
+        self.plugins.get(name).map_or_else(|| Ok(PluginPolicy::default()), PluginGrant::policy)
+    }
+
+    /// The values of every configured secret that has one.
+    pub fn resolve_secrets(&self) -> HashMap<String, String> {
+        let mut values = HashMap::new();
+        for (name, source) in &self.secrets {
+            let value = match source {
+                SecretSource::Env(var) => std::env::var(var).ok(),
+                SecretSource::File(path) => std::fs::read_to_string(path).ok().map(|s| s.trim_end_matches('\n').to_string()),
+            };
+            match value {
+                Some(v) => {
+                    values.insert(name.clone(), v);
+                }
+                None => tracing::warn!(secret = %name, "secret has no value (its variable or file is missing)"),
+            }
+        }
+        values
+    }
+}
+
+impl PluginGrant {
+    fn policy(&self) -> anyhow::Result<PluginPolicy> {
+        let egress = self.egress.iter().map(|p| p.parse::<HostPattern>()).collect::<Result<Vec<_>, _>>()?;
+        let mut limits = Limits::default();
+        let l = &self.limits;
+        if let Some(v) = &l.memory {
+            limits.memory_bytes = parse_size(v).context("limits.memory")?;
+        }
+        if let Some(v) = &l.output {
+            limits.max_output_bytes = parse_size(v).context("limits.output")?;
+        }
+        if let Some(v) = &l.http_body {
+            limits.max_http_body_bytes = parse_size(v).context("limits.http_body")?;
+        }
+        if let Some(v) = &l.cpu {
+            limits.cpu = parse_duration(v).context("limits.cpu")?;
+        }
+        if let Some(v) = &l.timeout {
+            limits.timeout = parse_duration(v).context("limits.timeout")?;
+        }
+        Ok(PluginPolicy { egress, secrets: self.secrets.clone(), limits })
+    }
+}
+
+/// Parses `512KiB`, `64MiB`, `1GiB`, `1000000` (bytes).
+pub fn parse_size(text: &str) -> anyhow::Result<usize> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: usize = digits.parse().with_context(|| format!("{text:?} is not a size like 64MiB"))?;
+    let factor = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" | "KB" => 1 << 10,
+        "MiB" | "M" | "MB" => 1 << 20,
+        "GiB" | "G" | "GB" => 1 << 30,
+        other => bail!("unknown size unit {other:?} in {text:?}; use B, KiB, MiB or GiB"),
+    };
+    n.checked_mul(factor).with_context(|| format!("{text:?} is too large"))
+}
+
+/// Parses `250ms`, `2s`, `1m30s`.
+pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
+    humantime::parse_duration(text.trim()).with_context(|| format!("{text:?} is not a duration like 2s or 250ms"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("64MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_size("512 KiB").unwrap(), 512 << 10);
+        assert_eq!(parse_size("100").unwrap(), 100);
+        assert!(parse_size("12 parsecs").unwrap_err().to_string().contains("unit"));
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn config_errors_name_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("qila.yaml");
+        std::fs::write(&path, "plugins:\n  notify:\n    egres: [x.com]\n").unwrap();
+        let e = Config::load(&path).unwrap_err().to_string();
+        assert!(e.contains("qila.yaml:3:5") && e.contains("egres"), "{e}");
+        std::fs::write(&path, "plugins:\n  notify:\n    egress: [\"a.*.com\"]\n").unwrap();
+        let e = format!("{:#}", Config::load(&path).unwrap_err());
+        assert!(e.contains("plugins.notify") && e.contains("wildcard"), "{e}");
+    }
+
+    #[test]
+    fn grants_become_policies() {
+        let config: Config = serde_yaml::from_str(
+            "plugins:\n  notify:\n    egress: ['*.example.org']\n    secrets: [tok]\n    limits: { memory: 8MiB, timeout: 3s }\n",
+        )
+        .unwrap();
+        let p = config.policy_for("notify").unwrap();
+        assert!(p.allows_egress("https", "hooks.example.org", 443));
+        assert!(p.allows_secret("tok") && !p.allows_secret("other"));
+        assert_eq!(p.limits.memory_bytes, 8 << 20);
+        assert_eq!(p.limits.timeout, Duration::from_secs(3));
+        assert_eq!(config.policy_for("core").unwrap(), PluginPolicy::default());
+    }
+}

@@ -1,0 +1,72 @@
+//! `qila`: run, validate and inspect Qila playbooks and plugins.
+
+mod commands;
+mod config;
+mod runtime;
+mod scaffold;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Qila: a SOAR orchestrator whose playbook steps run in WebAssembly sandboxes.
+#[derive(Debug, Parser)]
+#[command(name = "qila", version, about, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    settings: config::Settings,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a playbook to completion. Exit 0 when it succeeded, 1 when it failed, 2 when the playbook or its input is
+    /// invalid.
+    Run(commands::run::RunArgs),
+    /// Check playbooks without running them. Exit 0 when all are valid, else 2 with one `file:line:col: message`
+    /// line per error.
+    Validate {
+        /// Playbook files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Work with plugins: list, inspect, scaffold and build them.
+    Plugin {
+        #[command(subcommand)]
+        command: commands::plugin::PluginCommand,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("QILA_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let outcome = runtime.block_on(async move {
+        match cli.command {
+            Command::Run(args) => commands::run::run(&cli.settings, args).await,
+            Command::Validate { files } => commands::validate::validate(&cli.settings, &files).await,
+            Command::Plugin { command } => commands::plugin::plugin(&cli.settings, command).await,
+        }
+    });
+    match outcome {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
