@@ -176,6 +176,8 @@ macro_rules! plugin {
             }
         }
 
+        // Only WebAssembly builds export the symbols: natively, several plugins can then link into one test binary.
+        #[cfg(target_arch = "wasm32")]
         $crate::bindings::export!(__QilaPlugin with_types_in $crate::bindings);
     };
 }

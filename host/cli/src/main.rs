@@ -32,6 +32,9 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Measure the engine with the real sandbox and store: per-step overhead, fan-out throughput, and the time and
+    /// memory of a `qila run` process.
+    Bench(commands::bench::BenchArgs),
     /// Work with plugins: list, inspect, scaffold and build them.
     Plugin {
         #[command(subcommand)]
@@ -40,6 +43,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`qila run ... | head`) like other Unix tools, instead of panicking in println!.
+    // SAFETY: called before any other thread exists; SIG_DFL is a valid disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -47,6 +55,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -58,6 +67,7 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async move {
         match cli.command {
             Command::Run(args) => commands::run::run(&cli.settings, args).await,
+            Command::Bench(args) => commands::bench::bench(&cli.settings, args).await,
             Command::Validate { files } => commands::validate::validate(&cli.settings, &files).await,
             Command::Plugin { command } => commands::plugin::plugin(&cli.settings, command).await,
         }

@@ -281,7 +281,7 @@ impl<E: StepExecutor> RunState<E> {
                 match executor.execute(call).await {
                     Ok(output) => (i, Outcome::Succeeded(output)),
                     Err(error) => {
-                        tracing::warn!(kind = %error.kind, error = %error.message, "step failed");
+                        tracing::info!(kind = %error.kind, error = %error.message, "step failed");
                         (i, Outcome::Failed(error))
                     }
                 }

@@ -37,7 +37,7 @@ impl Default for SandboxConfig {
     fn default() -> Self {
         Self {
             cache_dir: None,
-            max_instances: 256,
+            max_instances: std::env::var("QILA_X_POOL").ok().and_then(|v| v.parse().ok()).unwrap_or(256),
             max_memory_bytes: 512 << 20,
             epoch_tick: Duration::from_millis(10),
             services: HostServices::default(),
