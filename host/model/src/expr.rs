@@ -24,12 +24,11 @@
 //! empty string, and a list or object as compact JSON. An undefined result is an error in both
 //! forms. There is no escape for a literal `${{`; write `${{ '${{' }}`.
 
-use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock, RwLock};
 
-use minijinja::value::ValueKind;
+use minijinja::value::{Enumerator, Object, ValueKind};
 use minijinja::{Environment, UndefinedBehavior};
 use serde_json::Value;
 
@@ -328,32 +327,51 @@ impl SharedValue {
 
 /// The data an expression sees: `inputs` and `steps.<id>.{output,status}`.
 ///
-/// Built once per step evaluation; the combined root value is assembled lazily on the first
-/// evaluation and reused for every expression of the step until the next `set_step*`.
+/// Built once per run and updated as steps finish: the root value is assembled once, and `steps` is an object
+/// over a shared map, so recording a step result costs one map insertion however many steps the run has.
 #[derive(Debug)]
 pub struct EvalContext {
-    inputs: minijinja::Value,
-    steps: BTreeMap<String, minijinja::Value>,
-    root: OnceCell<minijinja::Value>,
+    steps: Arc<StepResults>,
+    root: minijinja::Value,
+}
+
+/// `steps` as expressions see it: a map from step id to `{output, status}` that grows as the run goes.
+#[derive(Debug, Default)]
+struct StepResults(RwLock<BTreeMap<String, minijinja::Value>>);
+
+impl Object for StepResults {
+    fn get_value(self: &Arc<Self>, key: &minijinja::Value) -> Option<minijinja::Value> {
+        let id = key.as_str()?;
+        self.0.read().ok()?.get(id).cloned()
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        let keys: Vec<minijinja::Value> = match self.0.read() {
+            Ok(map) => map.keys().map(|k| minijinja::Value::from(k.as_str())).collect(),
+            Err(_) => Vec::new(),
+        };
+        Enumerator::Iter(Box::new(keys.into_iter()))
+    }
 }
 
 impl EvalContext {
     /// A context with the run's resolved inputs and no step results yet.
     pub fn new(inputs: &serde_json::Map<String, Value>) -> Self {
-        EvalContext {
-            inputs: minijinja::Value::from_serialize(inputs),
-            steps: BTreeMap::new(),
-            root: OnceCell::new(),
-        }
+        Self::from_inputs(minijinja::Value::from_serialize(inputs))
     }
 
     /// A context from inputs already converted with [`SharedValue::new`] (no conversion cost).
     pub fn with_shared_inputs(inputs: &SharedValue) -> Self {
-        EvalContext {
-            inputs: inputs.0.clone(),
-            steps: BTreeMap::new(),
-            root: OnceCell::new(),
-        }
+        Self::from_inputs(inputs.0.clone())
+    }
+
+    fn from_inputs(inputs: minijinja::Value) -> Self {
+        let steps = Arc::new(StepResults::default());
+        let root = minijinja::Value::from_iter([
+            ("inputs", inputs),
+            ("steps", minijinja::Value::from_dyn_object(steps.clone())),
+        ]);
+        EvalContext { steps, root }
     }
 
     /// Records a step's status (`succeeded`, `failed`, `skipped`) and output (converted here;
@@ -368,17 +386,13 @@ impl EvalContext {
             ("output", output.0.clone()),
             ("status", minijinja::Value::from(status)),
         ]);
-        self.steps.insert(id.to_owned(), entry);
-        self.root = OnceCell::new();
+        // A poisoned lock means a panic while inserting, which cannot leave the map inconsistent.
+        let mut map = self.steps.0.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.insert(id.to_owned(), entry);
     }
 
     fn root(&self) -> &minijinja::Value {
-        self.root.get_or_init(|| {
-            let steps = minijinja::Value::from_iter(
-                self.steps.iter().map(|(k, v)| (k.as_str(), v.clone())),
-            );
-            minijinja::Value::from_iter([("inputs", self.inputs.clone()), ("steps", steps)])
-        })
+        &self.root
     }
 }
 

@@ -1,7 +1,7 @@
 //! A loaded plugin: its manifest, compiled schemas and pre-linked instance, and the guarded invocation path.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -88,9 +88,35 @@ struct PluginInner {
     actions: HashMap<String, CompiledAction>,
 }
 
+/// An action's schemas, compiled to validators on first use: compiling (and meta-validating) a draft 2020-12
+/// schema allocates megabytes, which a one-shot `qila run` should only pay for the actions it calls. A schema
+/// that does not compile fails the calls of its action with a message that says so, and `qila validate` reports
+/// it for every step that uses the action.
 struct CompiledAction {
-    input: jsonschema::Validator,
-    output: jsonschema::Validator,
+    input_schema: Value,
+    output_schema: Value,
+    input: OnceLock<Result<jsonschema::Validator, String>>,
+    output: OnceLock<Result<jsonschema::Validator, String>>,
+}
+
+impl CompiledAction {
+    fn input(&self) -> Result<&jsonschema::Validator, InvokeError> {
+        lazy_validator(&self.input, &self.input_schema, ErrorKind::InvalidInput)
+    }
+
+    fn output(&self) -> Result<&jsonschema::Validator, InvokeError> {
+        lazy_validator(&self.output, &self.output_schema, ErrorKind::InvalidOutput)
+    }
+}
+
+fn lazy_validator<'a>(
+    cell: &'a OnceLock<Result<jsonschema::Validator, String>>,
+    schema: &Value,
+    kind: ErrorKind,
+) -> Result<&'a jsonschema::Validator, InvokeError> {
+    cell.get_or_init(|| jsonschema::validator_for(schema).map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(|e| InvokeError::new(kind, format!("the action's schema cannot be compiled: {e}")))
 }
 
 impl std::fmt::Debug for Plugin {
@@ -200,7 +226,7 @@ impl Plugin {
     /// Checks `input` against the action's input schema without running anything.
     pub fn validate_input(&self, action: &str, input: &Value) -> Result<(), InvokeError> {
         let compiled = self.compiled(action)?;
-        schema_errors(&compiled.input, input, ErrorKind::InvalidInput, "input")
+        schema_errors(compiled.input()?, input, ErrorKind::InvalidInput, "input")
     }
 
     fn compiled(&self, action: &str) -> Result<&CompiledAction, InvokeError> {
@@ -220,7 +246,7 @@ impl Plugin {
         ctx: &InvocationContext,
     ) -> Result<Value, InvokeError> {
         let compiled = self.compiled(action)?;
-        schema_errors(&compiled.input, input, ErrorKind::InvalidInput, "input")?;
+        schema_errors(compiled.input()?, input, ErrorKind::InvalidInput, "input")?;
         let input_text = input.to_string();
         let limits = &self.policy.limits;
         let scope = CallScope {
@@ -266,7 +292,7 @@ impl Plugin {
             InvokeError::new(ErrorKind::InvalidOutput, format!("output is not JSON: {e}"))
         })?;
         schema_errors(
-            &compiled.output,
+            compiled.output()?,
             &output,
             ErrorKind::InvalidOutput,
             "output",
@@ -453,19 +479,13 @@ fn compile_manifest(
             .as_deref()
             .map(|t| parse("example input", t))
             .transpose()?;
-        let compile = |what: &str, schema: &Value| {
-            jsonschema::validator_for(schema).map_err(|e| {
-                bad(format!(
-                    "action `{}`: {what} is not a valid JSON Schema: {e}",
-                    a.name
-                ))
-            })
+        let action = CompiledAction {
+            input_schema: input_schema.clone(),
+            output_schema: output_schema.clone(),
+            input: OnceLock::new(),
+            output: OnceLock::new(),
         };
-        let input = compile("input schema", &input_schema)?;
-        let output = compile("output schema", &output_schema)?;
-        if compiled
-            .insert(a.name.clone(), CompiledAction { input, output })
-            .is_some()
+        if compiled.insert(a.name.clone(), action).is_some()
         {
             return Err(bad(format!("action `{}` is listed twice", a.name)));
         }
