@@ -72,11 +72,23 @@ fn main() -> ExitCode {
             Command::Plugin { command } => commands::plugin::plugin(&cli.settings, command).await,
         }
     });
+    if std::env::var_os("QILA_REPORT_PEAK_RSS").is_some() {
+        report_peak_rss();
+    }
     match outcome {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Prints this process's peak resident set size (`VmHWM`) to stderr, for `qila bench`: a parent cannot measure it
+/// with `wait4`, whose figure includes the parent's own memory from before `exec`.
+fn report_peak_rss() {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    if let Some(kib) = status.lines().find_map(|l| l.strip_prefix("VmHWM:")) {
+        eprintln!("qila: peak-rss-kib {}", kib.trim().trim_end_matches("kB").trim());
     }
 }

@@ -153,8 +153,16 @@ impl<E: StepExecutor> RunState<E> {
         let mut running: JoinSet<(usize, Outcome)> = JoinSet::new();
         loop {
             while let Some(i) = self.ready.pop_front() {
+                let alone = running.is_empty() && self.ready.is_empty() && self.resolved.is_empty();
                 if let Some(task) = self.dispatch(i).await? {
-                    running.spawn(task);
+                    if alone {
+                        // The only step that can make progress (a chain): run it on this task rather than hand it
+                        // to another worker thread and back, which costs two cross-thread wake-ups.
+                        let (i, outcome) = task.await;
+                        self.resolved.push_back((i, outcome));
+                    } else {
+                        running.spawn(task);
+                    }
                 }
             }
             if let Some((i, outcome)) = self.resolved.pop_front() {

@@ -167,21 +167,26 @@ fn process_figures(data_dir: &Path, rounds: usize) -> anyhow::Result<(f64, f64)>
     let mut peak_kib = 0_i64;
     for round in 0..=rounds {
         let t = Instant::now();
-        let child = std::process::Command::new(&exe)
+        let output = std::process::Command::new(&exe)
             .arg("--data-dir")
             .arg(data_dir)
             .arg("run")
             .arg(&file)
             .arg("--json")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .context("cannot start qila run")?;
-        let (status, rss_kib) = wait_with_rusage(child.id())?;
+            .env("QILA_REPORT_PEAK_RSS", "1")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .context("cannot run qila run")?;
         let wall = t.elapsed();
-        if status != 0 {
-            bail!("qila run of the 50-step playbook exited with {status}");
+        if !output.status.success() {
+            bail!("qila run of the 50-step playbook failed: {}", String::from_utf8_lossy(&output.stderr));
         }
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let rss_kib: i64 = stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("qila: peak-rss-kib "))
+            .and_then(|v| v.trim().parse().ok())
+            .context("qila run did not report its peak RSS")?;
         if round > 0 {
             // Round 0 warms the component cache and the page cache.
             walls.push(wall.as_secs_f64() * 1e3);
@@ -189,17 +194,4 @@ fn process_figures(data_dir: &Path, rounds: usize) -> anyhow::Result<(f64, f64)>
         }
     }
     Ok((median(walls), peak_kib as f64 / 1024.0))
-}
-
-/// Waits for the child `pid` and returns its exit status and peak resident set size in KiB.
-fn wait_with_rusage(pid: u32) -> anyhow::Result<(i32, i64)> {
-    let mut status = 0;
-    // SAFETY: `rusage` is plain data that `wait4` fills in; `pid` is our own child, not yet waited for.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let ret = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut usage) };
-    if ret < 0 {
-        bail!("wait4 failed: {}", std::io::Error::last_os_error());
-    }
-    let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { -1 };
-    Ok((code, usage.ru_maxrss))
 }
