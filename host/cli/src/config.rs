@@ -40,7 +40,9 @@ impl Settings {
 
     /// The directory of extra plugins.
     pub fn plugins_dir(&self) -> PathBuf {
-        self.plugins_dir.clone().unwrap_or_else(|| self.data_dir().join("plugins"))
+        self.plugins_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir().join("plugins"))
     }
 
     /// The configuration: the file given, else `DATA_DIR/qila.yaml` when it exists, else none (no grants).
@@ -49,7 +51,11 @@ impl Settings {
             Some(path) => Config::load(path),
             None => {
                 let default = self.data_dir().join("qila.yaml");
-                if default.exists() { Config::load(&default) } else { Ok(Config::default()) }
+                if default.exists() {
+                    Config::load(&default)
+                } else {
+                    Ok(Config::default())
+                }
             }
         }
     }
@@ -117,20 +123,25 @@ pub enum SecretSource {
 impl Config {
     /// Reads and parses a configuration file; errors name the file, line and column.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
         let config: Config = serde_yaml::from_str(&text).map_err(|e| match e.location() {
             Some(l) => anyhow::anyhow!("{}:{}:{}: {e}", path.display(), l.line(), l.column()),
             None => anyhow::anyhow!("{}: {e}", path.display()),
         })?;
         for (plugin, grant) in &config.plugins {
-            grant.policy().with_context(|| format!("{}: plugins.{plugin}", path.display()))?;
+            grant
+                .policy()
+                .with_context(|| format!("{}: plugins.{plugin}", path.display()))?;
         }
         Ok(config)
     }
 
     /// The policy for the plugin `name`: its grants, or none.
     pub fn policy_for(&self, name: &str) -> anyhow::Result<PluginPolicy> {
-        self.plugins.get(name).map_or_else(|| Ok(PluginPolicy::default()), PluginGrant::policy)
+        self.plugins
+            .get(name)
+            .map_or_else(|| Ok(PluginPolicy::default()), PluginGrant::policy)
     }
 
     /// The values of every configured secret that has one.
@@ -139,13 +150,17 @@ impl Config {
         for (name, source) in &self.secrets {
             let value = match source {
                 SecretSource::Env(var) => std::env::var(var).ok(),
-                SecretSource::File(path) => std::fs::read_to_string(path).ok().map(|s| s.trim_end_matches('\n').to_string()),
+                SecretSource::File(path) => std::fs::read_to_string(path)
+                    .ok()
+                    .map(|s| s.trim_end_matches('\n').to_string()),
             };
             match value {
                 Some(v) => {
                     values.insert(name.clone(), v);
                 }
-                None => tracing::warn!(secret = %name, "secret has no value (its variable or file is missing)"),
+                None => {
+                    tracing::warn!(secret = %name, "secret has no value (its variable or file is missing)")
+                }
             }
         }
         values
@@ -154,7 +169,11 @@ impl Config {
 
 impl PluginGrant {
     fn policy(&self) -> anyhow::Result<PluginPolicy> {
-        let egress = self.egress.iter().map(|p| p.parse::<HostPattern>()).collect::<Result<Vec<_>, _>>()?;
+        let egress = self
+            .egress
+            .iter()
+            .map(|p| p.parse::<HostPattern>())
+            .collect::<Result<Vec<_>, _>>()?;
         let mut limits = Limits::default();
         let l = &self.limits;
         if let Some(v) = &l.memory {
@@ -172,7 +191,11 @@ impl PluginGrant {
         if let Some(v) = &l.timeout {
             limits.timeout = parse_duration(v).context("limits.timeout")?;
         }
-        Ok(PluginPolicy { egress, secrets: self.secrets.clone(), limits })
+        Ok(PluginPolicy {
+            egress,
+            secrets: self.secrets.clone(),
+            limits,
+        })
     }
 }
 
@@ -181,7 +204,9 @@ pub fn parse_size(text: &str) -> anyhow::Result<usize> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
-    let n: usize = digits.parse().with_context(|| format!("{text:?} is not a size like 64MiB"))?;
+    let n: usize = digits
+        .parse()
+        .with_context(|| format!("{text:?} is not a size like 64MiB"))?;
     let factor = match unit.trim() {
         "" | "B" => 1,
         "KiB" | "K" | "KB" => 1 << 10,
@@ -189,12 +214,14 @@ pub fn parse_size(text: &str) -> anyhow::Result<usize> {
         "GiB" | "G" | "GB" => 1 << 30,
         other => bail!("unknown size unit {other:?} in {text:?}; use B, KiB, MiB or GiB"),
     };
-    n.checked_mul(factor).with_context(|| format!("{text:?} is too large"))
+    n.checked_mul(factor)
+        .with_context(|| format!("{text:?} is too large"))
 }
 
 /// Parses `250ms`, `2s`, `1m30s`.
 pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
-    humantime::parse_duration(text.trim()).with_context(|| format!("{text:?} is not a duration like 2s or 250ms"))
+    humantime::parse_duration(text.trim())
+        .with_context(|| format!("{text:?} is not a duration like 2s or 250ms"))
 }
 
 #[cfg(test)]
@@ -206,7 +233,12 @@ mod tests {
         assert_eq!(parse_size("64MiB").unwrap(), 64 << 20);
         assert_eq!(parse_size("512 KiB").unwrap(), 512 << 10);
         assert_eq!(parse_size("100").unwrap(), 100);
-        assert!(parse_size("12 parsecs").unwrap_err().to_string().contains("unit"));
+        assert!(
+            parse_size("12 parsecs")
+                .unwrap_err()
+                .to_string()
+                .contains("unit")
+        );
         assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
         assert!(parse_duration("soon").is_err());
     }
@@ -220,7 +252,10 @@ mod tests {
         assert!(e.contains("qila.yaml:3:5") && e.contains("egres"), "{e}");
         std::fs::write(&path, "plugins:\n  notify:\n    egress: [\"a.*.com\"]\n").unwrap();
         let e = format!("{:#}", Config::load(&path).unwrap_err());
-        assert!(e.contains("plugins.notify") && e.contains("wildcard"), "{e}");
+        assert!(
+            e.contains("plugins.notify") && e.contains("wildcard"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -57,7 +57,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -68,7 +71,9 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => commands::run::run(&cli.settings, args).await,
             Command::Bench(args) => commands::bench::bench(&cli.settings, args).await,
-            Command::Validate { files } => commands::validate::validate(&cli.settings, &files).await,
+            Command::Validate { files } => {
+                commands::validate::validate(&cli.settings, &files).await
+            }
             Command::Plugin { command } => commands::plugin::plugin(&cli.settings, command).await,
         }
     });
@@ -89,6 +94,9 @@ fn main() -> ExitCode {
 fn report_peak_rss() {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     if let Some(kib) = status.lines().find_map(|l| l.strip_prefix("VmHWM:")) {
-        eprintln!("qila: peak-rss-kib {}", kib.trim().trim_end_matches("kB").trim());
+        eprintln!(
+            "qila: peak-rss-kib {}",
+            kib.trim().trim_end_matches("kB").trim()
+        );
     }
 }

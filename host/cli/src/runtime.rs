@@ -9,7 +9,8 @@ use anyhow::Context;
 use qila_engine::{StepCall, StepError, StepExecutor};
 use qila_model::{ActionCatalog, did_you_mean};
 use qila_sandbox::{
-    HostServices, InvocationContext, KvBackend, KvFuture, Plugin, Sandbox, SandboxConfig, StaticSecrets,
+    HostServices, InvocationContext, KvBackend, KvFuture, Plugin, Sandbox, SandboxConfig,
+    StaticSecrets,
 };
 use qila_store::Store;
 use serde_json::Value;
@@ -65,21 +66,31 @@ impl Runtime {
     pub async fn open(settings: &Settings) -> anyhow::Result<Self> {
         let data_dir = settings.data_dir();
         let config = settings.load_config()?;
-        let store = Store::open(&data_dir).await.with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
-        let services = HostServices::new(Arc::new(StaticSecrets(config.resolve_secrets())), Arc::new(StoreKv(store.clone())));
+        let store = Store::open(&data_dir)
+            .await
+            .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
+        let services = HostServices::new(
+            Arc::new(StaticSecrets(config.resolve_secrets())),
+            Arc::new(StoreKv(store.clone())),
+        );
         let sandbox = Sandbox::new(SandboxConfig {
             cache_dir: Some(data_dir.join("cache")),
             services,
             ..SandboxConfig::default()
         })?;
 
-        let mut sources: Vec<(Origin, Vec<u8>)> =
-            BUNDLED_PLUGINS.iter().map(|(_, bytes)| (Origin::Bundled, bytes.to_vec())).collect();
+        let mut sources: Vec<(Origin, Vec<u8>)> = BUNDLED_PLUGINS
+            .iter()
+            .map(|(_, bytes)| (Origin::Bundled, bytes.to_vec()))
+            .collect();
         let mut failures = Vec::new();
         for path in component_files(&settings.plugins_dir())? {
             match std::fs::read(&path) {
                 Ok(bytes) => sources.push((Origin::File(path), bytes)),
-                Err(e) => failures.push(LoadFailure { origin: Origin::File(path), error: e.to_string() }),
+                Err(e) => failures.push(LoadFailure {
+                    origin: Origin::File(path),
+                    error: e.to_string(),
+                }),
             }
         }
         let mut loaded = BTreeMap::new();
@@ -87,13 +98,19 @@ impl Runtime {
             let plugin = match sandbox.load(&bytes, Default::default()).await {
                 Ok(plugin) => plugin,
                 Err(e) => {
-                    failures.push(LoadFailure { origin, error: e.to_string() });
+                    failures.push(LoadFailure {
+                        origin,
+                        error: e.to_string(),
+                    });
                     continue;
                 }
             };
             let name = plugin.name().to_string();
             if let Some((_, first)) = loaded.get(&name) {
-                failures.push(LoadFailure { origin, error: format!("a plugin named `{name}` is already loaded from {first}") });
+                failures.push(LoadFailure {
+                    origin,
+                    error: format!("a plugin named `{name}` is already loaded from {first}"),
+                });
                 continue;
             }
             let plugin = plugin.with_policy(config.policy_for(&name)?);
@@ -102,12 +119,22 @@ impl Runtime {
         for failure in &failures {
             tracing::warn!(plugin = %failure.origin, error = %failure.error, "plugin not loaded");
         }
-        Ok(Self { store, plugins: Plugins { loaded, failures } })
+        Ok(Self {
+            store,
+            plugins: Plugins { loaded, failures },
+        })
     }
 
     /// The executor that runs steps in the sandbox.
     pub fn executor(&self) -> SandboxExecutor {
-        SandboxExecutor { plugins: self.plugins.loaded.iter().map(|(n, (p, _))| (n.clone(), p.clone())).collect() }
+        SandboxExecutor {
+            plugins: self
+                .plugins
+                .loaded
+                .iter()
+                .map(|(n, (p, _))| (n.clone(), p.clone()))
+                .collect(),
+        }
     }
 }
 
@@ -116,7 +143,10 @@ fn component_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("cannot read the plugins directory {}", dir.display())),
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot read the plugins directory {}", dir.display()));
+        }
     };
     let mut files: Vec<PathBuf> = entries
         .filter_map(Result::ok)
@@ -130,7 +160,10 @@ fn component_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 impl ActionCatalog for Plugins {
     fn input_schema(&self, plugin: &str, action: &str) -> Result<&Value, String> {
         let Some((p, _)) = self.loaded.get(plugin) else {
-            return Err(format!("unknown plugin `{plugin}`{}", did_you_mean(plugin, self.loaded.keys().map(String::as_str))));
+            return Err(format!(
+                "unknown plugin `{plugin}`{}",
+                did_you_mean(plugin, self.loaded.keys().map(String::as_str))
+            ));
         };
         match p.action(action) {
             Some(a) => Ok(&a.input_schema),
@@ -149,17 +182,22 @@ pub struct SandboxExecutor {
 
 impl StepExecutor for SandboxExecutor {
     async fn execute(&self, call: StepCall) -> Result<Value, StepError> {
-        let plugin = self
-            .plugins
-            .get(&call.plugin)
-            .ok_or_else(|| StepError::new("not-found", format!("plugin `{}` is not loaded", call.plugin)))?;
+        let plugin = self.plugins.get(&call.plugin).ok_or_else(|| {
+            StepError::new(
+                "not-found",
+                format!("plugin `{}` is not loaded", call.plugin),
+            )
+        })?;
         let ctx = InvocationContext {
             run_id: call.run_id,
             step_id: call.step_id,
             attempt: call.attempt,
             idempotency_key: call.idempotency_key,
         };
-        plugin.invoke(&call.action, &call.input, &ctx).await.map_err(|e| StepError::new(e.kind.as_str(), e.message))
+        plugin
+            .invoke(&call.action, &call.input, &ctx)
+            .await
+            .map_err(|e| StepError::new(e.kind.as_str(), e.message))
     }
 }
 
@@ -168,12 +206,27 @@ struct StoreKv(Store);
 
 impl KvBackend for StoreKv {
     fn get<'a>(&'a self, namespace: &'a str, key: &'a str) -> KvFuture<'a, Option<Vec<u8>>> {
-        Box::pin(async move { self.0.kv_get(namespace, key).await.map_err(|e| e.to_string()) })
+        Box::pin(async move {
+            self.0
+                .kv_get(namespace, key)
+                .await
+                .map_err(|e| e.to_string())
+        })
     }
     fn set<'a>(&'a self, namespace: &'a str, key: &'a str, value: Vec<u8>) -> KvFuture<'a, ()> {
-        Box::pin(async move { self.0.kv_set(namespace, key, &value).await.map_err(|e| e.to_string()) })
+        Box::pin(async move {
+            self.0
+                .kv_set(namespace, key, &value)
+                .await
+                .map_err(|e| e.to_string())
+        })
     }
     fn delete<'a>(&'a self, namespace: &'a str, key: &'a str) -> KvFuture<'a, ()> {
-        Box::pin(async move { self.0.kv_delete(namespace, key).await.map_err(|e| e.to_string()) })
+        Box::pin(async move {
+            self.0
+                .kv_delete(namespace, key)
+                .await
+                .map_err(|e| e.to_string())
+        })
     }
 }

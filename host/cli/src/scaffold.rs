@@ -6,48 +6,50 @@ use anyhow::{Context, bail};
 
 /// The SDK in the source tree this binary was built from.
 pub fn default_sdk_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sdk").canonicalize().unwrap_or_else(|_| {
-        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../sdk"))
-    })
-}
-
-/// The `name` of the `[package]` table of a Cargo.toml.
-pub fn package_name(cargo_toml: &str) -> Option<String> {
-    let mut in_package = false;
-    for line in cargo_toml.lines() {
-        let line = line.trim();
-        if line.starts_with('[') {
-            in_package = line == "[package]";
-        } else if in_package {
-            if let Some(rest) = line.strip_prefix("name") {
-                let value = rest.trim_start().strip_prefix('=')?.trim().trim_matches('"');
-                return Some(value.to_string());
-            }
-        }
-    }
-    None
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../sdk")
+        .canonicalize()
+        .unwrap_or_else(|_| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../sdk")))
 }
 
 /// Writes a plugin crate named `name` into `dir` (which must not exist or be empty).
 pub fn create(name: &str, dir: &Path, sdk: &Path) -> anyhow::Result<()> {
     let valid = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
         && name.len() <= 64;
     if !valid {
-        bail!("plugin name {name:?} must start with a lower-case letter and use only a-z, 0-9, `-` and `_`");
+        bail!(
+            "plugin name {name:?} must start with a lower-case letter and use only a-z, 0-9, `-` and `_`"
+        );
     }
-    if dir.exists() && dir.read_dir().map(|mut d| d.next().is_some()).unwrap_or(true) {
+    if dir.exists()
+        && dir
+            .read_dir()
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
         bail!("{} already exists and is not empty", dir.display());
     }
     if !sdk.join("Cargo.toml").exists() {
-        bail!("no qila-sdk at {} (pass --sdk-path or set QILA_SDK_PATH)", sdk.display());
+        bail!(
+            "no qila-sdk at {} (pass --sdk-path or set QILA_SDK_PATH)",
+            sdk.display()
+        );
     }
-    std::fs::create_dir_all(dir.join("src")).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::create_dir_all(dir.join("src"))
+        .with_context(|| format!("cannot create {}", dir.display()))?;
     let write = |file: &str, content: String| {
         let path = dir.join(file);
         std::fs::write(&path, content).with_context(|| format!("cannot write {}", path.display()))
     };
-    write("Cargo.toml", CARGO_TOML.replace("{name}", name).replace("{sdk}", &sdk.display().to_string()))?;
+    write(
+        "Cargo.toml",
+        CARGO_TOML
+            .replace("{name}", name)
+            .replace("{sdk}", &sdk.display().to_string()),
+    )?;
     write("src/lib.rs", LIB_RS.replace("{name}", name))?;
     write(".gitignore", "/target\n".into())?;
     Ok(())

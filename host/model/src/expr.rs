@@ -347,7 +347,10 @@ impl Object for StepResults {
 
     fn enumerate(self: &Arc<Self>) -> Enumerator {
         let keys: Vec<minijinja::Value> = match self.0.read() {
-            Ok(map) => map.keys().map(|k| minijinja::Value::from(k.as_str())).collect(),
+            Ok(map) => map
+                .keys()
+                .map(|k| minijinja::Value::from(k.as_str()))
+                .collect(),
             Err(_) => Vec::new(),
         };
         Enumerator::Iter(Box::new(keys.into_iter()))
@@ -387,7 +390,11 @@ impl EvalContext {
             ("status", minijinja::Value::from(status)),
         ]);
         // A poisoned lock means a panic while inserting, which cannot leave the map inconsistent.
-        let mut map = self.steps.0.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut map = self
+            .steps
+            .0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         map.insert(id.to_owned(), entry);
     }
 

@@ -118,15 +118,15 @@ fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
 impl HostPattern {
     /// Whether a request to `scheme://host:port` is allowed by this pattern.
     pub fn matches(&self, scheme: &str, host: &str, port: u16) -> bool {
-        if let Some(s) = &self.scheme {
-            if !s.eq_ignore_ascii_case(scheme) {
-                return false;
-            }
+        if self
+            .scheme
+            .as_ref()
+            .is_some_and(|s| !s.eq_ignore_ascii_case(scheme))
+        {
+            return false;
         }
-        if let Some(p) = self.port {
-            if p != port {
-                return false;
-            }
+        if self.port.is_some_and(|p| p != port) {
+            return false;
         }
         let host = host
             .trim_start_matches('[')

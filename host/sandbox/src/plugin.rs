@@ -485,8 +485,7 @@ fn compile_manifest(
             input: OnceLock::new(),
             output: OnceLock::new(),
         };
-        if compiled.insert(a.name.clone(), action).is_some()
-        {
+        if compiled.insert(a.name.clone(), action).is_some() {
             return Err(bad(format!("action `{}` is listed twice", a.name)));
         }
         actions.push(ActionInfo {

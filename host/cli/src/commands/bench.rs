@@ -40,21 +40,28 @@ pub struct BenchArgs {
 }
 
 fn chain(n: usize) -> String {
-    let mut yaml = format!("name: bench-chain-{n}\nversion: 1\nsteps:\n  s0:\n    uses: core.echo\n    with: {{ v: 0 }}\n");
+    let mut yaml = format!(
+        "name: bench-chain-{n}\nversion: 1\nsteps:\n  s0:\n    uses: core.echo\n    with: {{ v: 0 }}\n"
+    );
     for i in 1..n {
         yaml.push_str(&format!(
             "  s{i}:\n    needs: [s{p}]\n    uses: core.echo\n    with: {{ v: \"${{{{ steps.s{p}.output.v + 1 }}}}\" }}\n",
             p = i - 1
         ));
     }
-    yaml.push_str(&format!("outputs:\n  last: \"${{{{ steps.s{}.output.v }}}}\"\n", n - 1));
+    yaml.push_str(&format!(
+        "outputs:\n  last: \"${{{{ steps.s{}.output.v }}}}\"\n",
+        n - 1
+    ));
     yaml
 }
 
 fn fan_out(n: usize) -> String {
     let mut yaml = format!("name: bench-fanout-{n}\nversion: 1\nsteps:\n");
     for i in 0..n {
-        yaml.push_str(&format!("  s{i}:\n    uses: core.echo\n    with: {{ i: {i} }}\n"));
+        yaml.push_str(&format!(
+            "  s{i}:\n    uses: core.echo\n    with: {{ i: {i} }}\n"
+        ));
     }
     yaml
 }
@@ -66,7 +73,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
     v.sort_by(f64::total_cmp);
-    if v.is_empty() { 0.0 } else { v[((v.len() - 1) as f64 * p).round() as usize] }
+    if v.is_empty() {
+        0.0
+    } else {
+        v[((v.len() - 1) as f64 * p).round() as usize]
+    }
 }
 
 /// Runs the benchmark and prints its figures.
@@ -78,7 +89,9 @@ pub async fn bench(settings: &Settings, args: BenchArgs) -> anyhow::Result<ExitC
     let executor = Arc::new(runtime.executor());
     let engine = Engine::new(executor, runtime.store.recorder());
     let load = |yaml: &str, name: &str| -> anyhow::Result<Arc<Playbook>> {
-        Playbook::load(yaml, name, &runtime.plugins).map(Arc::new).map_err(|d| anyhow::anyhow!("{d}"))
+        Playbook::load(yaml, name, &runtime.plugins)
+            .map(Arc::new)
+            .map_err(|d| anyhow::anyhow!("{d}"))
     };
     let chain_pb = load(&chain(args.steps), "bench-chain.yaml")?;
     let fan_pb = load(&fan_out(args.steps), "bench-fanout.yaml")?;
@@ -95,10 +108,13 @@ pub async fn bench(settings: &Settings, args: BenchArgs) -> anyhow::Result<ExitC
     let mut fan_per_step = Vec::new();
     for _ in 0..args.rounds {
         let t = Instant::now();
-        let report = engine.run(chain_pb.clone(), Default::default(), None).await?;
+        let report = engine
+            .run(chain_pb.clone(), Default::default(), None)
+            .await?;
         engine.flush().await?;
         let elapsed = t.elapsed().as_secs_f64();
-        if report.status != RunStatus::Succeeded || report.outputs["last"] != json!(args.steps - 1) {
+        if report.status != RunStatus::Succeeded || report.outputs["last"] != json!(args.steps - 1)
+        {
             bail!("chain run did not succeed: {:?}", report.error);
         }
         chain_per_step.push(elapsed / n * 1e6);
@@ -115,13 +131,19 @@ pub async fn bench(settings: &Settings, args: BenchArgs) -> anyhow::Result<ExitC
     }
 
     // The sandbox alone: a fresh instance + call + drop of core.echo, sequentially.
-    let (echo, _) = runtime.plugins.loaded.get("core").context("the bundled core plugin is missing")?;
+    let (echo, _) = runtime
+        .plugins
+        .loaded
+        .get("core")
+        .context("the bundled core plugin is missing")?;
     let ctx = InvocationContext::adhoc("bench");
     let input = json!({"v": 1});
     let mut sandbox_us = Vec::with_capacity(args.steps);
     for _ in 0..args.steps {
         let t = Instant::now();
-        echo.invoke("echo", &input, &ctx).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        echo.invoke("echo", &input, &ctx)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         sandbox_us.push(t.elapsed().as_secs_f64() * 1e6);
     }
     let sandbox_median = median(sandbox_us.clone());
@@ -145,11 +167,23 @@ pub async fn bench(settings: &Settings, args: BenchArgs) -> anyhow::Result<ExitC
     if args.json {
         println!("{}", serde_json::to_string_pretty(&figures)?);
     } else {
-        println!("chain of {} steps:           {chain_median:>9.1} µs/step (median of {} runs)", args.steps, args.rounds);
-        println!("sandbox call (fresh instance): {sandbox_median:>9.1} µs (median of {} calls)", args.steps);
+        println!(
+            "chain of {} steps:           {chain_median:>9.1} µs/step (median of {} runs)",
+            args.steps, args.rounds
+        );
+        println!(
+            "sandbox call (fresh instance): {sandbox_median:>9.1} µs (median of {} calls)",
+            args.steps
+        );
         println!("engine overhead:               {overhead:>9.1} µs/step");
-        println!("fan-out of {} steps:          {:>9.0} steps/s", args.steps, figures["fanout_steps_per_second_median"]);
-        println!("qila run, 50 steps (process):  {:>9.1} ms wall, {:.1} MiB peak RSS", process.0, process.1);
+        println!(
+            "fan-out of {} steps:          {:>9.0} steps/s",
+            args.steps, figures["fanout_steps_per_second_median"]
+        );
+        println!(
+            "qila run, 50 steps (process):  {:>9.1} ms wall, {:.1} MiB peak RSS",
+            process.0, process.1
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -179,7 +213,10 @@ fn process_figures(data_dir: &Path, rounds: usize) -> anyhow::Result<(f64, f64)>
             .context("cannot run qila run")?;
         let wall = t.elapsed();
         if !output.status.success() {
-            bail!("qila run of the 50-step playbook failed: {}", String::from_utf8_lossy(&output.stderr));
+            bail!(
+                "qila run of the 50-step playbook failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
         }
         let stderr = String::from_utf8_lossy(&output.stderr);
         let rss_kib: i64 = stderr

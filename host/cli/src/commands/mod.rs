@@ -15,7 +15,12 @@ use crate::runtime::Plugins;
 pub fn load_playbook(path: &Path, plugins: &Plugins) -> Result<Playbook, Diagnostics> {
     let file = path.display().to_string();
     let source = std::fs::read_to_string(path).map_err(|e| {
-        Diagnostics(vec![Diagnostic { file: file.clone(), line: 1, col: 1, message: format!("cannot read file: {e}") }])
+        Diagnostics(vec![Diagnostic {
+            file: file.clone(),
+            line: 1,
+            col: 1,
+            message: format!("cannot read file: {e}"),
+        }])
     })?;
     Playbook::load(&source, &file, plugins)
 }

@@ -51,12 +51,19 @@ pub async fn plugin(settings: &Settings, command: PluginCommand) -> anyhow::Resu
     match command {
         PluginCommand::List { json } => list(settings, json).await,
         PluginCommand::Inspect { plugin, json } => inspect(settings, &plugin, json).await,
-        PluginCommand::New { name, dir, sdk_path } => {
+        PluginCommand::New {
+            name,
+            dir,
+            sdk_path,
+        } => {
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
             let sdk = sdk_path.unwrap_or_else(scaffold::default_sdk_path);
             scaffold::create(&name, &dir, &sdk)?;
             println!("created plugin `{name}` in {}", dir.display());
-            println!("next: cd {} && cargo test && qila plugin build", dir.display());
+            println!(
+                "next: cd {} && cargo test && qila plugin build",
+                dir.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         PluginCommand::Build { dir } => build(&dir).await,
@@ -83,13 +90,28 @@ async fn list(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|f| serde_json::json!({"origin": f.origin.to_string(), "error": f.error}))
             .collect();
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"plugins": loaded, "failed": failed}))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"plugins": loaded, "failed": failed})
+            )?
+        );
     } else {
-        println!("{:<12} {:<9} {:<14} {:<10} ACTIONS", "NAME", "VERSION", "VENDOR", "ORIGIN");
+        println!(
+            "{:<12} {:<9} {:<14} {:<10} ACTIONS",
+            "NAME", "VERSION", "VENDOR", "ORIGIN"
+        );
         for (p, origin) in plugins.loaded.values() {
             let m = p.manifest();
             let actions: Vec<&str> = m.actions.iter().map(|a| a.name.as_str()).collect();
-            println!("{:<12} {:<9} {:<14} {:<10} {}", m.name, m.version, m.vendor, origin.to_string(), actions.join(", "));
+            println!(
+                "{:<12} {:<9} {:<14} {:<10} {}",
+                m.name,
+                m.version,
+                m.vendor,
+                origin.to_string(),
+                actions.join(", ")
+            );
         }
         for f in &plugins.failures {
             println!("failed to load {}: {}", f.origin, f.error);
@@ -137,10 +159,18 @@ async fn inspect(settings: &Settings, target: &str, json: bool) -> anyhow::Resul
     }
     println!("{} {} by {}", m.name, m.version, m.vendor);
     println!("  {}", m.description);
-    println!("digest:  sha256:{}  ({} bytes)", plugin.digest(), plugin.size());
+    println!(
+        "digest:  sha256:{}  ({} bytes)",
+        plugin.digest(),
+        plugin.size()
+    );
     println!("imports: {}", plugin.imports().join(", "));
     let egress: Vec<String> = policy.egress.iter().map(ToString::to_string).collect();
-    println!("grants:  egress [{}], secrets [{}]", egress.join(", "), policy.secrets.join(", "));
+    println!(
+        "grants:  egress [{}], secrets [{}]",
+        egress.join(", "),
+        policy.secrets.join(", ")
+    );
     let l = &policy.limits;
     println!(
         "limits:  memory {} MiB, cpu {:?}, timeout {:?}, output {} KiB",
@@ -162,25 +192,40 @@ async fn inspect(settings: &Settings, target: &str, json: bool) -> anyhow::Resul
 
 async fn build(dir: &Path) -> anyhow::Result<ExitCode> {
     let manifest = dir.join("Cargo.toml");
-    let text = std::fs::read_to_string(&manifest).with_context(|| format!("cannot read {}", manifest.display()))?;
-    let package = scaffold::package_name(&text).with_context(|| format!("{}: no [package] name", manifest.display()))?;
-    let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
+    if !manifest.is_file() {
+        bail!(
+            "{} has no Cargo.toml: give the directory of a plugin crate",
+            dir.display()
+        );
+    }
+    let status = std::process::Command::new(cargo())
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--manifest-path",
+        ])
         .arg(&manifest)
         .status()
         .context("cannot run cargo")?;
     if !status.success() {
         bail!("cargo build failed (is the target installed? `rustup target add wasm32-wasip2`)");
     }
-    let target_dir = cargo_target_dir(&manifest)?;
-    let artifact = target_dir.join("wasm32-wasip2/release").join(format!("{}.wasm", package.replace('-', "_")));
-    let bytes = std::fs::read(&artifact).with_context(|| format!("cannot read {}", artifact.display()))?;
+    let artifact = component_path(&manifest)?;
+    let bytes =
+        std::fs::read(&artifact).with_context(|| format!("cannot read {}", artifact.display()))?;
     let sandbox = Sandbox::new(SandboxConfig::default())?;
     let plugin = sandbox
         .load(&bytes, PluginPolicy::default())
         .await
         .with_context(|| format!("{} was built but does not load", artifact.display()))?;
-    let actions: Vec<&str> = plugin.manifest().actions.iter().map(|a| a.name.as_str()).collect();
+    let actions: Vec<&str> = plugin
+        .manifest()
+        .actions
+        .iter()
+        .map(|a| a.name.as_str())
+        .collect();
     println!("{}", artifact.display());
     println!(
         "plugin `{}` {} ({} bytes, sha256:{}): {}",
@@ -193,16 +238,60 @@ async fn build(dir: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The target directory cargo uses for the crate (honours workspaces and `CARGO_TARGET_DIR`).
-fn cargo_target_dir(manifest: &Path) -> anyhow::Result<PathBuf> {
-    let out = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["metadata", "--no-deps", "--format-version", "1", "--manifest-path"])
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+/// Where `cargo build --release --target wasm32-wasip2` puts the crate's component, from `cargo metadata` (which
+/// knows the target directory, workspaces and `[lib] name` overrides).
+fn component_path(manifest: &Path) -> anyhow::Result<PathBuf> {
+    let out = std::process::Command::new(cargo())
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--manifest-path",
+        ])
         .arg(manifest)
         .output()
         .context("cannot run cargo metadata")?;
     if !out.status.success() {
-        bail!("cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let meta: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    meta["target_directory"].as_str().map(PathBuf::from).context("cargo metadata has no target_directory")
+    let target_dir = meta["target_directory"]
+        .as_str()
+        .context("cargo metadata has no target_directory")?;
+    let manifest = manifest
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", manifest.display()))?;
+    let package = meta["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["manifest_path"].as_str().map(Path::new) == Some(manifest.as_path()))
+        .context("cargo metadata does not list this crate")?;
+    let lib = package["targets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| {
+            t["crate_types"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == "cdylib"))
+        })
+        .context(
+            "the crate has no cdylib target: add `crate-type = [\"cdylib\", \"rlib\"]` under [lib]",
+        )?;
+    let name = lib["name"]
+        .as_str()
+        .context("cdylib target without a name")?
+        .replace('-', "_");
+    Ok(PathBuf::from(target_dir)
+        .join("wasm32-wasip2/release")
+        .join(format!("{name}.wasm")))
 }

@@ -42,7 +42,9 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode>
             return Ok(ExitCode::from(2));
         }
     };
-    let inputs = match gather_inputs(&playbook, &args).and_then(|provided| playbook.resolve_inputs(provided)) {
+    let inputs = match gather_inputs(&playbook, &args)
+        .and_then(|provided| playbook.resolve_inputs(provided))
+    {
         Ok(inputs) => inputs,
         Err(diagnostics) => {
             eprintln!("{diagnostics}");
@@ -69,7 +71,12 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode>
     } else {
         if !live {
             for step in &report.steps {
-                eprintln!("  {} {} {}", mark(step.status), step.id, step.error.as_deref().unwrap_or(""));
+                eprintln!(
+                    "  {} {} {}",
+                    mark(step.status),
+                    step.id,
+                    step.error.as_deref().unwrap_or("")
+                );
             }
         }
         eprintln!(
@@ -86,16 +93,31 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode>
             println!("{}", serde_json::to_string_pretty(&report.outputs)?);
         }
     }
-    Ok(if report.status == RunStatus::Succeeded { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.status == RunStatus::Succeeded {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// The inputs from `--input-file` and `--input`, as JSON values; malformed ones become diagnostics.
-fn gather_inputs(playbook: &qila_model::Playbook, args: &RunArgs) -> Result<Map<String, Value>, Diagnostics> {
+fn gather_inputs(
+    playbook: &qila_model::Playbook,
+    args: &RunArgs,
+) -> Result<Map<String, Value>, Diagnostics> {
     let mut provided = Map::new();
     if let Some(path) = &args.input_file {
         let file = path.display().to_string();
-        let diag = |line, col, message: String| Diagnostics(vec![Diagnostic { file: file.clone(), line, col, message }]);
-        let text = std::fs::read_to_string(path).map_err(|e| diag(1, 1, format!("cannot read input file: {e}")))?;
+        let diag = |line, col, message: String| {
+            Diagnostics(vec![Diagnostic {
+                file: file.clone(),
+                line,
+                col,
+                message,
+            }])
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| diag(1, 1, format!("cannot read input file: {e}")))?;
         let value: Value = serde_yaml::from_str(&text).map_err(|e| {
             let (line, col) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
             diag(line, col, format!("invalid input file: {e}"))
@@ -103,7 +125,13 @@ fn gather_inputs(playbook: &qila_model::Playbook, args: &RunArgs) -> Result<Map<
         match value {
             Value::Object(map) => provided.extend(map),
             Value::Null => {}
-            _ => return Err(diag(1, 1, "the input file must hold an object of inputs".into())),
+            _ => {
+                return Err(diag(
+                    1,
+                    1,
+                    "the input file must hold an object of inputs".into(),
+                ));
+            }
         }
     }
     for pair in &args.inputs {
@@ -136,7 +164,13 @@ async fn print_events(mut rx: tokio::sync::mpsc::UnboundedReceiver<StepEvent>) {
         if e.status == StepStatus::Running {
             eprintln!("  {} {} ({})", mark(e.status), e.step_id, e.action);
         } else {
-            eprintln!("  {} {} ({}) {:.1?}{detail}", mark(e.status), e.step_id, e.action, e.elapsed);
+            eprintln!(
+                "  {} {} ({}) {:.1?}{detail}",
+                mark(e.status),
+                e.step_id,
+                e.action,
+                e.elapsed
+            );
         }
     }
 }

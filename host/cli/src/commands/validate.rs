@@ -12,12 +12,22 @@ pub async fn validate(settings: &Settings, files: &[PathBuf]) -> anyhow::Result<
     let mut invalid = 0;
     for path in files {
         match super::load_playbook(path, &runtime.plugins) {
-            Ok(pb) => eprintln!("{}: ok ({} v{}, {} steps)", path.display(), pb.name, pb.version, pb.steps.len()),
+            Ok(pb) => eprintln!(
+                "{}: ok ({} v{}, {} steps)",
+                path.display(),
+                pb.name,
+                pb.version,
+                pb.steps.len()
+            ),
             Err(diagnostics) => {
                 invalid += 1;
                 println!("{diagnostics}");
             }
         }
     }
-    Ok(if invalid == 0 { ExitCode::SUCCESS } else { ExitCode::from(2) })
+    Ok(if invalid == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }
