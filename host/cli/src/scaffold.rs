@@ -44,95 +44,52 @@ pub fn create(name: &str, dir: &Path, sdk: &Path) -> anyhow::Result<()> {
         let path = dir.join(file);
         std::fs::write(&path, content).with_context(|| format!("cannot write {}", path.display()))
     };
-    write(
-        "Cargo.toml",
-        CARGO_TOML
-            .replace("{name}", name)
-            .replace("{sdk}", &sdk.display().to_string()),
-    )?;
-    write("src/lib.rs", LIB_RS.replace("{name}", name))?;
+    let (cargo_toml, lib_rs) = render(name, &sdk.display().to_string());
+    write("Cargo.toml", cargo_toml)?;
+    write("src/lib.rs", lib_rs)?;
     write(".gitignore", "/target\n".into())?;
     Ok(())
 }
 
-const CARGO_TOML: &str = r#"[package]
-name = "{name}"
-version = "0.1.0"
-edition = "2024"
-
-[lib]
-crate-type = ["cdylib", "rlib"]
-
-[dependencies]
-qila-sdk = { path = "{sdk}" }
-serde = { version = "1", features = ["derive"] }
-serde_json = "1"
-schemars = "1"
-
-[profile.release]
-opt-level = "s"
-lto = true
-strip = true
-codegen-units = 1
-
-# A crate of its own, even when created inside another workspace.
-[workspace]
-"#;
-
-const LIB_RS: &str = r##"//! The `{name}` Qila plugin.
-
-use qila_sdk::prelude::*;
-
-/// Input of `greet`.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct GreetInput {
-    /// Who to greet.
-    pub name: String,
-}
-
-/// Output of `greet`.
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct GreetOutput {
-    /// The greeting.
-    pub greeting: String,
-}
-
-/// Greets someone by name.
-#[action(example = r#"{"name": "Ada"}"#)]
-pub fn greet(input: GreetInput, _ctx: &Context) -> Result<GreetOutput, Error> {
-    if input.name.trim().is_empty() {
-        return Err(Error::invalid_input("`name` is empty"));
-    }
-    Ok(GreetOutput { greeting: format!("Hello, {}!", input.name) })
-}
-
-qila_sdk::plugin! {
-    name: "{name}",
-    vendor: "Your Company",
-    description: "Describe what the plugin is for.",
-    actions: [greet],
+/// The scaffold's `Cargo.toml` and `src/lib.rs` for plugin `name` using the SDK at `sdk`.
+fn render(name: &str, sdk: &str) -> (String, String) {
+    const CARGO_TOML: &str = include_str!("../templates/plugin/Cargo.toml.tmpl");
+    const LIB_RS: &str = include_str!("../templates/plugin/lib.rs.tmpl");
+    (
+        CARGO_TOML.replace("{{name}}", name).replace("{{sdk}}", sdk),
+        LIB_RS.replace("{{name}}", name),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// `docs/plugin-guide.md` shows the scaffold's files verbatim (for `hello`): they must not drift apart.
     #[test]
-    fn greets_by_name() {
-        let out = greet(GreetInput { name: "Ada".into() }, &Context::default()).unwrap();
-        assert_eq!(out.greeting, "Hello, Ada!");
+    fn the_plugin_guide_shows_exactly_what_the_scaffold_writes() {
+        let guide = include_str!("../../../docs/plugin-guide.md");
+        let (cargo_toml, lib_rs) = render("hello", "/path/to/qila/sdk");
+        assert!(
+            guide.contains(&format!("```toml\n{cargo_toml}```")),
+            "Cargo.toml differs from the guide"
+        );
+        assert!(
+            guide.contains(&format!("```rust\n{lib_rs}```")),
+            "src/lib.rs differs from the guide"
+        );
     }
 
     #[test]
-    fn rejects_an_empty_name_through_the_json_boundary() {
-        let err = PLUGIN.invoke_json("greet", serde_json::json!({"name": " "}), &Context::default()).unwrap_err();
-        assert!(matches!(err, Error::InvalidInput(_)));
-    }
-
-    #[test]
-    fn manifest_is_well_formed() {
-        PLUGIN.check().unwrap();
+    fn refuses_bad_names_and_non_empty_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let sdk = default_sdk_path();
+        let e = create("Bad Name", &dir.path().join("x"), &sdk)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("lower-case"), "{e}");
+        std::fs::write(dir.path().join("file"), "x").unwrap();
+        let e = create("ok", dir.path(), &sdk).unwrap_err().to_string();
+        assert!(e.contains("not empty"), "{e}");
     }
 }
-"##;
