@@ -39,8 +39,13 @@ pub(crate) struct HostState {
     table: ResourceTable,
     pub limiter: MemoryLimiter,
     pub scope: CallScope,
-    /// Epoch ticks the instance may still spend executing WebAssembly.
-    pub cpu_ticks_left: u64,
+    /// CPU time (ns) the instance may still spend executing WebAssembly: each epoch tick that finds it running
+    /// costs one tick; time spent in host calls is given back (see `runtime::account_cpu`).
+    pub cpu_budget_ns: i64,
+    /// The budget it started with.
+    pub cpu_limit_ns: i64,
+    /// When the instance entered the current host call, if it is in one.
+    pub host_entered: Option<Instant>,
     log_budget: usize,
     logs_dropped: usize,
     pub stdout: MemoryOutputPipe,
@@ -48,7 +53,8 @@ pub(crate) struct HostState {
 }
 
 impl HostState {
-    pub fn new(scope: CallScope, cpu_ticks: u64) -> Self {
+    pub fn new(scope: CallScope) -> Self {
+        let cpu_limit_ns = i64::try_from(scope.policy.limits.cpu.as_nanos()).unwrap_or(i64::MAX);
         let stdout = MemoryOutputPipe::new(STDIO_CAPACITY);
         let stderr = MemoryOutputPipe::new(STDIO_CAPACITY);
         // No environment, arguments, preopened directories, sockets or name lookups: the builder grants none of
@@ -68,7 +74,9 @@ impl HostState {
             table: ResourceTable::new(),
             limiter,
             scope,
-            cpu_ticks_left: cpu_ticks,
+            cpu_budget_ns: cpu_limit_ns,
+            cpu_limit_ns,
+            host_entered: None,
             log_budget: LOG_BUDGET,
             logs_dropped: 0,
             stdout,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::Value;
 use wasmtime::component::Component;
-use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime::{CallHook, Store, Trap, UpdateDeadline};
 
 use crate::bindings::{self, ActionPluginPre};
 use crate::error::{ErrorKind, InvokeError, LimitTrap, SandboxError};
@@ -328,19 +328,38 @@ async fn guarded<T>(
         .acquire()
         .await
         .map_err(|_| InvokeError::new(ErrorKind::Failed, "the sandbox is shutting down"))?;
-    let tick = inner.epoch_tick.max(Duration::from_millis(1));
-    // One tick more than the budget: the first tick may come at any time after the call starts.
-    let cpu_ticks = (limits.cpu.as_millis() / tick.as_millis()).max(1) as u64 + 1;
-    let mut store = Store::new(&inner.engine, HostState::new(scope, cpu_ticks));
+    let tick_ns = i64::try_from(inner.epoch_tick.max(Duration::from_millis(1)).as_nanos())
+        .unwrap_or(i64::MAX);
+    let mut store = Store::new(&inner.engine, HostState::new(scope));
     store.limiter(|state| &mut state.limiter);
+    // CPU: every epoch tick that finds the instance executing WebAssembly costs it one tick of budget, and makes it
+    // yield so other tasks run. Time in host calls (sleeping, waiting on HTTP) is given back when the call returns,
+    // so only computation counts; the wall-clock timeout bounds the rest.
     store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(|mut ctx| {
+    store.epoch_deadline_callback(move |mut ctx| {
         let state = ctx.data_mut();
-        state.cpu_ticks_left = state.cpu_ticks_left.saturating_sub(1);
-        if state.cpu_ticks_left == 0 {
+        state.cpu_budget_ns = state.cpu_budget_ns.saturating_sub(tick_ns);
+        if state.cpu_budget_ns <= 0 {
             return Err(LimitTrap::Cpu.into());
         }
         Ok(UpdateDeadline::Yield(1))
+    });
+    store.call_hook(|mut ctx, hook| {
+        let state = ctx.data_mut();
+        match hook {
+            CallHook::CallingHost => state.host_entered = Some(Instant::now()),
+            CallHook::ReturningFromHost => {
+                if let Some(entered) = state.host_entered.take() {
+                    let spent = i64::try_from(entered.elapsed().as_nanos()).unwrap_or(i64::MAX);
+                    state.cpu_budget_ns = state
+                        .cpu_budget_ns
+                        .saturating_add(spent)
+                        .min(state.cpu_limit_ns);
+                }
+            }
+            CallHook::CallingWasm | CallHook::ReturningFromWasm => {}
+        }
+        Ok(())
     });
 
     let outcome = tokio::time::timeout(limits.timeout, async {
@@ -388,6 +407,14 @@ fn classify_trap(
             "plugin exhausted its call stack (unbounded recursion?)",
         ),
         Some(Trap::Interrupt) => InvokeError::cpu(limits.cpu),
+        Some(Trap::MemoryOutOfBounds) => InvokeError::new(
+            ErrorKind::Trap,
+            with_stderr(
+                "plugin trapped: out of bounds memory access (in Rust and C plugins this is also how unbounded \
+                 recursion ends: their stack lives in linear memory and ran out)"
+                    .to_string(),
+            ),
+        ),
         Some(trap) => InvokeError::new(
             ErrorKind::Trap,
             with_stderr(format!("plugin trapped: {trap}")),

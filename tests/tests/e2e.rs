@@ -1,0 +1,9 @@
+//! End-to-end tests: one test binary (one link step), one module per area.
+
+mod e2e {
+    pub mod cli;
+    pub mod egress;
+    pub mod hostile;
+    pub mod support;
+    pub mod vendor;
+}
