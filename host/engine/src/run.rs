@@ -257,18 +257,9 @@ impl<E: StepExecutor> RunState<E> {
         self.engine
             .recorder
             .step(StepRecord {
-                run_id: self.run_id.clone(),
-                step_id: step.id.clone(),
-                position: i as u32,
-                action: format!("{}.{}", step.plugin, step.action),
-                status: StepStatus::Running,
-                attempt,
                 input: Some(input.clone()),
-                output: None,
-                error_kind: None,
-                error: None,
                 started_at: Some(now_ms()),
-                finished_at: None,
+                ..self.step_record(i, StepStatus::Running, attempt)
             })
             .await?;
         self.emit(i, StepStatus::Running, None);
@@ -321,18 +312,11 @@ impl<E: StepExecutor> RunState<E> {
         self.engine
             .recorder
             .step(StepRecord {
-                run_id: self.run_id.clone(),
-                step_id: step.id.clone(),
-                position: i as u32,
-                action: format!("{}.{}", step.plugin, step.action),
-                status,
-                attempt: attempts.max(1),
-                input: None,
                 output: output.clone(),
                 error_kind,
                 error: detail.clone(),
-                started_at: None,
                 finished_at: Some(now_ms()),
+                ..self.step_record(i, status, attempts.max(1))
             })
             .await?;
         self.emit(i, status, detail.clone());
@@ -354,6 +338,25 @@ impl<E: StepExecutor> RunState<E> {
             }
         }
         Ok(())
+    }
+
+    /// A record of step `i` in `status` with nothing but its identity filled in.
+    fn step_record(&self, i: usize, status: StepStatus, attempt: u32) -> StepRecord {
+        let step = &self.playbook.steps[i];
+        StepRecord {
+            run_id: self.run_id.clone(),
+            step_id: step.id.clone(),
+            position: i as u32,
+            action: format!("{}.{}", step.plugin, step.action),
+            status,
+            attempt,
+            input: None,
+            output: None,
+            error_kind: None,
+            error: None,
+            started_at: None,
+            finished_at: None,
+        }
     }
 
     fn emit(&self, i: usize, status: StepStatus, detail: Option<String>) {
