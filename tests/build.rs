@@ -2,7 +2,8 @@
 //! paths as constants for the tests.
 
 use std::path::PathBuf;
-use std::process::Command;
+
+use qila_wasm_build::ComponentBuild;
 
 /// Hostile plugin crates; each builds `hostile_<name>.wasm`.
 const HOSTILE: &[&str] = &["spin", "balloon", "recurse", "flood", "egress", "snoop"];
@@ -14,63 +15,25 @@ fn main() {
         .join("..")
         .canonicalize()
         .expect("the workspace root exists");
-    let hostile = manifest_dir.join("hostile");
-    for watched in ["Cargo.toml", "Cargo.lock"] {
-        println!("cargo:rerun-if-changed={}", hostile.join(watched).display());
+    let artifacts: Vec<String> = HOSTILE
+        .iter()
+        .map(|name| format!("hostile_{name}"))
+        .collect();
+    let artifacts: Vec<&str> = artifacts.iter().map(String::as_str).collect();
+    let paths = ComponentBuild {
+        manifest: &manifest_dir.join("hostile/Cargo.toml"),
+        target_dir: &root.join("target/wasm-hostile"),
+        members: HOSTILE,
+        watch: &[
+            root.join("sdk/src"),
+            root.join("sdk/macros/src"),
+            root.join("wit"),
+        ],
     }
-    for name in HOSTILE {
-        println!(
-            "cargo:rerun-if-changed={}",
-            hostile.join(name).join("src").display()
-        );
-        println!(
-            "cargo:rerun-if-changed={}",
-            hostile.join(name).join("Cargo.toml").display()
-        );
-    }
-    for watched in ["sdk/src", "sdk/macros/src", "wit"] {
-        println!("cargo:rerun-if-changed={}", root.join(watched).display());
-    }
-
-    // A target directory of its own: the outer build holds the lock on ours.
-    let target_dir = root.join("target").join("wasm-hostile");
-    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    for var in [
-        "CARGO_ENCODED_RUSTFLAGS",
-        "RUSTFLAGS",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "RUSTC_WRAPPER",
-        "CARGO_BUILD_TARGET",
-    ] {
-        cargo.env_remove(var);
-    }
-    let status = cargo
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "--manifest-path",
-        ])
-        .arg(hostile.join("Cargo.toml"))
-        .env("CARGO_TARGET_DIR", &target_dir)
-        .status()
-        .expect("cannot run cargo to build the hostile plugins");
-    assert!(
-        status.success(),
-        "building tests/hostile failed; is `rustup target add wasm32-wasip2` done?"
-    );
+    .run(&artifacts);
 
     let mut code = String::new();
-    for name in HOSTILE {
-        let path = target_dir
-            .join("wasm32-wasip2/release")
-            .join(format!("hostile_{name}.wasm"));
-        assert!(
-            path.exists(),
-            "the build did not produce {}",
-            path.display()
-        );
+    for (name, path) in HOSTILE.iter().zip(&paths) {
         code.push_str(&format!(
             "/// The hostile `{name}` plugin component.\npub const HOSTILE_{}: &str = {:?};\n",
             name.to_uppercase(),
