@@ -1,9 +1,11 @@
 //! The scheduler of one run.
 
 use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use qila_model::{EvalContext, Playbook, SharedValue};
 use qila_store::{Recorder, RunRecord, RunStatus, StepRecord, StepStatus, StoreError, now_ms};
 use serde_json::{Map, Value};
@@ -155,11 +157,22 @@ impl<E: StepExecutor> RunState<E> {
             while let Some(i) = self.ready.pop_front() {
                 let alone = running.is_empty() && self.ready.is_empty() && self.resolved.is_empty();
                 if let Some(task) = self.dispatch(i).await? {
+                    // A panicking executor fails its step, wherever the step runs.
+                    let task = AssertUnwindSafe(task).catch_unwind().map(move |result| {
+                        result.unwrap_or_else(|_| {
+                            (
+                                i,
+                                Outcome::Failed(StepError::new(
+                                    "internal",
+                                    "the step's executor panicked",
+                                )),
+                            )
+                        })
+                    });
                     if alone {
                         // The only step that can make progress (a chain): run it on this task rather than hand it
                         // to another worker thread and back, which costs two cross-thread wake-ups.
-                        let (i, outcome) = task.await;
-                        self.resolved.push_back((i, outcome));
+                        self.resolved.push_back(task.await);
                     } else {
                         running.spawn(task);
                     }

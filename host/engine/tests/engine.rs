@@ -226,3 +226,43 @@ async fn live_events_report_each_transition() {
         ["a:running", "a:succeeded", "b:running", "b:succeeded"]
     );
 }
+
+/// An executor that panics on `test.boom`.
+struct Panicky;
+
+impl StepExecutor for Panicky {
+    async fn execute(&self, call: StepCall) -> Result<Value, StepError> {
+        if call.action == "boom" {
+            panic!("executor bug");
+        }
+        Ok(call.input)
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_executor_fails_the_step_not_the_run_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    let engine = Engine::new(Arc::new(Panicky), store.recorder());
+    // Alone (run inline on the run's task) and in parallel (spawned tasks).
+    for yaml in [
+        "name: p\nversion: 1\nsteps:\n  a: { uses: test.boom }\n",
+        "name: p\nversion: 1\nsteps:\n  a: { uses: test.boom }\n  b: { uses: test.echo, with: { ok: 1 } }\n",
+    ] {
+        let report = engine
+            .run(playbook(yaml), Default::default(), None)
+            .await
+            .unwrap();
+        assert_eq!(report.status, RunStatus::Failed);
+        assert_eq!(report.steps[0].status, StepStatus::Failed);
+        assert!(
+            report.steps[0]
+                .error
+                .as_deref()
+                .unwrap()
+                .starts_with("internal:"),
+            "{:?}",
+            report.steps[0]
+        );
+    }
+}
