@@ -1,5 +1,11 @@
 //! Builds the hostile plugins of `tests/hostile` (a workspace of their own) for `wasm32-wasip2`, and writes their
-//! paths as constants for the tests.
+//! paths, the bundled plugins' paths and the workspace root as constants for the tests.
+//!
+//! The nested build (`qila_wasm_build::ComponentBuild`, shared with `host/cli/build.rs`) uses its own target
+//! directory, `target/wasm-hostile`: the outer build holds the lock on `target/`, so sharing it would deadlock. It
+//! also clears what the outer build sets for its own target from the nested cargo's environment
+//! (`CARGO_ENCODED_RUSTFLAGS`, `RUSTFLAGS`, `RUSTC_WRAPPER`, `RUSTC_WORKSPACE_WRAPPER`, `CARGO_BUILD_TARGET`) and
+//! overrides `CARGO_TARGET_DIR`.
 
 use std::path::PathBuf;
 
@@ -7,6 +13,10 @@ use qila_wasm_build::ComponentBuild;
 
 /// Hostile plugin crates; each builds `hostile_<name>.wasm`.
 const HOSTILE: &[&str] = &["spin", "balloon", "recurse", "flood", "egress", "snoop"];
+
+/// The bundled plugins, built into `target/wasm-plugins` by `host/cli/build.rs` (not by this script: the tests
+/// build the `qila` binary first, which builds them).
+const BUNDLED: &[&str] = &["core", "enrich", "notify"];
 
 fn main() {
     let manifest_dir =
@@ -26,13 +36,18 @@ fn main() {
         members: HOSTILE,
         watch: &[
             root.join("sdk/src"),
+            root.join("sdk/Cargo.toml"),
             root.join("sdk/macros/src"),
+            root.join("sdk/macros/Cargo.toml"),
             root.join("wit"),
         ],
     }
     .run(&artifacts);
 
-    let mut code = String::new();
+    let mut code = format!(
+        "/// The workspace root.\npub const WORKSPACE_ROOT: &str = {:?};\n",
+        root.display().to_string()
+    );
     for (name, path) in HOSTILE.iter().zip(&paths) {
         code.push_str(&format!(
             "/// The hostile `{name}` plugin component.\npub const HOSTILE_{}: &str = {:?};\n",
@@ -40,6 +55,17 @@ fn main() {
             path.display().to_string()
         ));
     }
+    for name in BUNDLED {
+        let path = root.join(format!(
+            "target/wasm-plugins/wasm32-wasip2/release/qila_plugin_{name}.wasm"
+        ));
+        code.push_str(&format!(
+            "/// The bundled `{name}` plugin component, as the `qila` binary's build leaves it (build `qila` first).\n\
+             pub const BUNDLED_{}: &str = {:?};\n",
+            name.to_uppercase(),
+            path.display().to_string()
+        ));
+    }
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    std::fs::write(out.join("hostile.rs"), code).expect("cannot write hostile.rs");
+    std::fs::write(out.join("paths.rs"), code).expect("cannot write paths.rs");
 }

@@ -1,33 +1,42 @@
-//! Hostile plugins through the real sandbox: every one fails its call with a typed error, and the host keeps
-//! serving well-behaved calls, even concurrently.
+//! Hostile plugins through the real sandbox: every one fails its call with a typed error naming the limit or grant,
+//! and the same sandbox keeps serving well-behaved calls afterwards, and concurrently.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use qila_sandbox::testing::Harness;
 use qila_sandbox::{
-    ErrorKind, HostServices, InvocationContext, Limits, MemoryKv, Plugin, PluginPolicy, Sandbox,
-    SandboxConfig, SandboxError, StaticSecrets,
+    ErrorKind, HostServices, InvocationContext, InvokeError, Limits, MemoryKv, Plugin,
+    PluginPolicy, Sandbox, SandboxConfig, SandboxError, StaticSecrets,
 };
 use serde_json::{Value, json};
 
-fn sandbox() -> Sandbox {
+use super::support::bundled;
+
+const SECRET_VALUE: &str = "s3cr3t-value";
+
+fn config() -> SandboxConfig {
     let secrets = StaticSecrets(HashMap::from([(
         "granted_key".to_string(),
-        "s3cr3t-value".to_string(),
+        SECRET_VALUE.to_string(),
     )]));
-    Sandbox::new(SandboxConfig {
+    SandboxConfig {
         services: HostServices::new(Arc::new(secrets), Arc::new(MemoryKv::default())),
         ..SandboxConfig::default()
-    })
-    .unwrap()
+    }
 }
 
+fn sandbox() -> Sandbox {
+    Sandbox::new(config()).unwrap()
+}
+
+/// Tight limits, so that every hostile call ends within a fraction of a second.
 fn tight() -> PluginPolicy {
     PluginPolicy {
         limits: Limits {
             cpu: Duration::from_millis(200),
-            timeout: Duration::from_secs(3),
+            timeout: Duration::from_secs(2),
             memory_bytes: 32 << 20,
             ..Limits::default()
         },
@@ -44,60 +53,110 @@ async fn load(sandbox: &Sandbox, path: &str, policy: PluginPolicy) -> Plugin {
 }
 
 async fn core(sandbox: &Sandbox) -> Plugin {
-    let path = qila_e2e::bundled_plugin("core");
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let bytes = bundled(qila_e2e::BUNDLED_CORE);
     sandbox.load(&bytes, PluginPolicy::default()).await.unwrap()
 }
 
-async fn call(
-    plugin: &Plugin,
-    action: &str,
-    input: Value,
-) -> Result<Value, qila_sandbox::InvokeError> {
+async fn call(plugin: &Plugin, action: &str, input: Value) -> Result<Value, InvokeError> {
     plugin
         .invoke(action, &input, &InvocationContext::adhoc("e2e"))
         .await
 }
 
-/// After a hostile call, the same sandbox still runs a well-behaved plugin.
+/// After a hostile call, the same sandbox still runs the bundled `core.echo`.
 async fn host_still_healthy(sandbox: &Sandbox) {
     let out = call(&core(sandbox).await, "echo", json!({"alive": true}))
         .await
-        .unwrap();
+        .expect("core.echo after a hostile call");
     assert_eq!(out, json!({"alive": true}));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_endless_loop_hits_the_cpu_limit_while_other_calls_go_on() {
+#[tokio::test]
+async fn an_endless_loop_hits_the_cpu_limit() {
     let sandbox = sandbox();
     let spin = load(&sandbox, qila_e2e::HOSTILE_SPIN, tight()).await;
+    let started = Instant::now();
+    let err = call(&spin, "spin", json!({})).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::CpuLimit, "{err}");
+    assert_eq!(
+        err.message, "plugin used more than its CPU limit of 200ms",
+        "{err}"
+    );
+    // Stopped by the CPU budget, long before the 2 s wall-clock timeout.
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    host_still_healthy(&sandbox).await;
+}
+
+/// On a single-threaded runtime, `core.echo` calls made while `spin` burns its budget can only run if the spinning
+/// instance yields at every epoch tick: they must all finish, and promptly, before `spin` is stopped.
+#[tokio::test(flavor = "current_thread")]
+async fn other_calls_run_while_a_plugin_spins() {
+    let sandbox = sandbox();
+    let mut policy = tight();
+    policy.limits.cpu = Duration::from_millis(500);
+    let spin = load(&sandbox, qila_e2e::HOSTILE_SPIN, policy).await;
     let core = core(&sandbox).await;
     let started = Instant::now();
-    let (burn, echo) = tokio::join!(call(&spin, "spin", json!({})), async {
-        // Well-behaved calls made while the loop burns its CPU budget.
-        let mut outs = Vec::new();
-        for i in 0..20 {
-            outs.push(call(&core, "echo", json!({"i": i})).await.unwrap());
-            tokio::time::sleep(Duration::from_millis(5)).await;
+    let (burn, echoes) = tokio::join!(
+        async {
+            let r = call(&spin, "spin", json!({})).await;
+            (r, started.elapsed())
+        },
+        async {
+            let mut slowest = Duration::ZERO;
+            for i in 0..5 {
+                let t = Instant::now();
+                let out = call(&core, "echo", json!({"i": i})).await.unwrap();
+                assert_eq!(out, json!({"i": i}));
+                slowest = slowest.max(t.elapsed());
+            }
+            (slowest, started.elapsed())
         }
-        (outs.len(), started.elapsed())
-    });
+    );
+    let (burn, burn_done) = burn;
     let err = burn.unwrap_err();
     assert_eq!(err.kind, ErrorKind::CpuLimit, "{err}");
-    assert!(err.message.contains("CPU limit"), "{err}");
-    assert_eq!(echo.0, 20);
+    let (slowest, echoes_done) = echoes;
+    assert!(
+        echoes_done < burn_done,
+        "the echoes ({echoes_done:?}) finished before the loop was stopped ({burn_done:?})"
+    );
+    assert!(
+        slowest < Duration::from_millis(200),
+        "an echo took {slowest:?}"
+    );
     host_still_healthy(&sandbox).await;
 }
 
 #[tokio::test]
-async fn a_plugin_that_sleeps_forever_hits_the_wall_clock_timeout() {
+async fn a_plugin_that_never_returns_hits_the_wall_clock_timeout() {
     let sandbox = sandbox();
     let mut policy = tight();
     policy.limits.timeout = Duration::from_millis(300);
-    let spin = load(&sandbox, qila_e2e::HOSTILE_SPIN, policy).await;
+    // `nap` sleeps in WASI host calls: time in host calls is not CPU time, so only the timeout stops it.
+    let spin = load(&sandbox, qila_e2e::HOSTILE_SPIN, policy.clone()).await;
+    let started = Instant::now();
     let err = call(&spin, "nap", json!({})).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Timeout, "{err}");
-    assert!(err.message.contains("300ms"), "{err}");
+    assert_eq!(
+        err.message, "plugin did not finish within its timeout of 300ms",
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A busy loop with a CPU budget above its timeout is stopped by the timeout too.
+    policy.limits.cpu = Duration::from_secs(10);
+    let spin = load(&sandbox, qila_e2e::HOSTILE_SPIN, policy).await;
+    let err = call(&spin, "spin", json!({})).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Timeout, "{err}");
     host_still_healthy(&sandbox).await;
 }
 
@@ -108,27 +167,59 @@ async fn unbounded_memory_growth_hits_the_memory_limit() {
     let err = call(&balloon, "inflate", json!({})).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::MemoryLimit, "{err}");
     assert!(
-        err.message.contains(&(32 << 20).to_string()),
+        err.message
+            .starts_with("plugin memory limit of 33554432 bytes exceeded"),
         "names the limit: {err}"
     );
     host_still_healthy(&sandbox).await;
 }
 
 #[tokio::test]
-async fn deep_recursion_is_stopped_cleanly() {
+async fn the_test_harness_applies_the_memory_limit() {
+    let harness = Harness::load_with(qila_e2e::HOSTILE_BALLOON, config(), tight())
+        .await
+        .unwrap();
+    // Under the limit an allocation works...
+    let out = harness.invoke("grow", json!({"mib": 4})).await.unwrap();
+    assert_eq!(out, json!(4u64 << 20));
+    // ...and one that would pass it is refused.
+    let err = harness
+        .invoke("grow", json!({"mib": 48}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::MemoryLimit, "{err}");
+    assert!(err.message.contains("33554432"), "{err}");
+    // The harness reports load errors as they are.
+    match Harness::load("/nonexistent/plugin.wasm").await {
+        Err(SandboxError::Io(path, _)) => {
+            assert_eq!(path.to_str(), Some("/nonexistent/plugin.wasm"))
+        }
+        other => panic!("expected an I/O error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn recursion_on_the_wasm_stack_is_a_stack_overflow() {
+    let sandbox = sandbox();
+    let recurse = load(&sandbox, qila_e2e::HOSTILE_RECURSE, tight()).await;
+    let err = call(&recurse, "climb", json!({})).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::StackOverflow, "{err}");
+    assert!(err.message.contains("call stack"), "{err}");
+    host_still_healthy(&sandbox).await;
+}
+
+#[tokio::test]
+async fn recursion_on_the_guest_stack_in_linear_memory_is_a_trap_that_says_why() {
     let sandbox = sandbox();
     let recurse = load(&sandbox, qila_e2e::HOSTILE_RECURSE, tight()).await;
     let err = call(&recurse, "deep", json!({})).await.unwrap_err();
-    // A Rust guest keeps its stack in linear memory: recursion runs off its bottom (an out-of-bounds access)
-    // before it exhausts the host-managed wasm stack (which would be `stack-overflow`).
-    match err.kind {
-        ErrorKind::Trap => assert!(
-            err.message.contains("out of bounds") && err.message.contains("recursion"),
-            "{err}"
-        ),
-        ErrorKind::StackOverflow => {}
-        other => panic!("unexpected {other}: {err}"),
-    }
+    // A Rust guest keeps address-taken frames in linear memory: recursion runs off its bottom (an out-of-bounds
+    // access) before it exhausts the wasm stack.
+    assert_eq!(err.kind, ErrorKind::Trap, "{err}");
+    assert!(
+        err.message.contains("out of bounds") && err.message.contains("recursion"),
+        "{err}"
+    );
     host_still_healthy(&sandbox).await;
 }
 
@@ -136,24 +227,67 @@ async fn deep_recursion_is_stopped_cleanly() {
 async fn a_multi_megabyte_output_is_refused() {
     let sandbox = sandbox();
     let mut policy = tight();
+    // Room to build the 16 MiB string and its JSON: the output limit, not the memory limit, must refuse it.
     policy.limits.memory_bytes = 128 << 20;
+    policy.limits.max_output_bytes = Limits::default().max_output_bytes;
     let flood = load(&sandbox, qila_e2e::HOSTILE_FLOOD, policy).await;
     let err = call(&flood, "flood", json!({"mib": 16})).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::OutputTooLarge, "{err}");
-    assert!(err.message.contains("1048576"), "names the limit: {err}");
-    // Flooding the log, stdout and stderr is capped, not fatal to the host.
-    let _ = call(&flood, "chatter", json!({})).await;
+    assert!(
+        err.message
+            .contains("larger than the plugin's limit of 1048576 bytes"),
+        "names the limit: {err}"
+    );
+    // Under the limit the same action works.
+    let out = call(&flood, "flood", json!({"mib": 0})).await.unwrap();
+    assert_eq!(out, json!({"data": ""}));
+    host_still_healthy(&sandbox).await;
+}
+
+#[tokio::test]
+async fn flooding_the_log_is_capped_not_fatal() {
+    let sandbox = sandbox();
+    let mut policy = tight();
+    policy.limits.cpu = Duration::from_secs(2);
+    policy.limits.timeout = Duration::from_secs(10);
+    let flood = load(&sandbox, qila_e2e::HOSTILE_FLOOD, policy).await;
+    // 100 MiB of log lines: past the 256 KiB budget they are dropped and counted, the call succeeds.
+    let out = call(&flood, "chatter", json!({})).await.unwrap();
+    assert_eq!(out, Value::Null);
+    host_still_healthy(&sandbox).await;
+}
+
+#[tokio::test]
+async fn flooding_stdout_fails_the_write_and_the_call_not_the_host() {
+    let sandbox = sandbox();
+    let flood = load(&sandbox, qila_e2e::HOSTILE_FLOOD, tight()).await;
+    // stdout and stderr are captured up to 64 KiB each; a write past that fails, and Rust's `print!` panics on a
+    // failed write. The message carries the tail of what the plugin wrote to stderr: the panic.
+    let err = call(&flood, "shout", json!({})).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Trap, "{err}");
+    assert!(
+        err.message.contains("failed printing to stdout"),
+        "{}",
+        &err.message[err.message.len().saturating_sub(400)..]
+    );
+    assert!(
+        err.message.len() < 4096,
+        "the stderr tail is capped: {} bytes",
+        err.message.len()
+    );
     host_still_healthy(&sandbox).await;
 }
 
 #[tokio::test]
 async fn egress_to_a_host_not_granted_is_denied() {
     let sandbox = sandbox();
-    let egress = load(&sandbox, qila_e2e::HOSTILE_EGRESS, tight()).await;
+    let mut policy = tight();
+    policy.egress = vec!["api.example.com".parse().unwrap()];
+    let egress = load(&sandbox, qila_e2e::HOSTILE_EGRESS, policy).await;
     let err = call(&egress, "exfiltrate", json!({})).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Denied, "{err}");
-    assert!(
-        err.message.contains("evil.example.invalid") && err.message.contains("not granted"),
+    assert_eq!(
+        err.message, "egress to evil.example.invalid:80 is not granted to plugin `egress`",
         "{err}"
     );
     let err = call(
@@ -164,6 +298,7 @@ async fn egress_to_a_host_not_granted_is_denied() {
     .await
     .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Denied, "{err}");
+    assert!(err.message.contains("169.254.169.254:80"), "{err}");
     host_still_healthy(&sandbox).await;
 }
 
@@ -175,10 +310,11 @@ async fn a_secret_not_granted_is_denied_and_a_granted_one_is_revealed() {
         .await
         .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Denied, "{err}");
-    assert!(
-        err.message.contains("granted_key") && !err.message.contains("s3cr3t"),
+    assert_eq!(
+        err.message, "secret `granted_key` is not granted to plugin `snoop`",
         "{err}"
     );
+    host_still_healthy(&sandbox).await;
 
     let granted = PluginPolicy {
         secrets: vec!["granted_key".into()],
@@ -188,11 +324,13 @@ async fn a_secret_not_granted_is_denied_and_a_granted_one_is_revealed() {
     let out = call(&snoop, "reveal", json!({"name": "granted_key"}))
         .await
         .unwrap();
-    assert!(out.to_string().contains("s3cr3t-value"), "{out}");
+    assert_eq!(out, json!({"value": SECRET_VALUE}));
     let err = call(&snoop, "reveal", json!({"name": "other"}))
         .await
         .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Denied, "{err}");
+    assert!(err.message.contains("`other`"), "{err}");
+    host_still_healthy(&sandbox).await;
 }
 
 #[tokio::test]
@@ -203,29 +341,42 @@ async fn input_that_breaks_the_schema_never_reaches_the_plugin() {
         .await
         .unwrap_err();
     assert_eq!(err.kind, ErrorKind::InvalidInput, "{err}");
-    assert!(err.message.contains("/mib"), "points at the field: {err}");
+    assert!(
+        err.message.contains("at /mib"),
+        "points at the field: {err}"
+    );
     let err = call(&balloon, "no-such-action", json!({}))
         .await
         .unwrap_err();
     assert_eq!(err.kind, ErrorKind::NotFound, "{err}");
+    assert_eq!(
+        err.message, "plugin `balloon` has no action `no-such-action`",
+        "{err}"
+    );
+    host_still_healthy(&sandbox).await;
 }
 
 #[tokio::test]
 async fn core_modules_and_garbage_are_not_components() {
     let sandbox = sandbox();
+    // The smallest valid core module: magic, version 1.
     let module = b"\0asm\x01\0\0\0";
     match sandbox.load(module, PluginPolicy::default()).await {
-        Err(SandboxError::NotAComponent(m)) => {
-            assert!(m.contains("core WebAssembly module"), "{m}")
+        Err(e @ SandboxError::NotAComponent(_)) => {
+            let m = e.to_string();
+            assert!(
+                m.starts_with("not a WebAssembly component: this is a core WebAssembly module")
+                    && m.contains("wasm32-wasip2"),
+                "{m}"
+            )
         }
         other => panic!("expected NotAComponent, got {other:?}"),
     }
-    match sandbox
-        .load(b"#!/bin/sh\nrm -rf /\n", PluginPolicy::default())
-        .await
-    {
-        Err(SandboxError::NotAComponent(m)) => assert!(m.contains("magic"), "{m}"),
-        other => panic!("expected NotAComponent, got {other:?}"),
+    for garbage in [&b"#!/bin/sh\nrm -rf /\n"[..], b"", b"\0as"] {
+        match sandbox.load(garbage, PluginPolicy::default()).await {
+            Err(SandboxError::NotAComponent(m)) => assert!(m.contains("magic bytes"), "{m}"),
+            other => panic!("expected NotAComponent, got {other:?}"),
+        }
     }
     host_still_healthy(&sandbox).await;
 }

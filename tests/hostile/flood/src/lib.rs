@@ -29,12 +29,21 @@ pub fn flood(input: FloodInput) -> Result<FloodOutput, Error> {
     })
 }
 
-/// Logs 100,000 lines of 1 KiB each: the host must cap what it keeps of a step's log.
+/// Logs 100,000 lines of 1 KiB each: the host must cap what it keeps of a step's log, not fail the step.
 #[action(example = "{}")]
 pub fn chatter(_input: serde_json::Value) -> Result<serde_json::Value, Error> {
     let line = "B".repeat(1024);
     for i in 0..black_box(100_000) {
         qila_sdk::log::info(format!("{i} {line}"));
+    }
+    Ok(serde_json::Value::Null)
+}
+
+/// Writes 1 MiB to stdout and to stderr, past the host's capture (64 KiB each).
+#[action(example = "{}")]
+pub fn shout(_input: serde_json::Value) -> Result<serde_json::Value, Error> {
+    let line = "C".repeat(1024);
+    for _ in 0..black_box(1024) {
         print!("{line}");
         eprint!("{line}");
     }
@@ -45,5 +54,5 @@ qila_sdk::plugin! {
     name: "flood",
     vendor: "Qila tests",
     description: "Hostile: floods its output and logs.",
-    actions: [flood, chatter],
+    actions: [flood, chatter, shout],
 }
