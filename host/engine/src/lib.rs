@@ -1,15 +1,27 @@
-//! Runs Qila playbooks.
+//! Runs Qila playbooks durably.
 //!
-//! The engine walks a playbook's step DAG: a step is dispatched as soon as every step it `needs` has finished,
-//! so independent steps run in parallel. Before dispatch it evaluates the step's `if` and renders its `with`
-//! against the run's inputs and upstream outputs; the step itself is executed by a [`StepExecutor`] — in the
-//! `qila` binary, a WebAssembly sandbox — so this crate stays free of wasmtime and its tests build in seconds.
-//! Every transition is sent to the store's [`Recorder`](qila_store::Recorder) as it happens.
+//! The [`Orchestrator`] publishes playbook versions, starts runs (by API, webhook, schedule or internal event) and
+//! drives each run's step DAG. Every transition is committed to the store before it is acted on: a step is claimed
+//! with a lease before its plugin runs, and its result is recorded before its dependents start. A run's in-memory
+//! state is a cache of its rows, so a restarted process resumes every unfinished run; a run that only waits (on a
+//! backoff, a sleep, an approval, a child run or a concurrency slot) is dropped from memory until its wait ends.
+//!
+//! Steps are executed by a [`StepExecutor`] — in the `qila` binary, a WebAssembly sandbox — so this crate stays
+//! free of wasmtime and its tests build in seconds.
 
+mod builtin;
+mod error;
 mod executor;
-mod report;
+mod limits;
+mod ops;
+mod orchestrator;
 mod run;
+mod state;
+mod timers;
 
+pub use builtin::{BUILTIN_PLUGIN, BuiltinCatalog};
+pub use error::{ActionError, EngineError, PublishError, StartError};
 pub use executor::{StepCall, StepError, StepExecutor};
-pub use report::{RunReport, StepEvent, StepReport};
-pub use run::{Engine, EngineError};
+pub use orchestrator::{
+    Approver, Options, Orchestrator, PluginCatalog, Published, RunChanged, StartRun,
+};

@@ -1,462 +1,1236 @@
-//! The scheduler of one run.
+//! Driving one run: a task that holds the run's state while it has work, and gives it up while it only waits.
+//!
+//! The task's state is a cache of the run's rows. Every decision is written (and committed) before it is acted
+//! on: a step is claimed before its plugin runs, its result recorded before its dependents start. A poke (a
+//! decision taken elsewhere: an approval, a timer, a child run ending, a cancel) makes the task re-read the rows.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::FutureExt;
-use qila_model::{EvalContext, Playbook, SharedValue};
-use qila_store::{Recorder, RunRecord, RunStatus, StepRecord, StepStatus, StoreError, now_ms};
-use serde_json::{Map, Value};
+use qila_model::{EvalContext, OnError, Playbook, SharedValue};
+use qila_store::write::{self, Settle, TaskKey, TaskShape};
+use qila_store::{RunRow, RunStatus, StepRow, StepStatus, now_ms};
+use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{Instrument, info_span};
 
-use crate::executor::{StepCall, StepError, StepExecutor};
-use crate::report::{RunReport, StepEvent, StepReport};
+use crate::builtin::{Builtin, MAX_SLEEP, duration_field};
+use crate::error::EngineError;
+use crate::executor::{StepCall, StepError};
+use crate::limits::TaskPermit;
+use crate::state::{Inner, Loaded, ParentLink};
 
-/// A failure of the engine itself (the store stopped), as opposed to a failed run.
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    /// Run state could not be recorded.
-    #[error("cannot record the run: {0}")]
-    Store(#[from] StoreError),
+/// The most items a `for_each` step may have.
+const MAX_ITEMS: usize = 10_000;
+/// The deepest chain of `core.playbook` calls.
+const MAX_DEPTH: u32 = 16;
+
+/// Identifies a task within a run: a step index and an item (-1 for none).
+type Slot = (usize, i64);
+
+/// What an executed task came back with.
+struct Done {
+    slot: Slot,
+    attempt: i64,
+    result: Result<Value, StepError>,
 }
 
-/// Runs playbooks with a [`StepExecutor`], recording every transition. Cheap to clone.
-pub struct Engine<E> {
-    executor: Arc<E>,
-    recorder: Recorder,
-}
-
-impl<E> Clone for Engine<E> {
-    fn clone(&self) -> Self {
-        Self {
-            executor: self.executor.clone(),
-            recorder: self.recorder.clone(),
-        }
-    }
-}
-
-impl<E: StepExecutor> Engine<E> {
-    /// An engine that executes steps with `executor` and records them with `recorder`.
-    pub fn new(executor: Arc<E>, recorder: Recorder) -> Self {
-        Self { executor, recorder }
-    }
-
-    /// Waits until every transition recorded so far is committed to the store.
-    pub async fn flush(&self) -> Result<(), EngineError> {
-        Ok(self.recorder.flush().await?)
-    }
-
-    /// Runs `playbook` with already resolved `inputs` (see [`Playbook::resolve_inputs`]) to the end, sending step
-    /// transitions to `events` if given. A failed step fails the run but not the engine: only a store failure is
-    /// an `Err`.
-    pub async fn run(
-        &self,
-        playbook: Arc<Playbook>,
-        inputs: Map<String, Value>,
-        events: Option<mpsc::UnboundedSender<StepEvent>>,
-    ) -> Result<RunReport, EngineError> {
-        let run_id = uuid::Uuid::now_v7().to_string();
-        let span = info_span!("run", run = %run_id, playbook = %playbook.name);
-        RunState::new(self.clone(), playbook, inputs, run_id, events)
-            .drive()
-            .instrument(span)
-            .await
-    }
-}
-
-/// How a dispatched or resolved step ended.
-enum Outcome {
-    Succeeded(Value),
-    Failed(StepError),
-    Skipped(String),
-}
-
-struct Slot {
-    status: Option<StepStatus>,
-    waiting_on: usize,
-    attempts: u32,
-    dispatched: Option<Instant>,
-    report: Option<StepReport>,
-}
-
-struct RunState<E> {
-    engine: Engine<E>,
-    playbook: Arc<Playbook>,
-    inputs: Map<String, Value>,
-    run_id: String,
-    events: Option<mpsc::UnboundedSender<StepEvent>>,
-    slots: Vec<Slot>,
-    ctx: EvalContext,
-    ready: VecDeque<usize>,
-    resolved: VecDeque<(usize, Outcome)>,
-}
-
-impl<E: StepExecutor> RunState<E> {
-    fn new(
-        engine: Engine<E>,
-        playbook: Arc<Playbook>,
-        inputs: Map<String, Value>,
-        run_id: String,
-        events: Option<mpsc::UnboundedSender<StepEvent>>,
-    ) -> Self {
-        let ctx =
-            EvalContext::with_shared_inputs(&SharedValue::new(&Value::Object(inputs.clone())));
-        let slots = playbook
-            .steps
-            .iter()
-            .map(|s| Slot {
-                status: None,
-                waiting_on: s.needs.len(),
-                attempts: 0,
-                dispatched: None,
-                report: None,
-            })
-            .collect();
-        let ready = playbook
-            .topological_order()
-            .iter()
-            .copied()
-            .filter(|&i| playbook.steps[i].needs.is_empty())
-            .collect();
-        Self {
-            engine,
-            playbook,
-            inputs,
-            run_id,
-            events,
-            slots,
-            ctx,
-            ready,
-            resolved: VecDeque::new(),
-        }
-    }
-
-    async fn drive(mut self) -> Result<RunReport, EngineError> {
-        let recorder = self.engine.recorder.clone();
-        recorder
-            .run_started(RunRecord {
-                id: self.run_id.clone(),
-                playbook: self.playbook.name.clone(),
-                playbook_version: self.playbook.version,
-                status: RunStatus::Running,
-                inputs: Value::Object(self.inputs.clone()),
-                outputs: None,
-                error: None,
-                created_at: now_ms(),
-                finished_at: None,
-                steps: Vec::new(),
-            })
-            .await?;
-
-        let mut running: JoinSet<(usize, Outcome)> = JoinSet::new();
+/// Runs the task of run `id` until the run ends or only waits. Pokes arrive on `pokes`.
+pub(crate) async fn drive(inner: Arc<Inner>, id: String, mut pokes: mpsc::UnboundedReceiver<()>) {
+    let span = info_span!("run", run = %id);
+    async move {
+        let mut task = match RunTask::load(&inner, &id).await {
+            Ok(Some(task)) => task,
+            Ok(None) => {
+                inner.retire(&id, &mut pokes);
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot load the run; it resumes at the next start");
+                inner.forget(&id);
+                return;
+            }
+        };
         loop {
-            while let Some(i) = self.ready.pop_front() {
-                let alone = running.is_empty() && self.ready.is_empty() && self.resolved.is_empty();
-                if let Some(task) = self.dispatch(i).await? {
-                    // A panicking executor fails its step, wherever the step runs.
-                    let task = AssertUnwindSafe(task).catch_unwind().map(move |result| {
-                        result.unwrap_or_else(|_| {
-                            (
-                                i,
-                                Outcome::Failed(StepError::new(
-                                    "internal",
-                                    "the step's executor panicked",
-                                )),
-                            )
-                        })
-                    });
-                    if alone {
-                        // The only step that can make progress (a chain): run it on this task rather than hand it
-                        // to another worker thread and back, which costs two cross-thread wake-ups.
-                        self.resolved.push_back(task.await);
-                    } else {
-                        running.spawn(task);
-                    }
+            match task.advance().await {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot advance the run; it resumes at the next start");
+                    task.in_flight.abort_all();
+                    inner.forget(&id);
+                    return;
                 }
             }
-            if let Some((i, outcome)) = self.resolved.pop_front() {
-                self.finish(i, outcome).await?;
+            if task.in_flight.is_empty() {
+                if inner.retire(&id, &mut pokes) {
+                    return;
+                }
+                if let Err(e) = task.reload().await {
+                    tracing::error!(error = %e, "cannot reload the run");
+                    inner.forget(&id);
+                    return;
+                }
                 continue;
             }
-            match running.join_next().await {
-                Some(Ok((i, outcome))) => self.finish(i, outcome).await?,
-                Some(Err(join_error)) => {
-                    // A step task panicked or was cancelled: the executor is at fault, not the plugin. Find the
-                    // step that never finished and fail it so the run still ends.
-                    tracing::error!(error = %join_error, "step task ended abnormally");
-                    if let Some(i) = self
-                        .slots
-                        .iter()
-                        .position(|s| s.dispatched.is_some() && s.status.is_none())
+            tokio::select! {
+                Some(joined) = task.in_flight.join_next() => {
+                    let done = match joined {
+                        Ok(done) => Some(done),
+                        Err(e) if e.is_cancelled() => None,
+                        Err(e) => {
+                            tracing::error!(error = %e, "a step task ended abnormally");
+                            None
+                        }
+                    };
+                    if let Some(done) = done
+                        && let Err(e) = task.settle_done(done).await
                     {
-                        let error = StepError::new(
-                            "internal",
-                            format!("step task ended abnormally: {join_error}"),
-                        );
-                        self.finish(i, Outcome::Failed(error)).await?;
+                        tracing::error!(error = %e, "cannot record a step's result; the run resumes at the next start");
+                        task.in_flight.abort_all();
+                        inner.forget(&id);
+                        return;
                     }
                 }
-                None => break,
+                Some(()) = pokes.recv() => {
+                    while pokes.try_recv().is_ok() {}
+                    if let Err(e) = task.reload().await {
+                        tracing::error!(error = %e, "cannot reload the run");
+                    }
+                }
             }
         }
-        self.complete().await
+        inner.retire_finished(&id);
     }
+    .instrument(span)
+    .await
+}
 
-    /// Decides what happens to step `i` now that everything it needs has finished: skipped, failed before it
-    /// starts (its `if` or `with` cannot be evaluated), or a task that executes it.
-    async fn dispatch(
-        &mut self,
-        i: usize,
-    ) -> Result<
-        Option<impl std::future::Future<Output = (usize, Outcome)> + Send + 'static>,
-        EngineError,
-    > {
-        let playbook = self.playbook.clone();
-        let step = &playbook.steps[i];
-        self.slots[i].dispatched = Some(Instant::now());
+struct RunTask {
+    inner: Arc<Inner>,
+    run: RunRow,
+    loaded: Arc<Loaded>,
+    ctx: EvalContext,
+    rows: HashMap<Slot, StepRow>,
+    /// For each handler step: the error it handles, once a step naming it failed.
+    errors: Vec<Option<Value>>,
+    in_flight: JoinSet<Done>,
+    flying: HashSet<Slot>,
+}
 
-        if let Some(&blocked) = step
-            .needs
-            .iter()
-            .find(|&&n| self.slots[n].status != Some(StepStatus::Succeeded))
-        {
-            let need = &playbook.steps[blocked];
-            let what = self.slots[blocked]
-                .status
-                .map_or("did not run", |s| match s {
-                    StepStatus::Failed => "failed",
-                    _ => "was skipped",
-                });
-            self.resolved.push_back((
-                i,
-                Outcome::Skipped(format!("needs `{}`, which {what}", need.id)),
-            ));
+impl RunTask {
+    async fn load(inner: &Arc<Inner>, id: &str) -> Result<Option<Self>, EngineError> {
+        let Some(run) = inner.store.run(id).await? else {
+            return Ok(None);
+        };
+        if run.status.is_terminal() {
             return Ok(None);
         }
-        if let Some(condition) = &step.condition {
-            match condition.eval_bool(&self.ctx) {
-                Ok(true) => {}
-                Ok(false) => {
-                    let reason = format!("condition `{}` is false", condition.source());
-                    self.resolved.push_back((i, Outcome::Skipped(reason)));
-                    return Ok(None);
-                }
-                Err(e) => {
-                    self.resolved.push_back((
-                        i,
-                        Outcome::Failed(StepError::new("expression", format!("if: {e}"))),
-                    ));
-                    return Ok(None);
-                }
-            }
-        }
-        let input = match step.with.render(&self.ctx) {
-            Ok(input) => input,
+        let loaded = match inner.load_version(&run.playbook, run.version).await {
+            Ok(loaded) => loaded,
             Err(e) => {
-                self.resolved.push_back((
-                    i,
-                    Outcome::Failed(StepError::new("expression", format!("with: {e}"))),
-                ));
+                // The version cannot run in this process (its plugins changed or are gone): fail it clearly.
+                let message = e.to_string();
+                inner.finish_run(&run, RunStatus::Failed, None, Some(&message)).await?;
                 return Ok(None);
             }
         };
+        let mut task = Self {
+            inner: inner.clone(),
+            ctx: EvalContext::new(&Map::new()),
+            errors: vec![None; loaded.playbook.steps.len()],
+            run,
+            loaded,
+            rows: HashMap::new(),
+            in_flight: JoinSet::new(),
+            flying: HashSet::new(),
+        };
+        task.sync_rows(inner.store.steps(id).await?);
+        Ok(Some(task))
+    }
 
-        let attempt = 1;
-        self.slots[i].attempts = attempt;
-        self.engine
-            .recorder
-            .step(StepRecord {
-                input: Some(input.clone()),
-                started_at: Some(now_ms()),
-                ..self.step_record(i, StepStatus::Running, attempt)
+    fn pb(&self) -> &Playbook {
+        &self.loaded.playbook
+    }
+
+    async fn reload(&mut self) -> Result<(), EngineError> {
+        if let Some(run) = self.inner.store.run(&self.run.id).await? {
+            self.run = run;
+        }
+        let rows = self.inner.store.steps(&self.run.id).await?;
+        self.sync_rows(rows);
+        Ok(())
+    }
+
+    /// Rebuilds the cached rows, the expression context and the handlers' errors from the run's rows.
+    fn sync_rows(&mut self, rows: Vec<StepRow>) {
+        let pb = self.loaded.playbook.clone();
+        let inputs = match &self.run.inputs {
+            Value::Object(map) => map.clone(),
+            _ => Map::new(),
+        };
+        self.ctx = EvalContext::with_shared_inputs(&SharedValue::new(&Value::Object(inputs)));
+        self.rows.clear();
+        for row in rows {
+            let Some(i) = pb.step_index(&row.step_id) else {
+                tracing::warn!(step = %row.step_id, "a row names a step the playbook does not have");
+                continue;
+            };
+            self.rows.insert((i, row.item), row);
+        }
+        self.errors = vec![None; pb.steps.len()];
+        for &i in pb.topological_order() {
+            if let Some(row) = self.rows.get(&(i, -1))
+                && row.status.is_terminal()
+            {
+                let output = row.output.clone().unwrap_or(Value::Null);
+                self.ctx
+                    .set_step_shared(&pb.steps[i].id, row.status.as_str(), &SharedValue::new(&output));
+                if row.status == StepStatus::Failed {
+                    self.note_failure(i);
+                }
+            }
+        }
+    }
+
+    /// Activates the handler of step `i`, which has failed.
+    fn note_failure(&mut self, i: usize) {
+        let pb = self.loaded.playbook.clone();
+        if let OnError::Handler(h) = pb.steps[i].on_error
+            && self.errors[h].is_none()
+        {
+            let row = self.rows.get(&(i, -1));
+            self.errors[h] = Some(json!({
+                "step": pb.steps[i].id,
+                "kind": row.and_then(|r| r.error_kind.clone()),
+                "message": row.and_then(|r| r.error.clone()),
+            }));
+        }
+    }
+
+    fn status(&self, i: usize) -> Option<StepStatus> {
+        self.rows.get(&(i, -1)).map(|r| r.status)
+    }
+
+    /// Whether dependents of step `i` (which has ended) may run.
+    fn passes(&self, i: usize) -> bool {
+        match self.status(i) {
+            Some(StepStatus::Succeeded) => true,
+            Some(StepStatus::Failed) => self.pb().steps[i].on_error == OnError::Continue,
+            _ => false,
+        }
+    }
+
+    /// Whether the failure of step `i` (which failed) fails the run.
+    fn unhandled(&self, i: usize) -> bool {
+        match self.pb().steps[i].on_error {
+            OnError::Fail => true,
+            OnError::Continue => false,
+            OnError::Handler(h) => self.status(h) != Some(StepStatus::Succeeded),
+        }
+    }
+
+    /// The first failure that fails the run, if any.
+    fn first_unhandled(&self) -> Option<usize> {
+        self.pb()
+            .topological_order()
+            .iter()
+            .copied()
+            .find(|&i| self.status(i) == Some(StepStatus::Failed) && self.unhandled(i))
+    }
+
+    /// Does everything that can be done now. Returns false when the run has ended or must stay queued.
+    async fn advance(&mut self) -> Result<bool, EngineError> {
+        if self.run.status.is_terminal() {
+            return Ok(false);
+        }
+        if self.run.cancel_requested {
+            self.cancel_now().await?;
+            return Ok(false);
+        }
+        if self.run.status == RunStatus::Queued && !self.inner.leave_queue(&self.run).await? {
+            return Ok(false);
+        }
+        self.run.status = RunStatus::Running;
+        if self.inner.is_stopping() {
+            return Ok(!self.in_flight.is_empty());
+        }
+        let pb = self.loaded.playbook.clone();
+        let mut changed = true;
+        while changed {
+            changed = false;
+            for &i in pb.topological_order() {
+                changed |= self.consider(i).await?;
+            }
+            if !changed && self.in_flight.is_empty() {
+                changed = self.consider_on_failure();
+            }
+        }
+        if self.in_flight.is_empty() && self.complete() {
+            self.finish().await?;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Activates the playbook's `on_failure` handler when everything else has ended and the run is failing.
+    fn consider_on_failure(&mut self) -> bool {
+        let Some(h) = self.pb().on_failure else {
+            return false;
+        };
+        if self.errors[h].is_some() || !self.others_ended(h) {
+            return false;
+        }
+        let Some(failed) = self.first_unhandled() else {
+            return false;
+        };
+        let row = self.rows.get(&(failed, -1));
+        self.errors[h] = Some(json!({
+            "step": self.pb().steps[failed].id,
+            "kind": row.and_then(|r| r.error_kind.clone()),
+            "message": row.and_then(|r| r.error.clone()),
+        }));
+        true
+    }
+
+    /// Whether every step but `except` that will run has ended.
+    fn others_ended(&self, except: usize) -> bool {
+        (0..self.pb().steps.len()).filter(|&i| i != except).all(|i| {
+            let ended = self.status(i).is_some_and(StepStatus::is_terminal);
+            ended || (self.pb().is_handler(i) && self.errors[i].is_none())
+        })
+    }
+
+    /// Whether the run has nothing left to do.
+    fn complete(&self) -> bool {
+        let all_ended = (0..self.pb().steps.len()).all(|i| {
+            let ended = self.status(i).is_some_and(StepStatus::is_terminal);
+            ended || (self.pb().is_handler(i) && self.errors[i].is_none())
+        });
+        if !all_ended {
+            return false;
+        }
+        // A failing run with an `on_failure` handler that has not run yet is not complete.
+        match self.pb().on_failure {
+            Some(h) => self.errors[h].is_some() || self.first_unhandled().is_none(),
+            None => true,
+        }
+    }
+
+    /// Considers step `i`; true if it made a transition.
+    async fn consider(&mut self, i: usize) -> Result<bool, EngineError> {
+        let pb = self.loaded.playbook.clone();
+        let step = &pb.steps[i];
+        let row = self.rows.get(&(i, -1));
+        if row.is_some_and(|r| r.status.is_terminal()) || self.flying.contains(&(i, -1)) {
+            return Ok(false);
+        }
+        if pb.is_handler(i) && self.errors[i].is_none() {
+            return Ok(false);
+        }
+        if step.needs.iter().any(|&n| !self.status(n).is_some_and(StepStatus::is_terminal)) {
+            return Ok(false);
+        }
+        let fresh = row.is_none();
+        if fresh {
+            if let Some(&blocked) = step.needs.iter().find(|&&n| !self.passes(n)) {
+                let what = match self.status(blocked) {
+                    Some(StepStatus::Failed) => "failed",
+                    Some(StepStatus::Cancelled) => "was cancelled",
+                    _ => "was skipped",
+                };
+                let reason = format!("needs `{}`, which {what}", pb.steps[blocked].id);
+                return self.end_step(i, StepStatus::Skipped, None, None, Some(&reason)).await;
+            }
+            if let Some(condition) = &step.condition {
+                match condition.eval_bool(&self.step_ctx(i)) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        let reason = format!("condition `{}` is false", condition.source());
+                        return self.end_step(i, StepStatus::Skipped, None, None, Some(&reason)).await;
+                    }
+                    Err(e) => {
+                        let message = format!("if: {e}");
+                        return self
+                            .end_step(i, StepStatus::Failed, None, Some("expression"), Some(&message))
+                            .await;
+                    }
+                }
+            }
+        }
+        if step.for_each.is_some() {
+            return self.consider_items(i).await;
+        }
+        let input = match row.and_then(|r| r.input.clone()) {
+            Some(input) => input,
+            None => match step.with.render(&self.step_ctx(i)) {
+                Ok(input) => input,
+                Err(e) => {
+                    let message = format!("with: {e}");
+                    return self
+                        .end_step(i, StepStatus::Failed, None, Some("expression"), Some(&message))
+                        .await;
+                }
+            },
+        };
+        self.consider_task((i, -1), input, None).await
+    }
+
+    /// The context step `i`'s expressions see (with `error` for a handler).
+    fn step_ctx(&self, i: usize) -> EvalContext {
+        match &self.errors[i] {
+            Some(error) => self.ctx.with_local("error", error),
+            None => self.ctx.clone(),
+        }
+    }
+
+    /// Drives the items of `for_each` step `i`.
+    async fn consider_items(&mut self, i: usize) -> Result<bool, EngineError> {
+        let pb = self.loaded.playbook.clone();
+        let step = &pb.steps[i];
+        let Some(for_each) = &step.for_each else {
+            return Ok(false);
+        };
+        let items = match self.rows.get(&(i, -1)).and_then(|r| r.input.clone()) {
+            Some(Value::Array(items)) => items,
+            _ => {
+                let rendered = match for_each.items.render(&self.step_ctx(i)) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        let message = format!("for_each: {e}");
+                        return self
+                            .end_step(i, StepStatus::Failed, None, Some("expression"), Some(&message))
+                            .await;
+                    }
+                };
+                let Value::Array(items) = rendered else {
+                    let message = format!("for_each: expected a list, got {}", kind_of(&rendered));
+                    return self
+                        .end_step(i, StepStatus::Failed, None, Some("invalid-input"), Some(&message))
+                        .await;
+                };
+                if items.len() > MAX_ITEMS {
+                    let message = format!("for_each: {} items; at most {MAX_ITEMS} are allowed", items.len());
+                    return self
+                        .end_step(i, StepStatus::Failed, None, Some("invalid-input"), Some(&message))
+                        .await;
+                }
+                if items.is_empty() {
+                    return self
+                        .end_step(i, StepStatus::Succeeded, Some(&Value::Array(Vec::new())), None, None)
+                        .await;
+                }
+                let input = Value::Array(items.clone());
+                let settle = Settle {
+                    status: StepStatus::Running,
+                    output: None,
+                    error_kind: None,
+                    error: None,
+                    wake_at: None,
+                    input: Some(&input),
+                };
+                self.write_settle((i, -1), None, settle).await?;
+                items
+            }
+        };
+        let mut changed = false;
+        let mut active = (0..items.len() as i64)
+            .filter(|&n| self.flying.contains(&(i, n)))
+            .count() as u32;
+        for (n, item) in items.iter().enumerate() {
+            let slot = (i, n as i64);
+            let row = self.rows.get(&slot);
+            if row.is_some_and(|r| r.status.is_terminal()) || self.flying.contains(&slot) {
+                continue;
+            }
+            let waiting_timer = row.is_some_and(|r| {
+                r.status == StepStatus::Waiting && r.wake_at.is_some_and(|t| t > now_ms())
+            });
+            if waiting_timer {
+                continue;
+            }
+            if active >= for_each.concurrency {
+                break;
+            }
+            let ctx = self
+                .step_ctx(i)
+                .with_local("item", item)
+                .with_local("index", &json!(n));
+            let input = match row.and_then(|r| r.input.clone()) {
+                Some(input) => input,
+                None => match step.with.render(&ctx) {
+                    Ok(input) => input,
+                    Err(e) => {
+                        let message = format!("with (item {n}): {e}");
+                        let settle = Settle {
+                            status: StepStatus::Failed,
+                            output: None,
+                            error_kind: Some("expression"),
+                            error: Some(&message),
+                            wake_at: None,
+                            input: None,
+                        };
+                        self.write_settle(slot, None, settle).await?;
+                        changed = true;
+                        continue;
+                    }
+                },
+            };
+            changed |= self.consider_task(slot, input, Some(&ctx)).await?;
+            if self.flying.contains(&slot) {
+                active += 1;
+            }
+        }
+        // Every item ended: the step ends with their outputs in item order, or with the first failure.
+        let rows: Vec<Option<&StepRow>> = (0..items.len() as i64).map(|n| self.rows.get(&(i, n))).collect();
+        if rows.iter().all(|r| r.is_some_and(|r| r.status.is_terminal())) {
+            let failed = rows.iter().enumerate().find_map(|(n, r)| {
+                r.filter(|r| r.status != StepStatus::Succeeded)
+                    .map(|r| (n, r.status, r.error_kind.clone(), r.error.clone()))
+            });
+            match failed {
+                None => {
+                    let outputs =
+                        Value::Array(rows.iter().map(|r| r.and_then(|r| r.output.clone()).unwrap_or(Value::Null)).collect());
+                    self.end_step(i, StepStatus::Succeeded, Some(&outputs), None, None).await?;
+                }
+                Some((n, status, kind, error)) => {
+                    let message = format!("item {n} {status}: {}", error.unwrap_or_default());
+                    let kind = kind.unwrap_or_else(|| "failed".into());
+                    self.end_step(i, StepStatus::Failed, None, Some(&kind), Some(&message)).await?;
+                }
+            }
+            return Ok(true);
+        }
+        Ok(changed)
+    }
+
+    /// Considers one task (a step, or an item): claims and executes it, or takes its built-in action.
+    async fn consider_task(
+        &mut self,
+        slot: Slot,
+        input: Value,
+        item_ctx: Option<&EvalContext>,
+    ) -> Result<bool, EngineError> {
+        let pb = self.loaded.playbook.clone();
+        let step = &pb.steps[slot.0];
+        if self.flying.contains(&slot) {
+            return Ok(false);
+        }
+        let row = self.rows.get(&slot).cloned();
+        let now = now_ms();
+        if let Some(builtin) = Builtin::of(&step.plugin, &step.action) {
+            return self.consider_builtin(slot, builtin, input, row).await;
+        }
+        match row.as_ref().map(|r| r.status) {
+            Some(StepStatus::Waiting) if row.as_ref().and_then(|r| r.wake_at).is_some_and(|t| t > now) => {
+                return Ok(false);
+            }
+            Some(StepStatus::Running) => {
+                let row = row.as_ref().expect("matched Some");
+                let dead = self.inner.sole_worker
+                    || row.lease_owner.as_deref() == Some(self.inner.owner.as_str())
+                    || row.lease_until.is_none_or(|t| t < now);
+                if !dead {
+                    // Another live worker holds it: look again when its lease ends.
+                    self.inner.timer(row.lease_until.unwrap_or(now) + 1, &self.run.id);
+                    return Ok(false);
+                }
+            }
+            _ => {}
+        }
+        // Concurrency and rate limits: over them, the task queues.
+        let mut permit: Option<TaskPermit> = None;
+        if let Some(limits) = &step.concurrency {
+            let key = match &limits.key {
+                Some(template) => {
+                    let ctx = item_ctx.cloned().unwrap_or_else(|| self.step_ctx(slot.0));
+                    match template.render(&ctx) {
+                        Ok(Value::String(s)) => s,
+                        Ok(other) => other.to_string(),
+                        Err(e) => {
+                            let message = format!("concurrency.key: {e}");
+                            let settle = Settle {
+                                status: StepStatus::Failed,
+                                output: None,
+                                error_kind: Some("expression"),
+                                error: Some(&message),
+                                wake_at: None,
+                                input: Some(&input),
+                            };
+                            self.write_settle(slot, None, settle).await?;
+                            return Ok(true);
+                        }
+                    }
+                }
+                None => String::new(),
+            };
+            let key = format!("{}.{}:{key}", step.plugin, step.action);
+            let rate = limits.rate.as_ref().map(|r| (r.count, r.per));
+            match self.inner.limiter.acquire(&key, limits.limit, rate, &self.run.id) {
+                Some(p) => permit = Some(p),
+                None => {
+                    if row.as_ref().is_some_and(|r| r.status == StepStatus::Queued) {
+                        return Ok(false);
+                    }
+                    let settle = Settle {
+                        status: StepStatus::Queued,
+                        output: None,
+                        error_kind: None,
+                        error: Some("waiting for a concurrency slot"),
+                        wake_at: None,
+                        input: Some(&input),
+                    };
+                    self.write_settle(slot, None, settle).await?;
+                    return Ok(true);
+                }
+            }
+        }
+        self.claim_and_spawn(slot, input, permit).await
+    }
+
+    async fn claim_and_spawn(
+        &mut self,
+        slot: Slot,
+        input: Value,
+        permit: Option<TaskPermit>,
+    ) -> Result<bool, EngineError> {
+        let pb = self.loaded.playbook.clone();
+        let step = &pb.steps[slot.0];
+        let key = self.key(slot);
+        let action = format!("{}.{}", step.plugin, step.action);
+        let owner = self.inner.owner.clone();
+        let lease_until = now_ms() + self.inner.lease.as_millis() as i64;
+        let position = slot.0 as i64;
+        let claimed_input = input.clone();
+        let claim_key = key.clone();
+        let attempt = self
+            .inner
+            .store
+            .journal()
+            .write(move |c| {
+                Box::pin(async move {
+                    let shape = TaskShape {
+                        position,
+                        action: &action,
+                    };
+                    write::claim(c, &claim_key, &shape, &claimed_input, &owner, lease_until).await
+                })
             })
             .await?;
-        self.emit(i, StepStatus::Running, None);
+        self.inner.changed(&self.run.id, false);
+        let Some(attempt) = attempt else {
+            // Ended or held elsewhere in the meantime: look at the rows again.
+            self.reload().await?;
+            return Ok(true);
+        };
+        let row = self.rows.entry(slot).or_insert_with(|| blank_row(&key, slot, step));
+        row.status = StepStatus::Running;
+        row.attempt = attempt;
+        row.input = Some(input.clone());
+        row.lease_owner = Some(self.inner.owner.clone());
+        row.wake_at = None;
 
+        let idempotency_key = if slot.1 < 0 {
+            format!("{}/{}", self.run.id, step.id)
+        } else {
+            format!("{}/{}/{}", self.run.id, step.id, slot.1)
+        };
         let call = StepCall {
             plugin: step.plugin.clone(),
             action: step.action.clone(),
             input,
-            run_id: self.run_id.clone(),
+            run_id: self.run.id.clone(),
             step_id: step.id.clone(),
-            attempt,
-            idempotency_key: format!("{}/{}", self.run_id, step.id),
+            attempt: attempt as u32,
+            idempotency_key,
         };
-        let executor = self.engine.executor.clone();
-        let span = info_span!("step", step = %step.id, action = %format_args!("{}.{}", step.plugin, step.action));
-        Ok(Some(
+        let executor = self.inner.executor.clone();
+        let timeout = step.timeout;
+        let span = if slot.1 < 0 {
+            info_span!("step", step = %step.id, action = %format_args!("{}.{}", step.plugin, step.action), attempt)
+        } else {
+            info_span!("step", step = %step.id, item = slot.1, action = %format_args!("{}.{}", step.plugin, step.action), attempt)
+        };
+        let guard = self.inner.in_flight_guard();
+        self.flying.insert(slot);
+        self.in_flight.spawn(
             async move {
-                match executor.execute(call).await {
-                    Ok(output) => (i, Outcome::Succeeded(output)),
-                    Err(error) => {
-                        tracing::info!(kind = %error.kind, error = %error.message, "step failed");
-                        (i, Outcome::Failed(error))
+                let _permit = permit;
+                let _guard = guard;
+                let execution = async {
+                    match timeout {
+                        Some(limit) => tokio::time::timeout(limit, executor.execute(call))
+                            .await
+                            .unwrap_or_else(|_| {
+                                Err(StepError::new(
+                                    "timeout",
+                                    format!("the attempt took longer than its timeout of {}", humanize(limit)),
+                                ))
+                            }),
+                        None => executor.execute(call).await,
+                    }
+                };
+                let result = AssertUnwindSafe(execution)
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|_| Err(StepError::new("internal", "the step's executor panicked")));
+                if let Err(e) = &result {
+                    tracing::info!(kind = %e.kind, error = %e.message, "attempt failed");
+                }
+                Done { slot, attempt, result }
+            }
+            .instrument(span),
+        );
+        Ok(true)
+    }
+
+    /// Records what an executed attempt came back with: success, a retry after a backoff, or failure.
+    async fn settle_done(&mut self, done: Done) -> Result<(), EngineError> {
+        let Done { slot, attempt, result } = done;
+        self.flying.remove(&slot);
+        let pb = self.loaded.playbook.clone();
+        let step = &pb.steps[slot.0];
+        let owner = Some(self.inner.owner.clone());
+        let recorded = match &result {
+            Ok(output) => {
+                let settle = Settle {
+                    status: StepStatus::Succeeded,
+                    output: Some(output),
+                    error_kind: None,
+                    error: None,
+                    wake_at: None,
+                    input: None,
+                };
+                self.write_settle(slot, owner, settle).await?
+            }
+            Err(e) => {
+                let retry = step
+                    .retry
+                    .as_ref()
+                    .filter(|p| p.retries(&e.kind) && (attempt as u32) < p.attempts);
+                match retry {
+                    Some(policy) => {
+                        let delay = policy.jittered_delay(attempt as u32 + 1, unit_random());
+                        let wake_at = now_ms() + delay.as_millis() as i64;
+                        let message = format!(
+                            "{}: {} (attempt {attempt} of {}; next in {})",
+                            e.kind,
+                            e.message,
+                            policy.attempts,
+                            humanize(delay)
+                        );
+                        let settle = Settle {
+                            status: StepStatus::Waiting,
+                            output: None,
+                            error_kind: Some(&e.kind),
+                            error: Some(&message),
+                            wake_at: Some(wake_at),
+                            input: None,
+                        };
+                        let recorded = self.write_settle(slot, owner, settle).await?;
+                        if recorded {
+                            self.inner.timer(wake_at, &self.run.id);
+                        }
+                        recorded
+                    }
+                    None => {
+                        let message = format!("{}: {}", e.kind, e.message);
+                        let settle = Settle {
+                            status: StepStatus::Failed,
+                            output: None,
+                            error_kind: Some(&e.kind),
+                            error: Some(&message),
+                            wake_at: None,
+                            input: None,
+                        };
+                        self.write_settle(slot, owner, settle).await?
                     }
                 }
             }
-            .instrument(span),
-        ))
-    }
-
-    /// Records how step `i` ended, makes its output visible to later expressions and readies its dependents.
-    async fn finish(&mut self, i: usize, outcome: Outcome) -> Result<(), EngineError> {
-        let playbook = self.playbook.clone();
-        let step = &playbook.steps[i];
-        let elapsed = self.slots[i]
-            .dispatched
-            .map_or(Duration::ZERO, |t| t.elapsed());
-        let (status, output, error_kind, detail) = match outcome {
-            Outcome::Succeeded(output) => (StepStatus::Succeeded, Some(output), None, None),
-            Outcome::Failed(e) => (
-                StepStatus::Failed,
-                None,
-                Some(e.kind.clone()),
-                Some(e.to_string()),
-            ),
-            Outcome::Skipped(reason) => (StepStatus::Skipped, None, None, Some(reason)),
         };
-        let attempts = self.slots[i].attempts;
-        let shared = SharedValue::new(output.as_ref().unwrap_or(&Value::Null));
-        self.ctx.set_step_shared(&step.id, status.as_str(), &shared);
-        self.engine
-            .recorder
-            .step(StepRecord {
-                output: output.clone(),
-                error_kind,
-                error: detail.clone(),
-                finished_at: Some(now_ms()),
-                ..self.step_record(i, status, attempts.max(1))
-            })
-            .await?;
-        self.emit(i, status, detail.clone());
-        let slot = &mut self.slots[i];
-        slot.status = Some(status);
-        slot.report = Some(StepReport {
-            id: step.id.clone(),
-            status,
-            attempts,
-            error: detail,
-            output,
-            elapsed,
-        });
-        for &d in playbook.dependents(i) {
-            let waiting = &mut self.slots[d].waiting_on;
-            *waiting = waiting.saturating_sub(1);
-            if *waiting == 0 {
-                self.ready.push_back(d);
-            }
+        if !recorded {
+            // The lease was taken over or the run cancelled: the result is not ours to record.
+            tracing::warn!(step = %step.id, "a result arrived after its lease was lost; discarded");
+            self.reload().await?;
         }
         Ok(())
     }
 
-    /// A record of step `i` in `status` with nothing but its identity filled in.
-    fn step_record(&self, i: usize, status: StepStatus, attempt: u32) -> StepRecord {
-        let step = &self.playbook.steps[i];
-        StepRecord {
-            run_id: self.run_id.clone(),
-            step_id: step.id.clone(),
-            position: i as u32,
-            action: format!("{}.{}", step.plugin, step.action),
-            status,
-            attempt,
-            input: None,
+    /// Takes the action of a built-in step.
+    async fn consider_builtin(
+        &mut self,
+        slot: Slot,
+        builtin: Builtin,
+        input: Value,
+        row: Option<StepRow>,
+    ) -> Result<bool, EngineError> {
+        let now = now_ms();
+        let waiting = row.as_ref().is_some_and(|r| r.status == StepStatus::Waiting);
+        let due = row
+            .as_ref()
+            .and_then(|r| r.wake_at)
+            .is_some_and(|t| t <= now);
+        match builtin {
+            Builtin::Sleep => {
+                if waiting {
+                    if !due {
+                        return Ok(false);
+                    }
+                    let slept = row.as_ref().and_then(|r| r.started_at).map_or(0, |t| now - t);
+                    let output = json!({ "slept_ms": slept.max(0) });
+                    return self.end_task(slot, StepStatus::Succeeded, Some(&output), None, None).await;
+                }
+                let duration = match duration_field(&input, "duration") {
+                    Ok(Some(d)) if d <= MAX_SLEEP => d,
+                    Ok(Some(_)) => {
+                        let m = "`duration` is longer than the longest sleep, 30 days";
+                        return self.end_task(slot, StepStatus::Failed, None, Some("invalid-input"), Some(m)).await;
+                    }
+                    Ok(None) => {
+                        let m = "`duration` is required";
+                        return self.end_task(slot, StepStatus::Failed, None, Some("invalid-input"), Some(m)).await;
+                    }
+                    Err(m) => {
+                        return self.end_task(slot, StepStatus::Failed, None, Some("invalid-input"), Some(&m)).await;
+                    }
+                };
+                let wake_at = now + duration.as_millis() as i64;
+                self.wait_task(slot, &input, Some(wake_at)).await
+            }
+            Builtin::Approval => {
+                if waiting {
+                    if !due {
+                        return Ok(false);
+                    }
+                    return self.expire_approval(slot).await;
+                }
+                self.ask_approval(slot, &input).await
+            }
+            Builtin::Playbook => {
+                if waiting {
+                    return Ok(false);
+                }
+                self.start_child(slot, &input).await
+            }
+        }
+    }
+
+    async fn ask_approval(&mut self, slot: Slot, input: &Value) -> Result<bool, EngineError> {
+        let message = input.get("message").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let approvers: Vec<String> = input
+            .get("approvers")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
+        let bad = approvers
+            .iter()
+            .find(|a| !(a.starts_with("role:") || a.starts_with("user:")));
+        if approvers.is_empty() || bad.is_some() {
+            let m = format!(
+                "`approvers` must list `role:<role>` or `user:<token name>` entries{}",
+                bad.map(|b| format!(", not `{b}`")).unwrap_or_default()
+            );
+            return self.end_task(slot, StepStatus::Failed, None, Some("invalid-input"), Some(&m)).await;
+        }
+        let expires = match duration_field(input, "expires") {
+            Ok(d) => d,
+            Err(m) => return self.end_task(slot, StepStatus::Failed, None, Some("invalid-input"), Some(&m)).await,
+        };
+        let default_approve = input.get("default").and_then(Value::as_str) == Some("approve");
+        let now = now_ms();
+        let expires_at = expires.map(|d| now + d.as_millis() as i64);
+        let approval = qila_store::ApprovalRow {
+            run_id: self.run.id.clone(),
+            step_id: self.pb().steps[slot.0].id.clone(),
+            item: slot.1,
+            message,
+            approvers,
+            default_approve,
+            expires_at,
+            created_at: now,
+            decision: None,
+            decided_by: None,
+            comment: None,
+            decided_at: None,
+        };
+        let key = self.key(slot);
+        let action = self.action(slot.0);
+        let position = slot.0 as i64;
+        let input = input.clone();
+        let recorded = self
+            .inner
+            .store
+            .journal()
+            .write(move |c| {
+                Box::pin(async move {
+                    write::insert_approval(c, &approval).await?;
+                    let shape = TaskShape { position, action: &action };
+                    let settle = Settle {
+                        status: StepStatus::Waiting,
+                        output: None,
+                        error_kind: None,
+                        error: Some("waiting for approval"),
+                        wake_at: expires_at,
+                        input: Some(&input),
+                    };
+                    write::settle(c, &key, &shape, None, &settle).await
+                })
+            })
+            .await?;
+        self.inner.changed(&self.run.id, false);
+        if let Some(at) = expires_at {
+            self.inner.timer(at, &self.run.id);
+        }
+        if recorded {
+            tracing::info!(step = %self.pb().steps[slot.0].id, "waiting for approval");
+        }
+        self.reload().await?;
+        Ok(true)
+    }
+
+    async fn expire_approval(&mut self, slot: Slot) -> Result<bool, EngineError> {
+        let approvals = self.inner.store.run_approvals(&self.run.id).await?;
+        let step_id = self.pb().steps[slot.0].id.clone();
+        let Some(approval) = approvals
+            .into_iter()
+            .find(|a| a.step_id == step_id && a.item == slot.1)
+        else {
+            let m = "the approval's record is missing";
+            return self.end_task(slot, StepStatus::Failed, None, Some("internal"), Some(m)).await;
+        };
+        let approved = approval.default_approve;
+        let decided_at = now_ms();
+        let output = json!({
+            "approved": approved, "decided_by": "expiry", "comment": null, "decided_at": decided_at, "expired": true
+        });
+        let key = self.key(slot);
+        let action = self.action(slot.0);
+        let position = slot.0 as i64;
+        self.inner
+            .store
+            .journal()
+            .write(move |c| {
+                Box::pin(async move {
+                    if !write::decide_approval(c, &key, "expired", "expiry", None).await? {
+                        return Ok(false);
+                    }
+                    let shape = TaskShape { position, action: &action };
+                    let settle = Settle {
+                        status: StepStatus::Succeeded,
+                        output: Some(&output),
+                        error_kind: None,
+                        error: None,
+                        wake_at: None,
+                        input: None,
+                    };
+                    write::settle(c, &key, &shape, None, &settle).await
+                })
+            })
+            .await?;
+        self.inner.changed(&self.run.id, false);
+        self.reload().await?;
+        Ok(true)
+    }
+
+    async fn start_child(&mut self, slot: Slot, input: &Value) -> Result<bool, EngineError> {
+        let name = input.get("playbook").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let version = input.get("version").and_then(Value::as_i64);
+        let wait = input.get("wait").and_then(Value::as_bool).unwrap_or(true);
+        let inputs = input.get("inputs").cloned().unwrap_or_else(|| json!({}));
+        if self.inner.store.run_depth(&self.run.id).await? >= MAX_DEPTH {
+            let m = format!("`core.playbook` calls are nested more than {MAX_DEPTH} deep");
+            return self.end_task(slot, StepStatus::Failed, None, Some("invalid-input"), Some(&m)).await;
+        }
+        let parent = ParentLink {
+            run: self.run.id.clone(),
+            step: self.pb().steps[slot.0].id.clone(),
+            item: slot.1,
+            position: slot.0 as i64,
+            action: self.action(slot.0),
+            wait,
+            input: input.clone(),
+        };
+        let request = crate::StartRun {
+            playbook: name,
+            version,
+            inputs,
+            trigger: qila_store::TriggerKind::Playbook,
+            actor: format!("run:{}", self.run.id),
+        };
+        match self.inner.create_from_request(request, Some(parent)).await {
+            Ok(child) => {
+                tracing::info!(child = %child.id, "started a child run");
+                self.reload().await?;
+                Ok(true)
+            }
+            Err(crate::StartError::Engine(e)) => Err(e),
+            Err(e) => {
+                let m = e.to_string();
+                self.end_task(slot, StepStatus::Failed, None, Some("invalid-input"), Some(&m)).await
+            }
+        }
+    }
+
+    /// Puts a built-in task in `waiting` until `wake_at` (or a poke).
+    async fn wait_task(&mut self, slot: Slot, input: &Value, wake_at: Option<i64>) -> Result<bool, EngineError> {
+        let settle = Settle {
+            status: StepStatus::Waiting,
             output: None,
             error_kind: None,
             error: None,
-            started_at: None,
-            finished_at: None,
+            wake_at,
+            input: Some(input),
+        };
+        self.write_settle(slot, None, settle).await?;
+        if let Some(at) = wake_at {
+            self.inner.timer(at, &self.run.id);
         }
+        Ok(true)
     }
 
-    fn emit(&self, i: usize, status: StepStatus, detail: Option<String>) {
-        if let Some(events) = &self.events {
-            let step = &self.playbook.steps[i];
-            let elapsed = match status {
-                StepStatus::Running => Duration::ZERO,
-                _ => self.slots[i]
-                    .dispatched
-                    .map_or(Duration::ZERO, |t| t.elapsed()),
-            };
-            let _ = events.send(StepEvent {
-                run_id: self.run_id.clone(),
-                step_id: step.id.clone(),
-                action: format!("{}.{}", step.plugin, step.action),
-                status,
-                elapsed,
-                detail,
-            });
-        }
+    /// Ends a task (step or item) without running it.
+    async fn end_task(
+        &mut self,
+        slot: Slot,
+        status: StepStatus,
+        output: Option<&Value>,
+        kind: Option<&str>,
+        error: Option<&str>,
+    ) -> Result<bool, EngineError> {
+        let settle = Settle {
+            status,
+            output,
+            error_kind: kind,
+            error,
+            wake_at: None,
+            input: None,
+        };
+        self.write_settle(slot, None, settle).await?;
+        Ok(true)
     }
 
-    /// Renders the outputs, records the end of the run and builds its report.
-    async fn complete(mut self) -> Result<RunReport, EngineError> {
-        let steps: Vec<StepReport> = self
-            .slots
-            .iter_mut()
-            .zip(&self.playbook.steps)
-            .map(|(slot, step)| {
-                slot.report.take().unwrap_or_else(|| StepReport {
-                    id: step.id.clone(),
-                    status: StepStatus::Skipped,
-                    attempts: 0,
-                    error: Some("never became ready".into()),
-                    output: None,
-                    elapsed: Duration::ZERO,
+    /// Ends step `i` without running it.
+    async fn end_step(
+        &mut self,
+        i: usize,
+        status: StepStatus,
+        output: Option<&Value>,
+        kind: Option<&str>,
+        error: Option<&str>,
+    ) -> Result<bool, EngineError> {
+        self.end_task((i, -1), status, output, kind, error).await
+    }
+
+    /// Writes a task's new state (committed), then updates the cache; false if the row had moved on.
+    async fn write_settle(&mut self, slot: Slot, owner: Option<String>, settle: Settle<'_>) -> Result<bool, EngineError> {
+        let pb = self.loaded.playbook.clone();
+        let step = &pb.steps[slot.0];
+        let key = self.key(slot);
+        let action = format!("{}.{}", step.plugin, step.action);
+        let position = slot.0 as i64;
+        let status = settle.status;
+        let output = settle.output.cloned();
+        let input = settle.input.cloned();
+        let kind = settle.error_kind.map(str::to_owned);
+        let error = settle.error.map(str::to_owned);
+        let wake_at = settle.wake_at;
+        let (w_output, w_input, w_kind, w_error, w_key) =
+            (output.clone(), input.clone(), kind.clone(), error.clone(), key.clone());
+        let recorded = self
+            .inner
+            .store
+            .journal()
+            .write(move |c| {
+                Box::pin(async move {
+                    let shape = TaskShape { position, action: &action };
+                    let settle = Settle {
+                        status,
+                        output: w_output.as_ref(),
+                        error_kind: w_kind.as_deref(),
+                        error: w_error.as_deref(),
+                        wake_at,
+                        input: w_input.as_ref(),
+                    };
+                    write::settle(c, &w_key, &shape, owner.as_deref(), &settle).await
                 })
             })
-            .collect();
-        let failed: Vec<&str> = steps
-            .iter()
-            .filter(|s| s.status == StepStatus::Failed)
-            .map(|s| s.id.as_str())
-            .collect();
-        let (status, outputs, error) = if failed.is_empty() {
-            match self.render_outputs() {
-                Ok(outputs) => (RunStatus::Succeeded, outputs, None),
-                Err(e) => (RunStatus::Failed, Map::new(), Some(e)),
-            }
-        } else {
-            (
-                RunStatus::Failed,
-                Map::new(),
-                Some(format!("step(s) failed: {}", failed.join(", "))),
-            )
-        };
-        let recorded_outputs =
-            (status == RunStatus::Succeeded).then(|| Value::Object(outputs.clone()));
-        self.engine
-            .recorder
-            .run_finished(
-                self.run_id.clone(),
-                status,
-                recorded_outputs,
-                error.clone(),
-                now_ms(),
-            )
             .await?;
-        tracing::info!(%status, "run finished");
-        Ok(RunReport {
-            id: self.run_id,
-            playbook: self.playbook.name.clone(),
-            status,
-            outputs,
-            error,
-            steps,
-        })
+        if !recorded {
+            return Ok(false);
+        }
+        self.inner.changed(&self.run.id, false);
+        let now = now_ms();
+        let row = self.rows.entry(slot).or_insert_with(|| blank_row(&key, slot, step));
+        row.status = status;
+        row.output = output.clone();
+        row.error_kind = kind;
+        row.error = error;
+        row.wake_at = wake_at;
+        row.lease_owner = None;
+        if input.is_some() {
+            row.input = input;
+        }
+        if status.is_terminal() {
+            row.finished_at = Some(now);
+        }
+        if slot.1 < 0 && status.is_terminal() {
+            let shared = SharedValue::new(output.as_ref().unwrap_or(&Value::Null));
+            self.ctx.set_step_shared(&step.id, status.as_str(), &shared);
+            if status == StepStatus::Failed {
+                self.note_failure(slot.0);
+            }
+            tracing::info!(step = %step.id, %status, "step ended");
+        }
+        Ok(true)
     }
 
-    fn render_outputs(&self) -> Result<Map<String, Value>, String> {
-        let mut outputs = Map::new();
-        for (name, template) in &self.playbook.outputs {
-            let value = template
-                .render(&self.ctx)
-                .map_err(|e| format!("output `{name}`: {e}"))?;
-            outputs.insert(name.clone(), value);
+    fn key(&self, slot: Slot) -> TaskKey {
+        TaskKey {
+            run: self.run.id.clone(),
+            step: self.pb().steps[slot.0].id.clone(),
+            item: slot.1,
         }
-        Ok(outputs)
+    }
+
+    fn action(&self, i: usize) -> String {
+        let step = &self.pb().steps[i];
+        format!("{}.{}", step.plugin, step.action)
+    }
+
+    /// Renders the outputs and ends the run.
+    async fn finish(&mut self) -> Result<(), EngineError> {
+        let pb = self.loaded.playbook.clone();
+        let (status, outputs, error) = match self.first_unhandled() {
+            Some(i) => {
+                let failed: Vec<&str> = pb
+                    .topological_order()
+                    .iter()
+                    .filter(|&&j| self.status(j) == Some(StepStatus::Failed) && self.unhandled(j))
+                    .map(|&j| pb.steps[j].id.as_str())
+                    .collect();
+                let _ = i;
+                (RunStatus::Failed, None, Some(format!("step(s) failed: {}", failed.join(", "))))
+            }
+            None => {
+                let mut outputs = Map::new();
+                let mut error = None;
+                for (name, template) in &pb.outputs {
+                    match template.render(&self.ctx) {
+                        Ok(v) => {
+                            outputs.insert(name.clone(), v);
+                        }
+                        Err(e) => {
+                            error = Some(format!("output `{name}`: {e}"));
+                            break;
+                        }
+                    }
+                }
+                match error {
+                    Some(e) => (RunStatus::Failed, None, Some(e)),
+                    None => (RunStatus::Succeeded, Some(Value::Object(outputs)), None),
+                }
+            }
+        };
+        self.inner.finish_run(&self.run, status, outputs.as_ref(), error.as_deref()).await?;
+        self.run.status = status;
+        tracing::info!(%status, "run finished");
+        Ok(())
+    }
+
+    /// Stops everything and ends the run as cancelled.
+    async fn cancel_now(&mut self) -> Result<(), EngineError> {
+        self.in_flight.abort_all();
+        while self.in_flight.join_next().await.is_some() {}
+        self.flying.clear();
+        let open: Vec<Slot> = self
+            .rows
+            .iter()
+            .filter(|(_, r)| !r.status.is_terminal())
+            .map(|(s, _)| *s)
+            .collect();
+        for slot in open {
+            let settle = Settle {
+                status: StepStatus::Cancelled,
+                output: None,
+                error_kind: None,
+                error: Some("the run was cancelled"),
+                wake_at: None,
+                input: None,
+            };
+            self.write_settle(slot, None, settle).await?;
+        }
+        let id = self.run.id.clone();
+        let children = self
+            .inner
+            .store
+            .journal()
+            .write(move |c| Box::pin(async move { write::cancel_children(c, &id).await }))
+            .await?;
+        for child in children {
+            self.inner.wake(&child);
+        }
+        self.inner
+            .finish_run(&self.run, RunStatus::Cancelled, None, Some("cancelled"))
+            .await?;
+        self.run.status = RunStatus::Cancelled;
+        tracing::info!("run cancelled");
+        Ok(())
+    }
+}
+
+fn blank_row(key: &TaskKey, slot: Slot, step: &qila_model::Step) -> StepRow {
+    StepRow {
+        run_id: key.run.clone(),
+        step_id: key.step.clone(),
+        item: slot.1,
+        position: slot.0 as i64,
+        action: format!("{}.{}", step.plugin, step.action),
+        status: StepStatus::Queued,
+        attempt: 0,
+        input: None,
+        output: None,
+        error_kind: None,
+        error: None,
+        lease_owner: None,
+        lease_until: None,
+        wake_at: None,
+        started_at: Some(now_ms()),
+        finished_at: None,
+    }
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A uniform number in [0, 1) for jitter.
+fn unit_random() -> f64 {
+    let bits = uuid::Uuid::new_v4().as_u128() as u64 >> 11;
+    bits as f64 / (1u64 << 53) as f64
+}
+
+/// `1.5s`, `250ms`, `2m`.
+pub(crate) fn humanize(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else if ms < 3_600_000 {
+        format!("{:.1}m", ms as f64 / 60_000.0)
+    } else {
+        format!("{:.1}h", ms as f64 / 3_600_000.0)
     }
 }

@@ -10,6 +10,9 @@
 //! # Context
 //! Every expression sees `inputs` (the run's resolved inputs) and `steps`, a map from a step id to
 //! `{ output, status }` where `status` is `"succeeded"`, `"failed"` or `"skipped"`. There is no `env`.
+//! Some places add a root (bound with [`EvalContext::with_local`]): `item` and `index` in the
+//! `with` and `concurrency.key` of a `for_each` step, `error` (`{ step, kind, message }`) in a
+//! handler step, `event` in an `on.event` trigger's `if`.
 //!
 //! # Strictness
 //! Expressions use minijinja's [`UndefinedBehavior::Strict`]: a missing attribute or variable is an
@@ -329,9 +332,16 @@ impl SharedValue {
 ///
 /// Built once per run and updated as steps finish: the root value is assembled once, and `steps` is an object
 /// over a shared map, so recording a step result costs one map insertion however many steps the run has.
-#[derive(Debug)]
+///
+/// Cloning is cheap (reference-count bumps); a clone, like a context derived with
+/// [`EvalContext::with_local`], shares the step results: a step recorded through any of them is
+/// seen by all.
+#[derive(Debug, Clone)]
 pub struct EvalContext {
     steps: Arc<StepResults>,
+    inputs: minijinja::Value,
+    /// Extra roots (`item`, `index`, `error`, `event`), in insertion order.
+    locals: Vec<(String, minijinja::Value)>,
     root: minijinja::Value,
 }
 
@@ -370,11 +380,38 @@ impl EvalContext {
 
     fn from_inputs(inputs: minijinja::Value) -> Self {
         let steps = Arc::new(StepResults::default());
-        let root = minijinja::Value::from_iter([
-            ("inputs", inputs),
-            ("steps", minijinja::Value::from_dyn_object(steps.clone())),
-        ]);
-        EvalContext { steps, root }
+        let root = build_root(&inputs, &steps, &[]);
+        EvalContext {
+            steps,
+            inputs,
+            locals: Vec::new(),
+            root,
+        }
+    }
+
+    /// A context that sees everything `self` sees plus the root variable `name` bound to `value`
+    /// (the engine binds `item` and `index` in a `for_each` step, `error` in a handler, `event` in
+    /// a trigger condition). Binding a name again replaces it; `inputs` and `steps` cannot be
+    /// replaced. Cheap: the step results are shared, not copied, so steps recorded later through
+    /// either context are visible in both.
+    pub fn with_local(&self, name: &str, value: &Value) -> EvalContext {
+        self.with_local_shared(name, &SharedValue::new(value))
+    }
+
+    /// [`EvalContext::with_local`] with an already converted value (no conversion cost).
+    pub fn with_local_shared(&self, name: &str, value: &SharedValue) -> EvalContext {
+        let mut locals = self.locals.clone();
+        match locals.iter_mut().find(|(n, _)| n == name) {
+            Some(slot) => slot.1 = value.0.clone(),
+            None => locals.push((name.to_owned(), value.0.clone())),
+        }
+        let root = build_root(&self.inputs, &self.steps, &locals);
+        EvalContext {
+            steps: self.steps.clone(),
+            inputs: self.inputs.clone(),
+            locals,
+            root,
+        }
     }
 
     /// Records a step's status (`succeeded`, `failed`, `skipped`) and output (converted here;
@@ -401,6 +438,21 @@ impl EvalContext {
     fn root(&self) -> &minijinja::Value {
         &self.root
     }
+}
+
+/// The root object: the locals, then `inputs` and `steps` (inserted last, so no local shadows them).
+fn build_root(
+    inputs: &minijinja::Value,
+    steps: &Arc<StepResults>,
+    locals: &[(String, minijinja::Value)],
+) -> minijinja::Value {
+    let mut map: BTreeMap<String, minijinja::Value> = locals.iter().cloned().collect();
+    map.insert("inputs".to_owned(), inputs.clone());
+    map.insert(
+        "steps".to_owned(),
+        minijinja::Value::from_dyn_object(steps.clone()),
+    );
+    minijinja::Value::from_iter(map)
 }
 
 /// A JSON value tree with compiled expressions at the leaves (a step's `with`, an output).

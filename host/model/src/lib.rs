@@ -16,6 +16,7 @@
 
 pub mod catalog;
 mod diag;
+mod durable;
 pub mod expr;
 mod inputs;
 mod playbook;
@@ -23,10 +24,16 @@ mod schema;
 mod yaml;
 
 #[cfg(test)]
+mod durable_tests;
+#[cfg(test)]
 mod tests;
 
 pub use catalog::{ActionCatalog, StaticCatalog, closest, did_you_mean};
 pub use diag::{Diagnostic, Diagnostics, Pos};
+pub use durable::{
+    Backoff, ERROR_KINDS, EventTrigger, ForEach, OnError, Rate, RetryPolicy, Schedule,
+    StepConcurrency, Triggers, WebhookTrigger, parse_duration,
+};
 pub use expr::{EvalContext, EvalError, Expression, SharedValue, Template};
 pub use indexmap::IndexMap;
 pub use inputs::{Format, InputSpec, InputType};

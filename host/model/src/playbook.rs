@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::catalog::did_you_mean;
 use crate::diag::{Diagnostic, Diagnostics, Pos, Sink};
+use crate::durable::{self, ForEach, OnError, RawOnError, RetryPolicy, StepConcurrency, Triggers};
 use crate::expr::{
     Expression, Ref, Split, TKind, TNode, Template, collapse_array, collapse_object,
     compile_string, split,
@@ -23,11 +24,25 @@ const TOP_KEYS: &[&str] = &[
     "name",
     "version",
     "description",
+    "on",
+    "concurrency",
     "inputs",
     "steps",
+    "on_failure",
     "outputs",
 ];
-const STEP_KEYS: &[&str] = &["uses", "needs", "if", "with", "description"];
+const STEP_KEYS: &[&str] = &[
+    "uses",
+    "needs",
+    "if",
+    "with",
+    "description",
+    "for_each",
+    "retry",
+    "timeout",
+    "on_error",
+    "concurrency",
+];
 const INPUT_KEYS: &[&str] = &["type", "format", "description", "default", "required"];
 const ID_RULE: &str = "lowercase letters, digits, `-` and `_`, starting with a letter or digit";
 const INPUT_RULE: &str = "lowercase letters, digits and `_`, not starting with a digit";
@@ -47,6 +62,13 @@ pub struct Playbook {
     pub steps: Vec<Step>,
     /// Outputs, in file order, rendered after the run against all steps.
     pub outputs: Vec<(String, Template)>,
+    /// `on_failure:`: the index of the handler step that runs once when the run fails (with
+    /// `error` = the first failed step's id, kind and message).
+    pub on_failure: Option<usize>,
+    /// `concurrency:`: at most this many runs of this playbook at once; excess runs queue.
+    pub concurrency: Option<u32>,
+    /// `on:`: how runs start.
+    pub triggers: Triggers,
     /// The file name given to [`Playbook::parse`] (used in diagnostics).
     pub file: String,
     /// Position of the `inputs` key (or 1:1), for run-time input diagnostics.
@@ -54,6 +76,7 @@ pub struct Playbook {
     order: Vec<usize>,
     dependents: Vec<Vec<usize>>,
     index: HashMap<String, usize>,
+    handlers: Vec<bool>,
 }
 
 /// One step: a plugin action call.
@@ -81,6 +104,16 @@ pub struct Step {
     pub with_pos: Pos,
     /// Position of every value under `with`, by JSON pointer (for schema errors).
     pub(crate) with_spans: HashMap<String, Pos>,
+    /// `retry:`; `None`: one attempt.
+    pub retry: Option<RetryPolicy>,
+    /// `timeout:`, per attempt.
+    pub timeout: Option<std::time::Duration>,
+    /// `on_error:` (default [`OnError::Fail`]).
+    pub on_error: OnError,
+    /// `for_each:`: run once per item (`item`, `index` in `with` and `concurrency.key`).
+    pub for_each: Option<ForEach>,
+    /// `concurrency:`: limits shared by all work with the same key.
+    pub concurrency: Option<StepConcurrency>,
 }
 
 impl Playbook {
@@ -148,18 +181,31 @@ impl Playbook {
     pub fn step(&self, id: &str) -> Option<&Step> {
         self.step_index(id).and_then(|i| self.steps.get(i))
     }
+
+    /// Whether step `i` is a handler: named by some step's `on_error` or by `on_failure`. A
+    /// handler does not run in the normal flow (it is still in [`Playbook::topological_order`]
+    /// and [`Playbook::dependents`]; no step needs it); it runs when a step naming it fails, or
+    /// when the run fails for `on_failure`. False for an index out of range.
+    pub fn is_handler(&self, i: usize) -> bool {
+        self.handlers.get(i).copied().unwrap_or(false)
+    }
 }
 
 use crate::catalog::ActionCatalog;
 
 /// Reads a mapping's fields, reporting unknown keys.
-struct Fields<'n> {
+pub(crate) struct Fields<'n> {
     entries: &'n [Entry],
 }
 
 impl<'n> Fields<'n> {
     /// `path` prefixes messages (`steps.a`); empty at the top level.
-    fn new(entries: &'n [Entry], allowed: &[&str], path: &str, sink: &mut Sink<'_>) -> Self {
+    pub(crate) fn new(
+        entries: &'n [Entry],
+        allowed: &[&str],
+        path: &str,
+        sink: &mut Sink<'_>,
+    ) -> Self {
         for e in entries {
             if !allowed.contains(&e.key.as_str()) {
                 sink.err(
@@ -177,12 +223,12 @@ impl<'n> Fields<'n> {
         Fields { entries }
     }
 
-    fn get(&self, key: &str) -> Option<&'n Entry> {
+    pub(crate) fn get(&self, key: &str) -> Option<&'n Entry> {
         self.entries.iter().find(|e| e.key == key)
     }
 
     /// A required field; reports it missing at `owner`.
-    fn required(
+    pub(crate) fn required(
         &self,
         key: &str,
         path: &str,
@@ -216,14 +262,14 @@ fn join(path: &str, key: &str) -> String {
     }
 }
 
-fn type_error(sink: &mut Sink<'_>, node: &Node, path: &str, expected: &str) {
+pub(crate) fn type_error(sink: &mut Sink<'_>, node: &Node, path: &str, expected: &str) {
     sink.err(
         node.pos,
         format!("{path}: expected {expected}, found {}", node.type_name()),
     );
 }
 
-fn as_str<'n>(node: &'n Node, path: &str, sink: &mut Sink<'_>) -> Option<&'n str> {
+pub(crate) fn as_str<'n>(node: &'n Node, path: &str, sink: &mut Sink<'_>) -> Option<&'n str> {
     match &node.kind {
         Kind::Str(s) => Some(s),
         _ => {
@@ -265,6 +311,7 @@ fn is_input_name(s: &str) -> bool {
 struct RawStep<'n> {
     step: Step,
     needs: Vec<(String, Pos, String)>, // name, position, path
+    on_error: RawOnError,
     node: &'n Node,
 }
 
@@ -305,6 +352,13 @@ fn parse_playbook(root: &Node, sink: &mut Sink<'_>) -> Option<Playbook> {
     let (inputs, inputs_pos) = match fields.get("inputs") {
         Some(e) => (parse_inputs(&e.value, sink), e.key_pos),
         None => (IndexMap::new(), owner),
+    };
+    let concurrency = fields
+        .get("concurrency")
+        .and_then(|e| durable::parse_playbook_concurrency(&e.value, sink));
+    let triggers = match fields.get("on") {
+        Some(e) => durable::parse_triggers(&e.value, &inputs, sink),
+        None => Triggers::default(),
     };
 
     let mut raw_steps = Vec::new();
@@ -373,29 +427,149 @@ fn parse_playbook(root: &Node, sink: &mut Sink<'_>) -> Option<Playbook> {
     let needs: Vec<Vec<usize>> = raw_steps.iter().map(|s| s.step.needs.clone()).collect();
     let acyclic = report_cycles(&needs, &need_pos, &ids, sink);
 
+    // Handlers: `on_error: <id>` and `on_failure: <id>`.
+    let on_failure = fields.get("on_failure").and_then(|e| {
+        let id = as_str(&e.value, "on_failure", sink)?;
+        let j = resolve_handler(id, e.value.pos, "on_failure", &index, &ids, sink)?;
+        Some((j, e.value.pos))
+    });
+    let mut handlers = vec![false; raw_steps.len()];
+    // Who names each handler first: (step index or None for on_failure).
+    let mut named_by: Vec<Option<Option<usize>>> = vec![None; raw_steps.len()];
+    if let Some((j, _)) = on_failure {
+        handlers[j] = true;
+        named_by[j] = Some(None);
+    }
+    for (i, rs) in raw_steps.iter_mut().enumerate() {
+        let path = format!("steps.{}.on_error", rs.step.id);
+        let resolved = match &rs.on_error {
+            RawOnError::Fail => OnError::Fail,
+            RawOnError::Continue => OnError::Continue,
+            RawOnError::Step(name, pos) => {
+                match resolve_handler(name, *pos, &path, &index, &ids, sink) {
+                    Some(j) if j == i => {
+                        sink.err(
+                            *pos,
+                            format!("{path}: a step cannot be its own handler; name another step, or use `fail` or `continue`"),
+                        );
+                        OnError::Fail
+                    }
+                    Some(j) => {
+                        handlers[j] = true;
+                        named_by[j].get_or_insert(Some(i));
+                        OnError::Handler(j)
+                    }
+                    None => OnError::Fail,
+                }
+            }
+        };
+        rs.step.on_error = resolved;
+    }
+    let namer = |j: usize| match named_by[j] {
+        Some(Some(i)) => format!("the `on_error` of step `{}`", ids[i]),
+        _ => "`on_failure`".to_owned(),
+    };
+    for (i, rs) in raw_steps.iter().enumerate() {
+        if handlers[i]
+            && let (OnError::Handler(_), RawOnError::Step(name, pos)) =
+                (rs.step.on_error, &rs.on_error)
+        {
+            sink.err(
+                *pos,
+                format!(
+                    "steps.{}.on_error: `{}` is a handler (named by {}), so it cannot hand its own failure to handler `{name}`; use `fail` or `continue`",
+                    rs.step.id,
+                    rs.step.id,
+                    namer(i)
+                ),
+            );
+        }
+        for (k, &j) in rs.step.needs.iter().enumerate() {
+            let pos = need_pos[i].get(k).copied().unwrap_or(rs.step.pos);
+            if handlers[j] && !handlers[i] {
+                sink.err(
+                    pos,
+                    format!(
+                        "steps.{}.needs: `{}` is a handler (named by {}), which runs only on failure; a step cannot need a handler",
+                        rs.step.id,
+                        ids[j],
+                        namer(j)
+                    ),
+                );
+            } else if raw_steps[j].step.on_error == OnError::Handler(i) {
+                sink.err(
+                    pos,
+                    format!(
+                        "steps.{}.needs: `{}` hands its failures to `{}`, so `{}` cannot need it (the failure is in `error`)",
+                        rs.step.id, ids[j], rs.step.id, rs.step.id
+                    ),
+                );
+            }
+        }
+    }
+
     // Expression references.
     let input_names: Vec<&str> = inputs.keys().map(String::as_str).collect();
     for (i, rs) in raw_steps.iter().enumerate() {
         let upstream = ancestors(&needs, i);
-        let check = |e: &Expression, pos: Pos, path: &str, sink: &mut Sink<'_>| {
-            check_refs(e, pos, path, &ids, Some((i, &upstream)), &input_names, sink);
+        let id = &rs.step.id;
+        let base: &[&str] = if handlers[i] { &["error"] } else { &[] };
+        let mut per_item: Vec<&str> = base.to_vec();
+        if rs.step.for_each.is_some() {
+            per_item.extend(["item", "index"]);
+        }
+        let scope = RefScope {
+            ids: &ids,
+            step: Some((i, &upstream)),
+            inputs: &input_names,
+            locals: base,
+            item_in_if: false,
+        };
+        let check = |e: &Expression, pos: Pos, path: &str, locals: &[&str], sink: &mut Sink<'_>| {
+            check_refs(e, pos, path, &RefScope { locals, ..scope }, sink);
         };
         if let Some(c) = &rs.step.condition {
-            check(
+            let scope = RefScope {
+                item_in_if: rs.step.for_each.is_some(),
+                ..scope
+            };
+            check_refs(
                 c,
                 cond_pos(rs.node),
-                &format!("steps.{}.if", rs.step.id),
+                &format!("steps.{id}.if"),
+                &scope,
                 sink,
             );
         }
-        let with_path = format!("steps.{}.with", rs.step.id);
+        if let Some(fe) = &rs.step.for_each {
+            for_each_expr_path(
+                &fe.items.root,
+                &format!("steps.{id}.for_each"),
+                &mut |e, pos, path| check(e, pos, path, base, sink),
+            );
+        }
+        let with_path = format!("steps.{id}.with");
         for_each_expr_path(&rs.step.with.root, &with_path, &mut |e, pos, path| {
-            check(e, pos, path, sink)
+            check(e, pos, path, &per_item, sink)
         });
+        if let Some(key) = rs.step.concurrency.as_ref().and_then(|c| c.key.as_ref()) {
+            for_each_expr_path(
+                &key.root,
+                &format!("steps.{id}.concurrency.key"),
+                &mut |e, pos, path| check(e, pos, path, &per_item, sink),
+            );
+        }
     }
     for (name, t, _) in &outputs {
         for_each_expr_path(&t.root, &format!("outputs.{name}"), &mut |e, pos, path| {
-            check_refs(e, pos, path, &ids, None, &input_names, sink)
+            let scope = RefScope {
+                ids: &ids,
+                step: None,
+                inputs: &input_names,
+                locals: &[],
+                item_in_if: false,
+            };
+            check_refs(e, pos, path, &scope, sink)
         });
     }
 
@@ -412,12 +586,46 @@ fn parse_playbook(root: &Node, sink: &mut Sink<'_>) -> Option<Playbook> {
         inputs,
         steps: raw_steps.into_iter().map(|r| r.step).collect(),
         outputs: outputs.into_iter().map(|(n, t, _)| (n, t)).collect(),
+        on_failure: on_failure.map(|(j, _)| j),
+        concurrency,
+        triggers,
         file: sink.file.to_owned(),
         inputs_pos,
         order,
         dependents,
         index,
+        handlers,
     })
+}
+
+/// Resolves a handler step name (`on_error`, `on_failure`).
+fn resolve_handler(
+    name: &str,
+    pos: Pos,
+    path: &str,
+    index: &HashMap<String, usize>,
+    ids: &[String],
+    sink: &mut Sink<'_>,
+) -> Option<usize> {
+    let j = index.get(name).copied();
+    if j.is_none() {
+        let keywords = if path == "on_failure" {
+            ""
+        } else {
+            "`fail`, `continue` or "
+        };
+        sink.err(
+            pos,
+            format!(
+                "{path}: unknown step `{name}`{}; expected {keywords}the id of a handler step",
+                did_you_mean(
+                    name,
+                    ids.iter().map(String::as_str).chain(["fail", "continue"])
+                )
+            ),
+        );
+    }
+    j
 }
 
 fn cond_pos(step_node: &Node) -> Pos {
@@ -584,38 +792,9 @@ fn parse_step<'n>(entry: &'n Entry, sink: &mut Sink<'_>) -> Option<RawStep<'n>> 
         }
     }
 
-    let condition = fields.get("if").and_then(|c| {
-        let cpath = format!("{path}.if");
-        let src: String = match &c.value.kind {
-            Kind::Bool(b) => b.to_string(),
-            Kind::Str(s) => match split(s) {
-                Ok(Split::Plain) => s.clone(),
-                Ok(Split::Whole(src)) => src.to_owned(),
-                Ok(Split::Parts(_)) => {
-                    sink.err(
-                        c.value.pos,
-                        format!("{cpath}: a condition must be one expression, `${{{{ ... }}}}` or bare"),
-                    );
-                    return None;
-                }
-                Err(m) => {
-                    sink.err(c.value.pos, format!("{cpath}: {m}"));
-                    return None;
-                }
-            },
-            _ => {
-                type_error(sink, &c.value, &cpath, "an expression string or a boolean");
-                return None;
-            }
-        };
-        match Expression::compile(&src) {
-            Ok(e) => Some(e),
-            Err(m) => {
-                sink.err(c.value.pos, format!("{cpath}: invalid expression `{src}`: {m}"));
-                None
-            }
-        }
-    });
+    let condition = fields
+        .get("if")
+        .and_then(|c| parse_condition(&c.value, &format!("{path}.if"), sink));
 
     let mut with_spans = HashMap::new();
     let (with, with_pos) = match fields.get("with") {
@@ -633,6 +812,22 @@ fn parse_step<'n>(entry: &'n Entry, sink: &mut Sink<'_>) -> Option<RawStep<'n>> 
         ),
     };
     let description = optional_string(&fields, "description", &path, sink);
+    let retry = fields
+        .get("retry")
+        .and_then(|e| durable::parse_retry(&e.value, &format!("{path}.retry"), sink));
+    let timeout = fields
+        .get("timeout")
+        .and_then(|e| durable::parse_timeout(&e.value, &format!("{path}.timeout"), sink));
+    let on_error = fields
+        .get("on_error")
+        .and_then(|e| durable::parse_on_error(&e.value, &format!("{path}.on_error"), sink))
+        .unwrap_or(RawOnError::Fail);
+    let for_each = fields
+        .get("for_each")
+        .and_then(|e| durable::parse_for_each(&e.value, &format!("{path}.for_each"), sink));
+    let concurrency = fields
+        .get("concurrency")
+        .and_then(|e| durable::parse_concurrency(&e.value, &format!("{path}.concurrency"), sink));
     let (plugin, action) = uses?;
     Some(RawStep {
         step: Step {
@@ -647,10 +842,54 @@ fn parse_step<'n>(entry: &'n Entry, sink: &mut Sink<'_>) -> Option<RawStep<'n>> 
             uses_pos,
             with_pos,
             with_spans,
+            retry,
+            timeout,
+            on_error: OnError::Fail,
+            for_each,
+            concurrency,
         },
         needs,
+        on_error,
         node: &entry.value,
     })
+}
+
+/// Compiles an `if:` condition: a boolean, a bare expression or one `${{ }}`.
+pub(crate) fn parse_condition(node: &Node, cpath: &str, sink: &mut Sink<'_>) -> Option<Expression> {
+    let src: String = match &node.kind {
+        Kind::Bool(b) => b.to_string(),
+        Kind::Str(s) => match split(s) {
+            Ok(Split::Plain) => s.clone(),
+            Ok(Split::Whole(src)) => src.to_owned(),
+            Ok(Split::Parts(_)) => {
+                sink.err(
+                    node.pos,
+                    format!(
+                        "{cpath}: a condition must be one expression, `${{{{ ... }}}}` or bare"
+                    ),
+                );
+                return None;
+            }
+            Err(m) => {
+                sink.err(node.pos, format!("{cpath}: {m}"));
+                return None;
+            }
+        },
+        _ => {
+            type_error(sink, node, cpath, "an expression string or a boolean");
+            return None;
+        }
+    };
+    match Expression::compile(&src) {
+        Ok(e) => Some(e),
+        Err(m) => {
+            sink.err(
+                node.pos,
+                format!("{cpath}: invalid expression `{src}`: {m}"),
+            );
+            None
+        }
+    }
 }
 
 /// Records the position of every node under `node` by JSON pointer.
@@ -673,7 +912,7 @@ fn spans(node: &Node, pointer: String, out: &mut HashMap<String, Pos>) {
 }
 
 /// Compiles a YAML node into a template, reporting expression errors at the scalar.
-fn template(node: &Node, path: &str, sink: &mut Sink<'_>) -> Template {
+pub(crate) fn template(node: &Node, path: &str, sink: &mut Sink<'_>) -> Template {
     Template {
         root: tnode(node, path, sink),
     }
@@ -733,17 +972,30 @@ pub(crate) fn for_each_expr_path(n: &TNode, path: &str, f: &mut dyn FnMut(&Expre
     }
 }
 
-/// Checks an expression's references. `step` is `(index, upstream set)` for a step's expressions,
-/// `None` for outputs (which may reference any step).
-fn check_refs(
-    e: &Expression,
-    pos: Pos,
-    path: &str,
-    ids: &[String],
-    step: Option<(usize, &HashSet<usize>)>,
-    inputs: &[&str],
-    sink: &mut Sink<'_>,
-) {
+/// What an expression may reference.
+#[derive(Clone, Copy)]
+struct RefScope<'a> {
+    /// All step ids.
+    ids: &'a [String],
+    /// `(index, upstream set)` for a step's expressions, `None` for outputs.
+    step: Option<(usize, &'a HashSet<usize>)>,
+    /// Declared input names.
+    inputs: &'a [&'a str],
+    /// Extra roots valid here (`item`, `index`, `error`).
+    locals: &'a [&'a str],
+    /// The `if` of a `for_each` step: `item` and `index` get a dedicated message.
+    item_in_if: bool,
+}
+
+/// Checks an expression's references against `scope`.
+fn check_refs(e: &Expression, pos: Pos, path: &str, scope: &RefScope<'_>, sink: &mut Sink<'_>) {
+    let RefScope {
+        ids,
+        step,
+        inputs,
+        locals,
+        ..
+    } = *scope;
     let refs = e.references();
     let mut hyphen_hint = false;
     let mut reported = HashSet::new();
@@ -815,11 +1067,39 @@ fn check_refs(
     if !hyphen_hint {
         for r in &refs {
             if let Ref::Unknown(v) = r {
+                if locals.contains(&v.as_str()) {
+                    continue;
+                }
+                if scope.item_in_if && (v == "item" || v == "index") {
+                    sink.err(
+                        pos,
+                        format!("{path}: `{v}` is not available in `if`, which is evaluated once for the whole step before its items; filter the list in `for_each` instead"),
+                    );
+                    continue;
+                }
+                let can_use = if locals.is_empty() {
+                    "expressions can use `inputs` and `steps`".to_owned()
+                } else {
+                    let all: Vec<String> = ["inputs", "steps"]
+                        .iter()
+                        .chain(locals)
+                        .map(|n| format!("`{n}`"))
+                        .collect();
+                    format!("expressions here can use {}", all.join(", "))
+                };
+                let hint = match v.as_str() {
+                    "item" | "index" => {
+                        "; `item` and `index` exist only in the `with` and `concurrency.key` of a `for_each` step"
+                    }
+                    "error" => {
+                        "; `error` exists only in a handler step (named by `on_error` or `on_failure`)"
+                    }
+                    "event" => "; `event` exists only in the `if` of an `on.event` trigger",
+                    _ => "",
+                };
                 sink.err(
                     pos,
-                    format!(
-                        "{path}: unknown variable `{v}` (expressions can use `inputs` and `steps`)"
-                    ),
+                    format!("{path}: unknown variable `{v}` ({can_use}{hint})"),
                 );
             }
         }

@@ -149,14 +149,14 @@ fn not_a_mapping_and_empty() {
 
 #[test]
 fn unknown_and_missing_keys() {
-    let src = "name: x\non: {}\nsteps:\n  a:\n    uses: p.a\n    retry: 3\n    wiht: {}\n";
+    let src = "name: x\nenv: {}\nsteps:\n  a:\n    uses: p.a\n    timout: 3s\n    wiht: {}\n";
     assert_eq!(
         errors(src),
         vec![
             "pb.yaml:1:1: missing required key `version`",
-            "pb.yaml:2:1: unknown key `on`; allowed keys: name, version, description, inputs, steps, outputs",
-            "pb.yaml:6:5: steps.a: unknown key `retry`; allowed keys: uses, needs, if, with, description",
-            "pb.yaml:7:5: steps.a: unknown key `wiht` (did you mean `with`?); allowed keys: uses, needs, if, with, description",
+            "pb.yaml:2:1: unknown key `env`; allowed keys: name, version, description, on, concurrency, inputs, steps, on_failure, outputs",
+            "pb.yaml:6:5: steps.a: unknown key `timout` (did you mean `timeout`?); allowed keys: uses, needs, if, with, description, for_each, retry, timeout, on_error, concurrency",
+            "pb.yaml:7:5: steps.a: unknown key `wiht` (did you mean `with`?); allowed keys: uses, needs, if, with, description, for_each, retry, timeout, on_error, concurrency",
         ]
     );
     assert_eq!(

@@ -22,6 +22,9 @@ pub enum StoreError {
         /// What was wrong.
         message: String,
     },
+    /// The transaction holding a write could not be committed.
+    #[error("cannot commit to the database: {0}")]
+    Commit(String),
     /// The writer task has stopped, so nothing more can be recorded.
     #[error("the store's writer has stopped")]
     WriterGone,

@@ -1,14 +1,17 @@
-//! Qila's persistence: runs, their steps and plugin key-value data, in an embedded SQLite database.
+//! Qila's persistence in an embedded SQLite database: published playbook versions, runs and their tasks (with
+//! leases and timers), the transition history, approvals, schedules, webhook secrets, API tokens, the audit log
+//! and plugin key-value data.
 //!
-//! Writes of run and step transitions go through a [`Recorder`]: a channel to one writer task that commits what has
-//! accumulated in one transaction (group commit), so recording a step costs the engine a channel send, not a
-//! database round trip. [`Recorder::flush`] waits until everything sent so far is committed.
+//! Writes go through the [`Journal`]: one writer task that applies requests in group-committed transactions and
+//! answers each caller after the commit, so the engine acts on a transition only once it is durable. The
+//! statements it composes are in [`write`]. Reads go straight to the connection pool.
 
 mod error;
+mod journal;
 mod kv;
 mod read;
 mod record;
-mod writer;
+pub mod write;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -18,8 +21,12 @@ use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 pub use error::StoreError;
-pub use record::{RunRecord, RunStatus, StepRecord, StepStatus, now_ms};
-pub use writer::Recorder;
+pub use journal::{Journal, WriteFuture};
+pub use read::{RunFilter, ScheduleRow};
+pub use record::{
+    ApprovalRow, RunRow, RunStatus, StepRow, StepStatus, Transition, TriggerKind, VersionRow, now_ms, now_us,
+};
+pub use sqlx::SqliteConnection;
 
 /// The file name of the database inside the data directory.
 pub const DATABASE_FILE: &str = "qila.db";
@@ -29,10 +36,12 @@ pub const DATABASE_FILE: &str = "qila.db";
 pub struct Store {
     pool: SqlitePool,
     path: PathBuf,
+    journal: Journal,
 }
 
 impl Store {
-    /// Opens (creating if needed) the database in `data_dir`, in WAL mode, and applies pending migrations.
+    /// Opens (creating if needed) the database in `data_dir`, in WAL mode, applies pending migrations and starts
+    /// the journal's writer task (so it needs a Tokio runtime).
     pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Io(data_dir.to_path_buf(), e))?;
         let path = data_dir.join(DATABASE_FILE);
@@ -41,17 +50,22 @@ impl Store {
             .filename(&path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            // With WAL, NORMAL loses no committed transaction on a process crash; only an OS crash may lose the
-            // last ones, and never corrupts the database.
+            // With WAL, NORMAL loses no committed transaction when the process dies (`kill -9`); an OS crash or
+            // power loss may lose the last ones, and never corrupts the database.
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+            .max_connections(8)
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool, path })
+        let journal = Journal::spawn(&pool).await?;
+        Ok(Self {
+            pool,
+            path,
+            journal,
+        })
     }
 
     /// Where the database file is.
@@ -59,9 +73,14 @@ impl Store {
         &self.path
     }
 
-    /// Starts the writer task and returns a [`Recorder`] that feeds it. Needs a Tokio runtime.
-    pub fn recorder(&self) -> Recorder {
-        Recorder::spawn(self.pool.clone())
+    /// The journal, through which every write goes.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// The connection pool, for reads.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
     }
 
     /// Closes the pool, waiting for connections to finish.

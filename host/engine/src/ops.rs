@@ -1,0 +1,461 @@
+//! The orchestrator's operations, behind [`Orchestrator`]'s methods.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use qila_model::Playbook;
+use qila_store::write::{self, Settle, TaskKey, TaskShape};
+use qila_store::{ApprovalRow, RunRow, RunStatus, StepStatus, Store, TriggerKind, VersionRow, now_ms};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use crate::builtin::BuiltinCatalog;
+use crate::error::{ActionError, EngineError, PublishError, StartError};
+use crate::executor::StepExecutor;
+use crate::orchestrator::{Approver, Options, Orchestrator, PluginCatalog, Published, StartRun};
+use crate::state::{Inner, Loaded, erase, is_builtin};
+use crate::timers;
+
+pub(crate) async fn start<E: StepExecutor>(
+    store: Store,
+    executor: Arc<E>,
+    catalog: Arc<dyn PluginCatalog>,
+    options: Options,
+) -> Result<Orchestrator, EngineError> {
+    let owner = options
+        .owner
+        .unwrap_or_else(|| format!("worker-{}", uuid::Uuid::new_v4()));
+    let (wake_tx, mut wake_rx) = mpsc::unbounded_channel();
+    let inner = Arc::new(Inner::new(
+        store,
+        erase(executor),
+        Arc::new(BuiltinCatalog::over(catalog)),
+        owner,
+        options.lease,
+        options.sole_worker,
+        wake_tx,
+    ));
+
+    // Subscriptions of the latest versions to internal events.
+    for row in inner.store.playbooks().await? {
+        match inner.latest(&row.name).await {
+            Ok(loaded) => inner.subscribe_events(&loaded),
+            Err(e) => tracing::warn!(playbook = %row.name, error = %e, "its latest version cannot run here"),
+        }
+    }
+    // Durable timers.
+    for (run, at) in inner.store.timers().await? {
+        inner.timer(at, &run);
+    }
+    // Unfinished runs: count the running ones against their playbooks' limits first, then resume them all.
+    let unfinished = inner.store.unfinished_runs().await?;
+    let mut queued_playbooks = Vec::new();
+    for (id, status) in &unfinished {
+        if *status == RunStatus::Running {
+            if let Some(run) = inner.store.run(id).await? {
+                inner.limiter.occupy_anyway(&run.playbook, id);
+            }
+        } else if let Some(run) = inner.store.run(id).await?
+            && !queued_playbooks.contains(&run.playbook)
+        {
+            queued_playbooks.push(run.playbook);
+        }
+    }
+    let resumed = unfinished.iter().filter(|(_, s)| *s == RunStatus::Running).count();
+    if !unfinished.is_empty() {
+        tracing::info!(runs = resumed, queued = unfinished.len() - resumed, "resuming unfinished runs");
+    }
+    for (id, status) in &unfinished {
+        if *status == RunStatus::Running {
+            inner.wake(id);
+        }
+    }
+
+    let waker = inner.clone();
+    tokio::spawn(async move {
+        while let Some(wake) = wake_rx.recv().await {
+            if let Err(e) = waker.on_wake(wake).await {
+                tracing::error!(error = %e, "cannot wake a run");
+            }
+        }
+    });
+    for playbook in queued_playbooks {
+        let _ = inner.wake_tx.send(crate::limits::Wake::Queued(playbook));
+    }
+    tokio::spawn(timers_loop(inner.clone()));
+    tokio::spawn(timers::run_schedules(inner.clone()));
+    tokio::spawn(timers::renew_leases(inner.clone()));
+    Ok(Orchestrator { inner })
+}
+
+async fn timers_loop(inner: Arc<Inner>) {
+    inner.timers.run_loop().await;
+}
+
+pub(crate) async fn publish(
+    o: &Orchestrator,
+    source: &str,
+    file: &str,
+    actor: &str,
+) -> Result<Published, PublishError> {
+    let inner = &o.inner;
+    let playbook = Playbook::load(source, file, inner.catalog.as_ref()).map_err(PublishError::Invalid)?;
+    let digest = hex::encode(Sha256::digest(source.as_bytes()));
+    let mut plugins = BTreeMap::new();
+    for step in &playbook.steps {
+        if is_builtin(&step.plugin, &step.action) {
+            continue;
+        }
+        let pinned = PluginCatalog::digest(inner.catalog.as_ref(), &step.plugin).unwrap_or_default();
+        plugins.insert(step.plugin.clone(), Value::String(pinned));
+    }
+    let plugins = Value::Object(plugins.into_iter().collect());
+    let triggers = &playbook.triggers;
+    let triggers_json = json!({
+        "manual": triggers.manual,
+        "webhook": triggers.webhook.as_ref().map(|w| json!({"signature": w.signature, "input": w.input})),
+        "schedule": triggers.schedules.iter().map(|s| s.cron.clone()).collect::<Vec<_>>(),
+        "events": triggers.events.iter().map(|e| e.event.clone()).collect::<Vec<_>>(),
+    });
+    let name = playbook.name.clone();
+    let has_hook = triggers.webhook.is_some();
+    if let Some(latest) = inner.store.latest_version(&name).await?
+        && latest.digest == digest
+        && latest.plugins == plugins
+    {
+        let hook_secret = if has_hook {
+            inner.store.hook_secret(&name).await?
+        } else {
+            None
+        };
+        return Ok(Published {
+            version: latest,
+            created: false,
+            hook_secret,
+        });
+    }
+    let now = now_ms();
+    let schedules: Vec<(i64, String, i64)> = triggers
+        .schedules
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (i as i64, s.cron.clone(), s.next_after(now).unwrap_or(i64::MAX)))
+        .collect();
+    let mut row = VersionRow {
+        name: name.clone(),
+        version: 0,
+        source: source.to_owned(),
+        digest,
+        plugins,
+        triggers: triggers_json,
+        published_at: now,
+        published_by: actor.to_owned(),
+    };
+    let fresh_secret = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let to_write = row.clone();
+    let actor = actor.to_owned();
+    let (version, hook_secret) = inner
+        .store
+        .journal()
+        .write(move |c| {
+            Box::pin(async move {
+                let version = write::insert_version(c, &to_write).await?;
+                for (idx, cron, next) in &schedules {
+                    write::upsert_schedule(c, &to_write.name, *idx, cron, *next).await?;
+                }
+                write::drop_schedules(c, &to_write.name, schedules.len() as i64).await?;
+                let secret = if has_hook {
+                    Some(write::ensure_hook(c, &to_write.name, &fresh_secret).await?)
+                } else {
+                    None
+                };
+                let target = format!("{}@v{version}", to_write.name);
+                let detail = json!({ "digest": to_write.digest, "plugins": to_write.plugins });
+                write::audit(c, &actor, "playbook.publish", &target, Some(&detail)).await?;
+                Ok((version, secret))
+            })
+        })
+        .await?;
+    row.version = version;
+    let loaded = Arc::new(Loaded {
+        row: row.clone(),
+        playbook: Arc::new(playbook),
+    });
+    inner.remember(loaded.clone());
+    inner.subscribe_events(&loaded);
+    inner.schedules_changed.notify_one();
+    tracing::info!(playbook = %name, version, "published");
+    Ok(Published {
+        version: row,
+        created: true,
+        hook_secret,
+    })
+}
+
+pub(crate) async fn start_run(o: &Orchestrator, request: StartRun) -> Result<RunRow, StartError> {
+    o.inner.create_from_request(request, None).await
+}
+
+pub(crate) async fn webhook(o: &Orchestrator, playbook: &str, payload: Value) -> Result<RunRow, StartError> {
+    let loaded = o.inner.latest(playbook).await?;
+    let Some(hook) = &loaded.playbook.triggers.webhook else {
+        return Err(StartError::NotTriggerable {
+            name: playbook.to_owned(),
+            trigger: "webhook",
+            hint: "it declares no `on: webhook`".into(),
+        });
+    };
+    let inputs = match (&hook.input, payload) {
+        (Some(input), payload) => Value::Object(Map::from_iter([(input.clone(), payload)])),
+        (None, payload) => payload,
+    };
+    let request = StartRun {
+        playbook: playbook.to_owned(),
+        version: Some(loaded.row.version),
+        inputs,
+        trigger: TriggerKind::Webhook,
+        actor: format!("hook:{playbook}"),
+    };
+    o.inner.create_from_request(request, None).await
+}
+
+pub(crate) async fn emit(o: &Orchestrator, event: &str, payload: Value, actor: &str) -> Result<Vec<RunRow>, EngineError> {
+    let names: Vec<String> = o
+        .inner
+        .subscriptions
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(event)
+        .cloned()
+        .unwrap_or_default();
+    let mut runs = Vec::new();
+    for name in names {
+        let loaded = match o.inner.latest(&name).await {
+            Ok(l) => l,
+            Err(StartError::Engine(e)) => return Err(e),
+            Err(e) => {
+                tracing::warn!(playbook = %name, error = %e, "cannot start a run for an event");
+                continue;
+            }
+        };
+        for trigger in loaded.playbook.triggers.events.iter().filter(|t| t.event == event) {
+            match Inner::event_matches(trigger.condition.as_ref(), &payload) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!(playbook = %name, event, error = %e, "an event condition cannot be evaluated");
+                    continue;
+                }
+            }
+            let inputs = match &trigger.input {
+                Some(input) => Map::from_iter([(input.clone(), payload.clone())]),
+                None => payload.as_object().cloned().unwrap_or_default(),
+            };
+            let inputs = match loaded.playbook.resolve_inputs(inputs) {
+                Ok(inputs) => inputs,
+                Err(d) => {
+                    tracing::warn!(playbook = %name, event, error = %d, "an event does not fit the playbook's inputs");
+                    continue;
+                }
+            };
+            if let Some(run) = o
+                .inner
+                .create_run(&loaded, inputs, TriggerKind::Event, actor, None, None, None)
+                .await?
+            {
+                runs.push(run);
+            }
+            break;
+        }
+    }
+    Ok(runs)
+}
+
+async fn existing_run(o: &Orchestrator, id: &str) -> Result<RunRow, ActionError> {
+    o.inner
+        .store
+        .run(id)
+        .await?
+        .ok_or_else(|| ActionError::NotFound(format!("no run `{id}`")))
+}
+
+pub(crate) async fn cancel(o: &Orchestrator, id: &str, actor: &str) -> Result<RunRow, ActionError> {
+    let run = existing_run(o, id).await?;
+    if run.status.is_terminal() {
+        return Err(ActionError::Conflict(format!(
+            "run {id} has already ended ({})",
+            run.status
+        )));
+    }
+    let (run_id, actor) = (id.to_owned(), actor.to_owned());
+    o.inner
+        .store
+        .journal()
+        .write(move |c| {
+            Box::pin(async move {
+                if write::request_cancel(c, &run_id).await? {
+                    write::audit(c, &actor, "run.cancel", &run_id, None).await?;
+                }
+                Ok(())
+            })
+        })
+        .await?;
+    o.inner.changed(id, false);
+    o.inner.wake(id);
+    existing_run(o, id).await
+}
+
+pub(crate) async fn rerun(o: &Orchestrator, id: &str, actor: &str) -> Result<RunRow, ActionError> {
+    let run = existing_run(o, id).await?;
+    if !matches!(run.status, RunStatus::Failed | RunStatus::Cancelled) {
+        return Err(ActionError::Conflict(format!(
+            "run {id} is {}; only a failed or cancelled run can be re-run",
+            run.status
+        )));
+    }
+    let loaded = o.inner.load_version(&run.playbook, run.version).await?;
+    let inputs = run.inputs.as_object().cloned().unwrap_or_default();
+    let created = o
+        .inner
+        .create_run(&loaded, inputs, TriggerKind::Rerun, actor, None, Some(run.id.clone()), None)
+        .await?;
+    created.ok_or_else(|| ActionError::Conflict("the re-run was not created".into()))
+}
+
+pub(crate) async fn decide(
+    o: &Orchestrator,
+    run: &str,
+    step: &str,
+    approve: bool,
+    comment: Option<String>,
+    approver: &Approver,
+) -> Result<ApprovalRow, ActionError> {
+    existing_run(o, run).await?;
+    let approvals = o.inner.store.run_approvals(run).await?;
+    let mine: Vec<&ApprovalRow> = approvals.iter().filter(|a| a.step_id == step).collect();
+    let Some(approval) = mine.iter().find(|a| a.decision.is_none()).or(mine.first()).copied() else {
+        return Err(ActionError::NotFound(format!(
+            "run {run} has no approval at step `{step}`"
+        )));
+    };
+    if let Some(decision) = &approval.decision {
+        return Err(ActionError::Conflict(format!(
+            "the approval at step `{step}` of run {run} was already decided: {decision} by {}",
+            approval.decided_by.as_deref().unwrap_or("?")
+        )));
+    }
+    let allowed = approver.role == "admin"
+        || approval.approvers.iter().any(|a| {
+            a.strip_prefix("role:") == Some(approver.role.as_str())
+                || a.strip_prefix("user:") == Some(approver.name.as_str())
+        });
+    if !allowed {
+        return Err(ActionError::Forbidden(format!(
+            "the approval at step `{step}` may be decided by {}; token `{}` has role {}",
+            approval.approvers.join(", "),
+            approver.name,
+            approver.role
+        )));
+    }
+    let steps = o.inner.store.steps(run).await?;
+    let row = steps
+        .iter()
+        .find(|r| r.step_id == step && r.item == approval.item)
+        .ok_or_else(|| ActionError::NotFound(format!("run {run} has no step `{step}` waiting")))?;
+    let key = TaskKey {
+        run: run.to_owned(),
+        step: step.to_owned(),
+        item: approval.item,
+    };
+    let (position, action) = (row.position, row.action.clone());
+    let decision = if approve { "approved" } else { "denied" };
+    let by = approver.name.clone();
+    let decided_at = now_ms();
+    let output = json!({
+        "approved": approve, "decided_by": by, "comment": comment, "decided_at": decided_at, "expired": false
+    });
+    let decided = o
+        .inner
+        .store
+        .journal()
+        .write(move |c| {
+            Box::pin(async move {
+                if !write::decide_approval(c, &key, decision, &by, comment.as_deref()).await? {
+                    return Ok(false);
+                }
+                let shape = TaskShape { position, action: &action };
+                let settle = Settle {
+                    status: StepStatus::Succeeded,
+                    output: Some(&output),
+                    error_kind: None,
+                    error: None,
+                    wake_at: None,
+                    input: None,
+                };
+                write::settle(c, &key, &shape, None, &settle).await?;
+                let verb = if approve { "approval.approve" } else { "approval.deny" };
+                let target = format!("{}/{}", key.run, key.step);
+                write::audit(c, &by, verb, &target, Some(&json!({ "comment": output["comment"] }))).await?;
+                Ok(true)
+            })
+        })
+        .await?;
+    if !decided {
+        return Err(ActionError::Conflict(format!(
+            "the approval at step `{step}` of run {run} was decided meanwhile"
+        )));
+    }
+    o.inner.changed(run, false);
+    o.inner.wake(run);
+    let approvals = o.inner.store.run_approvals(run).await?;
+    approvals
+        .into_iter()
+        .find(|a| a.step_id == step && a.item == approval.item)
+        .ok_or_else(|| ActionError::NotFound(format!("run {run} has no approval at step `{step}`")))
+}
+
+pub(crate) async fn wait(o: &Orchestrator, id: &str) -> Result<RunRow, ActionError> {
+    let mut changes = o.inner.changes.subscribe();
+    loop {
+        let run = existing_run(o, id).await?;
+        if run.status.is_terminal() {
+            return Ok(run);
+        }
+        loop {
+            match changes.recv().await {
+                Ok(change) if &*change.run_id == id => break,
+                Ok(_) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    return Err(ActionError::Engine(EngineError::Corrupt("the orchestrator stopped".into())));
+                }
+            }
+        }
+    }
+}
+
+pub(crate) async fn shutdown(o: &Orchestrator, grace: Duration) {
+    o.inner.stop();
+    let deadline = tokio::time::Instant::now() + grace;
+    while o.inner.in_flight() > 0 {
+        let idle = o.inner.idle.notified();
+        if o.inner.in_flight() == 0 {
+            break;
+        }
+        if tokio::time::timeout_at(deadline, idle).await.is_err() {
+            tracing::warn!(steps = o.inner.in_flight(), "steps still running at shutdown resume at the next start");
+            break;
+        }
+    }
+}
+
+/// How many runs are held in memory now.
+pub(crate) fn active_runs(o: &Orchestrator) -> usize {
+    o.inner.active_runs()
+}

@@ -1,0 +1,182 @@
+//! The journal: one writer task that applies write requests in group-committed transactions.
+//!
+//! Each request is a closure over the writer's connection. The writer takes every request waiting in its queue,
+//! runs each inside a savepoint (a failing request rolls back alone), commits once, and only then answers each
+//! caller. So a caller that awaits [`Journal::write`] knows its change is committed — the engine acts on a
+//! transition only after that — while many concurrent callers share one commit.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use sqlx::pool::PoolConnection;
+use sqlx::{Sqlite, SqliteConnection, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::StoreError;
+
+/// How many requests may wait for the writer before callers wait too (back-pressure, not loss).
+const QUEUE: usize = 16 * 1024;
+/// The most requests applied in one transaction.
+const MAX_BATCH: usize = 4 * 1024;
+
+/// A boxed future borrowing the writer's connection.
+pub type WriteFuture<'c, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'c>>;
+
+trait Job: Send {
+    /// Runs the request; false when it failed and its savepoint must be rolled back.
+    fn run<'c>(&'c mut self, conn: &'c mut SqliteConnection) -> Pin<Box<dyn Future<Output = bool> + Send + 'c>>;
+    fn deliver(self: Box<Self>, committed: Result<(), String>);
+}
+
+struct Typed<T, F> {
+    f: Option<F>,
+    out: Option<Result<T, StoreError>>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> Job for Typed<T, F>
+where
+    T: Send + 'static,
+    F: for<'c> FnOnce(&'c mut SqliteConnection) -> WriteFuture<'c, T> + Send + 'static,
+{
+    fn run<'c>(&'c mut self, conn: &'c mut SqliteConnection) -> Pin<Box<dyn Future<Output = bool> + Send + 'c>> {
+        Box::pin(async move {
+            let Some(f) = self.f.take() else {
+                return true;
+            };
+            let result = f(conn).await;
+            let ok = result.is_ok();
+            self.out = Some(result);
+            ok
+        })
+    }
+
+    fn deliver(self: Box<Self>, committed: Result<(), String>) {
+        let Typed { out, reply, .. } = *self;
+        let result = match (committed, out) {
+            (_, Some(Err(e))) => Err(e),
+            (Err(message), _) => Err(StoreError::Commit(message)),
+            (Ok(()), Some(Ok(value))) => Ok(value),
+            (Ok(()), None) => Err(StoreError::WriterGone),
+        };
+        let _ = reply.send(result);
+    }
+}
+
+/// Sends write requests to the writer task. Cheap to clone.
+#[derive(Clone)]
+pub struct Journal {
+    tx: mpsc::Sender<Box<dyn Job>>,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal").finish_non_exhaustive()
+    }
+}
+
+impl Journal {
+    pub(crate) async fn spawn(pool: &SqlitePool) -> Result<Self, StoreError> {
+        let conn = pool.acquire().await?;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(write_loop(conn, rx));
+        Ok(Self { tx })
+    }
+
+    /// Applies `f` in a transaction and returns its result once that transaction is committed. If `f` fails, its
+    /// changes are rolled back and its error returned; other requests in the same transaction are unaffected.
+    pub async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> WriteFuture<'c, T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = Box::new(Typed {
+            f: Some(f),
+            out: None,
+            reply,
+        });
+        self.tx
+            .send(job)
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        answer.await.map_err(|_| StoreError::WriterGone)?
+    }
+}
+
+async fn write_loop(mut conn: PoolConnection<Sqlite>, mut rx: mpsc::Receiver<Box<dyn Job>>) {
+    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(64);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let committed = apply(&mut conn, &mut batch).await;
+        if let Err(e) = &committed {
+            tracing::error!(error = %e, requests = batch.len(), "journal commit failed");
+        }
+        for job in batch.drain(..) {
+            job.deliver(committed.clone());
+        }
+    }
+}
+
+async fn apply(conn: &mut SqliteConnection, batch: &mut [Box<dyn Job>]) -> Result<(), String> {
+    use sqlx::Executor;
+    let fail = |e: sqlx::Error| e.to_string();
+    conn.execute("BEGIN IMMEDIATE").await.map_err(fail)?;
+    for job in batch.iter_mut() {
+        if let Err(e) = conn.execute("SAVEPOINT job").await {
+            let _ = conn.execute("ROLLBACK").await;
+            return Err(e.to_string());
+        }
+        let ok = job.run(conn).await;
+        let end = if ok {
+            "RELEASE job"
+        } else {
+            "ROLLBACK TO job; RELEASE job"
+        };
+        if let Err(e) = conn.execute(end).await {
+            let _ = conn.execute("ROLLBACK").await;
+            return Err(e.to_string());
+        }
+    }
+    if let Err(e) = conn.execute("COMMIT").await {
+        let _ = conn.execute("ROLLBACK").await;
+        return Err(e.to_string());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Store;
+
+    #[tokio::test]
+    async fn a_failing_request_rolls_back_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let journal = store.journal();
+        let ok = journal.write(|c| {
+            Box::pin(async move {
+                sqlx::query("INSERT INTO plugin_kv VALUES ('n', 'a', x'01', 0)")
+                    .execute(&mut *c)
+                    .await?;
+                Ok(1)
+            })
+        });
+        let bad = journal.write(|c| {
+            Box::pin(async move {
+                sqlx::query("INSERT INTO plugin_kv VALUES ('n', 'b', x'01', 0)")
+                    .execute(&mut *c)
+                    .await?;
+                sqlx::query("INSERT INTO no_such_table VALUES (1)")
+                    .execute(&mut *c)
+                    .await?;
+                Ok(2)
+            })
+        });
+        let (ok, bad) = tokio::join!(ok, bad);
+        assert_eq!(ok.unwrap(), 1);
+        assert!(bad.is_err());
+        assert!(store.kv_get("n", "a").await.unwrap().is_some());
+        assert!(store.kv_get("n", "b").await.unwrap().is_none());
+    }
+}
