@@ -40,10 +40,15 @@ struct Done {
 }
 
 /// Runs the task of run `id` until the run ends or only waits. Pokes arrive on `pokes`.
-pub(crate) async fn drive(inner: Arc<Inner>, id: String, mut pokes: mpsc::UnboundedReceiver<()>) {
+pub(crate) async fn drive(
+    inner: Arc<Inner>,
+    id: String,
+    mut pokes: mpsc::UnboundedReceiver<()>,
+    fresh: Option<RunRow>,
+) {
     let span = info_span!("run", run = %id);
     async move {
-        let mut task = match RunTask::load(&inner, &id).await {
+        let mut task = match RunTask::load(&inner, &id, fresh).await {
             Ok(Some(task)) => task,
             Ok(None) => {
                 inner.retire(&id, &mut pokes);
@@ -123,9 +128,15 @@ struct RunTask {
 }
 
 impl RunTask {
-    async fn load(inner: &Arc<Inner>, id: &str) -> Result<Option<Self>, EngineError> {
-        let Some(run) = inner.store.run(id).await? else {
-            return Ok(None);
+    /// Loads run `id` from its rows, or starts from `fresh`, a run just created (no rows to read).
+    async fn load(inner: &Arc<Inner>, id: &str, fresh: Option<RunRow>) -> Result<Option<Self>, EngineError> {
+        let is_fresh = fresh.is_some();
+        let run = match fresh {
+            Some(run) => run,
+            None => match inner.store.run(id).await? {
+                Some(run) => run,
+                None => return Ok(None),
+            },
         };
         if run.status.is_terminal() {
             return Ok(None);
@@ -149,7 +160,8 @@ impl RunTask {
             in_flight: JoinSet::new(),
             flying: HashSet::new(),
         };
-        task.sync_rows(inner.store.steps(id).await?);
+        let rows = if is_fresh { Vec::new() } else { inner.store.steps(id).await? };
+        task.sync_rows(rows);
         Ok(Some(task))
     }
 
@@ -214,6 +226,24 @@ impl RunTask {
 
     fn status(&self, i: usize) -> Option<StepStatus> {
         self.rows.get(&(i, -1)).map(|r| r.status)
+    }
+
+    /// Whether step `i` has ended, or is a handler that will not run: every step naming it ended without failing
+    /// (or, for the `on_failure` handler, the run ended without an unhandled failure).
+    fn ended(&self, i: usize) -> bool {
+        if self.status(i).is_some_and(StepStatus::is_terminal) {
+            return true;
+        }
+        if !self.pb().is_handler(i) || self.errors[i].is_some() {
+            return false;
+        }
+        if self.pb().on_failure == Some(i) {
+            return self.others_ended(i) && self.first_unhandled().is_none();
+        }
+        self.pb().steps.iter().enumerate().all(|(s, step)| {
+            step.on_error != OnError::Handler(i)
+                || self.status(s).is_some_and(|st| st.is_terminal() && st != StepStatus::Failed)
+        })
     }
 
     /// Whether dependents of step `i` (which has ended) may run.
@@ -332,7 +362,7 @@ impl RunTask {
         if pb.is_handler(i) && self.errors[i].is_none() {
             return Ok(false);
         }
-        if step.needs.iter().any(|&n| !self.status(n).is_some_and(StepStatus::is_terminal)) {
+        if step.needs.iter().any(|&n| !self.ended(n)) {
             return Ok(false);
         }
         let fresh = row.is_none();
@@ -341,6 +371,7 @@ impl RunTask {
                 let what = match self.status(blocked) {
                     Some(StepStatus::Failed) => "failed",
                     Some(StepStatus::Cancelled) => "was cancelled",
+                    None => "did not run (no error to handle)",
                     _ => "was skipped",
                 };
                 let reason = format!("needs `{}`, which {what}", pb.steps[blocked].id);
@@ -1106,14 +1137,13 @@ impl RunTask {
     async fn finish(&mut self) -> Result<(), EngineError> {
         let pb = self.loaded.playbook.clone();
         let (status, outputs, error) = match self.first_unhandled() {
-            Some(i) => {
+            Some(_) => {
                 let failed: Vec<&str> = pb
                     .topological_order()
                     .iter()
                     .filter(|&&j| self.status(j) == Some(StepStatus::Failed) && self.unhandled(j))
                     .map(|&j| pb.steps[j].id.as_str())
                     .collect();
-                let _ = i;
                 (RunStatus::Failed, None, Some(format!("step(s) failed: {}", failed.join(", "))))
             }
             None => {

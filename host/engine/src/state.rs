@@ -76,6 +76,9 @@ pub(crate) struct Inner {
     pub(crate) schedules_changed: Notify,
     active: Mutex<HashMap<String, mpsc::UnboundedSender<()>>>,
     versions: Mutex<HashMap<(String, i64), Arc<Loaded>>>,
+    /// The latest version of each playbook (publication goes through this process, which holds the data
+    /// directory).
+    latest: Mutex<HashMap<String, i64>>,
     /// Event name to the playbooks whose latest version subscribes to it.
     pub(crate) subscriptions: RwLock<HashMap<String, Vec<String>>>,
     stopping: AtomicBool,
@@ -124,6 +127,7 @@ impl Inner {
             schedules_changed: Notify::new(),
             active: Mutex::new(HashMap::new()),
             versions: Mutex::new(HashMap::new()),
+            latest: Mutex::new(HashMap::new()),
             subscriptions: RwLock::new(HashMap::new()),
             stopping: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
@@ -163,6 +167,16 @@ impl Inner {
 
     /// Makes sure run `id` is in memory and looks at its rows again.
     pub(crate) fn wake(self: &Arc<Self>, id: &str) {
+        self.wake_with(id, None);
+    }
+
+    /// Like [`Inner::wake`], for a run just created with no rows yet: its task need not read it back.
+    pub(crate) fn wake_new(self: &Arc<Self>, run: RunRow) {
+        let id = run.id.clone();
+        self.wake_with(&id, Some(run));
+    }
+
+    fn wake_with(self: &Arc<Self>, id: &str, fresh: Option<RunRow>) {
         if self.is_stopping() {
             return;
         }
@@ -175,7 +189,7 @@ impl Inner {
         let (tx, rx) = mpsc::unbounded_channel();
         active.insert(id.to_owned(), tx);
         drop(active);
-        tokio::spawn(crate::run::drive(self.clone(), id.to_owned(), rx));
+        tokio::spawn(crate::run::drive(self.clone(), id.to_owned(), rx, fresh));
     }
 
     /// Leaves memory unless a poke arrived meanwhile; true if the task must end.
@@ -225,6 +239,10 @@ impl Inner {
 
     /// The latest version of `name`.
     pub(crate) async fn latest(&self, name: &str) -> Result<Arc<Loaded>, StartError> {
+        let known = lock(&self.latest).get(name).copied();
+        if let Some(version) = known {
+            return self.load_version(name, version).await;
+        }
         let row = self
             .store
             .latest_version(name)
@@ -235,13 +253,18 @@ impl Inner {
             return Ok(loaded.clone());
         }
         let loaded = Arc::new(self.parse_version(row)?);
-        lock(&self.versions).insert(key, loaded.clone());
+        self.remember(loaded.clone());
         Ok(loaded)
     }
 
+    /// Caches a parsed version; the newest one of its playbook becomes the latest.
     pub(crate) fn remember(&self, loaded: Arc<Loaded>) {
-        let key = (loaded.row.name.clone(), loaded.row.version);
-        lock(&self.versions).insert(key, loaded);
+        let (name, version) = (loaded.row.name.clone(), loaded.row.version);
+        let mut latest = lock(&self.latest);
+        let newest = latest.entry(name.clone()).or_insert(version);
+        *newest = (*newest).max(version);
+        drop(latest);
+        lock(&self.versions).insert((name, version), loaded);
     }
 
     /// Parses a stored version and checks that the plugins it pinned are the ones loaded now.
@@ -452,7 +475,11 @@ impl Inner {
             self.changed(parent, false);
         }
         if status == RunStatus::Running {
-            self.wake(&run.id);
+            if run.rerun_of.is_none() {
+                self.wake_new(run.clone());
+            } else {
+                self.wake(&run.id);
+            }
         }
         Ok(Some(run))
     }
@@ -554,8 +581,9 @@ impl Inner {
         match wake {
             Wake::Run(id) => self.wake(&id),
             Wake::Queued(playbook) => {
-                if let Some(first) = self.store.queued_runs(&playbook).await?.into_iter().next() {
-                    self.wake(&first);
+                // The oldest few: each takes a free slot or goes back to sleep.
+                for id in self.store.queued_runs(&playbook).await?.into_iter().take(16) {
+                    self.wake(&id);
                 }
             }
         }

@@ -3,7 +3,6 @@
 //! - `core.transform`: set, remove and rename fields of a JSON value;
 //! - `core.filter`: keep the items of a list that match conditions;
 //! - `core.pick`: keep only some fields of a JSON value;
-//! - `core.sleep`: wait a while;
 //! - `core.echo`: return the input unchanged.
 //!
 //! Fields are addressed by dotted paths (`src.ip`, `tags.0`): see [`path`].
@@ -11,7 +10,6 @@
 pub mod filter;
 pub mod path;
 pub mod pick;
-pub mod sleep;
 pub mod transform;
 
 use qila_sdk::prelude::*;
@@ -27,7 +25,7 @@ qila_sdk::plugin! {
     name: "core",
     vendor: "Qila",
     description: "Building blocks for playbooks: reshape and filter JSON, wait, echo. Needs no capability.",
-    actions: [transform::transform, filter::filter, pick::pick, sleep::sleep, echo],
+    actions: [transform::transform, filter::filter, pick::pick, echo],
 }
 
 #[cfg(test)]
@@ -42,7 +40,7 @@ mod tests {
         let manifest = PLUGIN.manifest();
         assert_eq!(manifest.name, "core");
         let names: Vec<_> = manifest.actions.iter().map(|a| a.name.as_str()).collect();
-        assert_eq!(names, ["transform", "filter", "pick", "sleep", "echo"]);
+        assert_eq!(names, ["transform", "filter", "pick", "echo"]);
         for action in &manifest.actions {
             let schema: Value = serde_json::from_str(&action.input_schema).unwrap();
             assert_eq!(
