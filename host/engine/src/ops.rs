@@ -429,7 +429,7 @@ pub(crate) async fn wait(o: &Orchestrator, id: &str) -> Result<RunRow, ActionErr
         }
         loop {
             match changes.recv().await {
-                Ok(change) if &*change.run_id == id => break,
+                Ok(change) if change.finished && &*change.run_id == id => break,
                 Ok(_) => continue,
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => {

@@ -92,8 +92,20 @@ pub(crate) async fn drive(
                             None
                         }
                     };
-                    if let Some(done) = done
-                        && let Err(e) = task.settle_done(done).await
+                    let mut finished: Vec<Done> = done.into_iter().collect();
+                    while let Some(joined) = task.in_flight.try_join_next() {
+                        if let Ok(done) = joined {
+                            finished.push(done);
+                        }
+                    }
+                    let mut settled = Ok(());
+                    for done in finished {
+                        settled = task.settle_done(done).await;
+                        if settled.is_err() {
+                            break;
+                        }
+                    }
+                    if let Err(e) = settled
                     {
                         tracing::error!(error = %e, "cannot record a step's result; the run resumes at the next start");
                         task.in_flight.abort_all();
@@ -124,7 +136,41 @@ struct RunTask {
     /// For each handler step: the error it handles, once a step naming it failed.
     errors: Vec<Option<Value>>,
     in_flight: JoinSet<Done>,
+    /// Tasks claimed (committed or queued) and not yet settled.
     flying: HashSet<Slot>,
+    /// Writes decided in this pass, committed together by [`RunTask::flush`].
+    pending: Vec<Op>,
+    /// Queued claims: the input and concurrency slot each execution gets once its claim is committed.
+    claims: HashMap<Slot, (Value, Option<TaskPermit>)>,
+}
+
+/// A write the run task has decided and not yet committed.
+enum Op {
+    Claim {
+        slot: Slot,
+        key: TaskKey,
+        position: i64,
+        action: String,
+        input: Value,
+    },
+    Settle {
+        key: TaskKey,
+        position: i64,
+        action: String,
+        owner: Option<String>,
+        status: StepStatus,
+        output: Option<Value>,
+        input: Option<Value>,
+        kind: Option<String>,
+        error: Option<String>,
+        wake_at: Option<i64>,
+    },
+}
+
+/// What a committed op came back with.
+enum OpResult {
+    Claimed(Slot, Option<i64>),
+    Settled,
 }
 
 impl RunTask {
@@ -159,6 +205,8 @@ impl RunTask {
             rows: HashMap::new(),
             in_flight: JoinSet::new(),
             flying: HashSet::new(),
+            pending: Vec::new(),
+            claims: HashMap::new(),
         };
         let rows = if is_fresh { Vec::new() } else { inner.store.steps(id).await? };
         task.sync_rows(rows);
@@ -169,7 +217,14 @@ impl RunTask {
         &self.loaded.playbook
     }
 
+    /// Commits what is pending, then re-reads the run and its rows.
     async fn reload(&mut self) -> Result<(), EngineError> {
+        self.flush().await?;
+        self.reload_rows().await
+    }
+
+    /// Re-reads the run and its rows (dropping anything not committed).
+    async fn reload_rows(&mut self) -> Result<(), EngineError> {
         if let Some(run) = self.inner.store.run(&self.run.id).await? {
             self.run = run;
         }
@@ -207,6 +262,114 @@ impl RunTask {
                 }
             }
         }
+    }
+
+    /// Commits every pending write in one transaction, then starts the executions whose claims it committed and
+    /// the timers it set. If a settle finds its row moved on (the lease was taken over, the run cancelled), the
+    /// whole transaction is rolled back and the run re-read.
+    async fn flush(&mut self) -> Result<(), EngineError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let ops = std::mem::take(&mut self.pending);
+        let timers: Vec<i64> = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Settle { wake_at, status: StepStatus::Waiting, .. } => *wake_at,
+                _ => None,
+            })
+            .collect();
+        let owner = self.inner.owner.clone();
+        let lease_until = now_ms() + self.inner.lease.as_millis() as i64;
+        let written = self
+            .inner
+            .store
+            .journal()
+            .write(move |c| {
+                Box::pin(async move {
+                    let writes: Vec<write::TaskWrite<'_>> = ops
+                        .iter()
+                        .map(|op| match op {
+                            Op::Claim { key, position, action, input, .. } => write::TaskWrite::Claim {
+                                key,
+                                shape: TaskShape { position: *position, action },
+                                input,
+                                owner: &owner,
+                                lease_until,
+                            },
+                            Op::Settle { key, position, action, owner, status, output, input, kind, error, wake_at } => {
+                                write::TaskWrite::Settle {
+                                    key,
+                                    shape: TaskShape { position: *position, action },
+                                    owner: owner.as_deref(),
+                                    settle: Settle {
+                                        status: *status,
+                                        output: output.as_ref(),
+                                        error_kind: kind.as_deref(),
+                                        error: error.as_deref(),
+                                        wake_at: *wake_at,
+                                        input: input.as_ref(),
+                                    },
+                                }
+                            }
+                        })
+                        .collect();
+                    let answers = write::apply(c, &writes).await?;
+                    let mut results = Vec::with_capacity(ops.len());
+                    for (op, answer) in ops.iter().zip(answers) {
+                        match op {
+                            Op::Claim { slot, .. } => results.push(OpResult::Claimed(*slot, answer)),
+                            Op::Settle { key, .. } => {
+                                if answer.is_none() {
+                                    return Err(qila_store::StoreError::Conflict(format!(
+                                        "step `{}` of run {} moved on under this worker",
+                                        key.step, key.run
+                                    )));
+                                }
+                                results.push(OpResult::Settled);
+                            }
+                        }
+                    }
+                    Ok(results)
+                })
+            })
+            .await;
+        let results = match written {
+            Ok(results) => results,
+            Err(qila_store::StoreError::Conflict(message)) => {
+                tracing::warn!(%message, "re-reading the run");
+                for slot in self.claims.keys().copied().collect::<Vec<_>>() {
+                    self.flying.remove(&slot);
+                }
+                self.claims.clear();
+                return self.reload_rows().await;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.inner.changed(&self.run.id, false);
+        for at in timers {
+            self.inner.timer(at, &self.run.id);
+        }
+        let mut lost = false;
+        for result in results {
+            if let OpResult::Claimed(slot, attempt) = result {
+                let Some((input, permit)) = self.claims.remove(&slot) else {
+                    continue;
+                };
+                match attempt {
+                    Some(attempt) => self.spawn_claimed(slot, attempt, input, permit),
+                    None => {
+                        // Ended or held elsewhere in the meantime.
+                        self.flying.remove(&slot);
+                        lost = true;
+                    }
+                }
+            }
+        }
+        if lost {
+            self.reload_rows().await?;
+        }
+        Ok(())
     }
 
     /// Activates the handler of step `i`, which has failed.
@@ -287,6 +450,7 @@ impl RunTask {
         }
         self.run.status = RunStatus::Running;
         if self.inner.is_stopping() {
+            self.flush().await?;
             return Ok(!self.in_flight.is_empty());
         }
         let pb = self.loaded.playbook.clone();
@@ -296,11 +460,12 @@ impl RunTask {
             for &i in pb.topological_order() {
                 changed |= self.consider(i).await?;
             }
-            if !changed && self.in_flight.is_empty() {
+            if !changed && self.flying.is_empty() {
                 changed = self.consider_on_failure();
             }
         }
-        if self.in_flight.is_empty() && self.complete() {
+        self.flush().await?;
+        if self.in_flight.is_empty() && self.pending.is_empty() && self.complete() {
             self.finish().await?;
             return Ok(false);
         }
@@ -624,6 +789,7 @@ impl RunTask {
         self.claim_and_spawn(slot, input, permit).await
     }
 
+    /// Queues the claim of a task; it is executed once the claim is committed (see [`RunTask::flush`]).
     async fn claim_and_spawn(
         &mut self,
         slot: Slot,
@@ -633,39 +799,30 @@ impl RunTask {
         let pb = self.loaded.playbook.clone();
         let step = &pb.steps[slot.0];
         let key = self.key(slot);
-        let action = format!("{}.{}", step.plugin, step.action);
-        let owner = self.inner.owner.clone();
-        let lease_until = now_ms() + self.inner.lease.as_millis() as i64;
-        let position = slot.0 as i64;
-        let claimed_input = input.clone();
-        let claim_key = key.clone();
-        let attempt = self
-            .inner
-            .store
-            .journal()
-            .write(move |c| {
-                Box::pin(async move {
-                    let shape = TaskShape {
-                        position,
-                        action: &action,
-                    };
-                    write::claim(c, &claim_key, &shape, &claimed_input, &owner, lease_until).await
-                })
-            })
-            .await?;
-        self.inner.changed(&self.run.id, false);
-        let Some(attempt) = attempt else {
-            // Ended or held elsewhere in the meantime: look at the rows again.
-            self.reload().await?;
-            return Ok(true);
-        };
         let row = self.rows.entry(slot).or_insert_with(|| blank_row(&key, slot, step));
         row.status = StepStatus::Running;
-        row.attempt = attempt;
         row.input = Some(input.clone());
         row.lease_owner = Some(self.inner.owner.clone());
         row.wake_at = None;
+        self.flying.insert(slot);
+        self.pending.push(Op::Claim {
+            slot,
+            key,
+            position: slot.0 as i64,
+            action: format!("{}.{}", step.plugin, step.action),
+            input: input.clone(),
+        });
+        self.claims.insert(slot, (input, permit));
+        Ok(true)
+    }
 
+    /// Starts executing a task whose claim (attempt `attempt`) is committed.
+    fn spawn_claimed(&mut self, slot: Slot, attempt: i64, input: Value, permit: Option<TaskPermit>) {
+        let pb = self.loaded.playbook.clone();
+        let step = &pb.steps[slot.0];
+        if let Some(row) = self.rows.get_mut(&slot) {
+            row.attempt = attempt;
+        }
         let idempotency_key = if slot.1 < 0 {
             format!("{}/{}", self.run.id, step.id)
         } else {
@@ -688,7 +845,6 @@ impl RunTask {
             info_span!("step", step = %step.id, item = slot.1, action = %format_args!("{}.{}", step.plugin, step.action), attempt)
         };
         let guard = self.inner.in_flight_guard();
-        self.flying.insert(slot);
         self.in_flight.spawn(
             async move {
                 let _permit = permit;
@@ -717,7 +873,6 @@ impl RunTask {
             }
             .instrument(span),
         );
-        Ok(true)
     }
 
     /// Records what an executed attempt came back with: success, a retry after a backoff, or failure.
@@ -763,11 +918,7 @@ impl RunTask {
                             wake_at: Some(wake_at),
                             input: None,
                         };
-                        let recorded = self.write_settle(slot, owner, settle).await?;
-                        if recorded {
-                            self.inner.timer(wake_at, &self.run.id);
-                        }
-                        recorded
+                        self.write_settle(slot, owner, settle).await?
                     }
                     None => {
                         let message = format!("{}: {}", e.kind, e.message);
@@ -784,11 +935,7 @@ impl RunTask {
                 }
             }
         };
-        if !recorded {
-            // The lease was taken over or the run cancelled: the result is not ours to record.
-            tracing::warn!(step = %step.id, "a result arrived after its lease was lost; discarded");
-            self.reload().await?;
-        }
+        debug_assert!(recorded);
         Ok(())
     }
 
@@ -852,6 +999,7 @@ impl RunTask {
     }
 
     async fn ask_approval(&mut self, slot: Slot, input: &Value) -> Result<bool, EngineError> {
+        self.flush().await?;
         let message = input.get("message").and_then(Value::as_str).unwrap_or_default().to_owned();
         let approvers: Vec<String> = input
             .get("approvers")
@@ -925,6 +1073,7 @@ impl RunTask {
     }
 
     async fn expire_approval(&mut self, slot: Slot) -> Result<bool, EngineError> {
+        self.flush().await?;
         let approvals = self.inner.store.run_approvals(&self.run.id).await?;
         let step_id = self.pb().steps[slot.0].id.clone();
         let Some(approval) = approvals
@@ -969,6 +1118,7 @@ impl RunTask {
     }
 
     async fn start_child(&mut self, slot: Slot, input: &Value) -> Result<bool, EngineError> {
+        self.flush().await?;
         let name = input.get("playbook").and_then(Value::as_str).unwrap_or_default().to_owned();
         let version = input.get("version").and_then(Value::as_i64);
         let wait = input.get("wait").and_then(Value::as_bool).unwrap_or(true);
@@ -1018,9 +1168,6 @@ impl RunTask {
             input: Some(input),
         };
         self.write_settle(slot, None, settle).await?;
-        if let Some(at) = wake_at {
-            self.inner.timer(at, &self.run.id);
-        }
         Ok(true)
     }
 
@@ -1057,44 +1204,31 @@ impl RunTask {
         self.end_task((i, -1), status, output, kind, error).await
     }
 
-    /// Writes a task's new state (committed), then updates the cache; false if the row had moved on.
+    /// Queues a task's new state and updates the cache at once, so later decisions in this pass see it; the
+    /// state is committed by [`RunTask::flush`] before anything acts on it. Always true (kept for the callers'
+    /// shape: a settle that finds the row moved on makes the whole flush fail and the run reload).
     async fn write_settle(&mut self, slot: Slot, owner: Option<String>, settle: Settle<'_>) -> Result<bool, EngineError> {
         let pb = self.loaded.playbook.clone();
         let step = &pb.steps[slot.0];
         let key = self.key(slot);
-        let action = format!("{}.{}", step.plugin, step.action);
-        let position = slot.0 as i64;
         let status = settle.status;
         let output = settle.output.cloned();
         let input = settle.input.cloned();
         let kind = settle.error_kind.map(str::to_owned);
         let error = settle.error.map(str::to_owned);
         let wake_at = settle.wake_at;
-        let (w_output, w_input, w_kind, w_error, w_key) =
-            (output.clone(), input.clone(), kind.clone(), error.clone(), key.clone());
-        let recorded = self
-            .inner
-            .store
-            .journal()
-            .write(move |c| {
-                Box::pin(async move {
-                    let shape = TaskShape { position, action: &action };
-                    let settle = Settle {
-                        status,
-                        output: w_output.as_ref(),
-                        error_kind: w_kind.as_deref(),
-                        error: w_error.as_deref(),
-                        wake_at,
-                        input: w_input.as_ref(),
-                    };
-                    write::settle(c, &w_key, &shape, owner.as_deref(), &settle).await
-                })
-            })
-            .await?;
-        if !recorded {
-            return Ok(false);
-        }
-        self.inner.changed(&self.run.id, false);
+        self.pending.push(Op::Settle {
+            key: key.clone(),
+            position: slot.0 as i64,
+            action: format!("{}.{}", step.plugin, step.action),
+            owner,
+            status,
+            output: output.clone(),
+            input: input.clone(),
+            kind: kind.clone(),
+            error: error.clone(),
+            wake_at,
+        });
         let now = now_ms();
         let row = self.rows.entry(slot).or_insert_with(|| blank_row(&key, slot, step));
         row.status = status;
@@ -1135,6 +1269,7 @@ impl RunTask {
 
     /// Renders the outputs and ends the run.
     async fn finish(&mut self) -> Result<(), EngineError> {
+        self.flush().await?;
         let pb = self.loaded.playbook.clone();
         let (status, outputs, error) = match self.first_unhandled() {
             Some(_) => {
@@ -1177,6 +1312,8 @@ impl RunTask {
         self.in_flight.abort_all();
         while self.in_flight.join_next().await.is_some() {}
         self.flying.clear();
+        self.claims.clear();
+        self.pending.retain(|op| !matches!(op, Op::Claim { .. }));
         let open: Vec<Slot> = self
             .rows
             .iter()
@@ -1194,6 +1331,7 @@ impl RunTask {
             };
             self.write_settle(slot, None, settle).await?;
         }
+        self.flush().await?;
         let id = self.run.id.clone();
         let children = self
             .inner

@@ -62,6 +62,7 @@ CREATE TABLE steps (
     wake_at     INTEGER,                    -- unix ms: end of a backoff, a sleep, an approval's expiry
     started_at  INTEGER,
     finished_at INTEGER,
+    changed_at  INTEGER NOT NULL,           -- unix microseconds of the last transition
     PRIMARY KEY (run_id, step_id, item)
 );
 CREATE INDEX steps_timers ON steps (wake_at) WHERE status = 'waiting' AND wake_at IS NOT NULL;
@@ -81,6 +82,20 @@ CREATE TABLE transitions (
 CREATE INDEX transitions_by_run ON transitions (run_id, seq);
 CREATE TRIGGER transitions_no_update BEFORE UPDATE ON transitions
 BEGIN SELECT RAISE(ABORT, 'the transition history is append-only'); END;
+
+-- Every change of a task's status or attempt is appended to the history by the database itself, in the same
+-- statement, so no writer can change a task without leaving its trace (and it costs no extra round trip).
+CREATE TRIGGER steps_history_insert AFTER INSERT ON steps
+BEGIN
+    INSERT INTO transitions (run_id, step_id, item, status, attempt, at, detail)
+    VALUES (NEW.run_id, NEW.step_id, NEW.item, NEW.status, NEW.attempt, NEW.changed_at, NEW.error);
+END;
+CREATE TRIGGER steps_history_update AFTER UPDATE OF status, attempt ON steps
+WHEN NEW.status IS NOT OLD.status OR NEW.attempt IS NOT OLD.attempt
+BEGIN
+    INSERT INTO transitions (run_id, step_id, item, status, attempt, at, detail)
+    VALUES (NEW.run_id, NEW.step_id, NEW.item, NEW.status, NEW.attempt, NEW.changed_at, NEW.error);
+END;
 
 CREATE TABLE approvals (
     run_id      TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,

@@ -22,6 +22,9 @@ pub enum StoreError {
         /// What was wrong.
         message: String,
     },
+    /// A conditional write found its row changed by someone else (a lost lease); nothing of the request was kept.
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// The transaction holding a write could not be committed.
     #[error("cannot commit to the database: {0}")]
     Commit(String),

@@ -121,6 +121,18 @@ async fn apply(conn: &mut SqliteConnection, batch: &mut [Box<dyn Job>]) -> Resul
     use sqlx::Executor;
     let fail = |e: sqlx::Error| e.to_string();
     conn.execute("BEGIN IMMEDIATE").await.map_err(fail)?;
+    if let [job] = batch {
+        // Alone in its transaction, a request needs no savepoint: if it fails, the whole transaction is its own.
+        if !job.run(conn).await {
+            let _ = conn.execute("ROLLBACK").await;
+            return Ok(());
+        }
+        if let Err(e) = conn.execute("COMMIT").await {
+            let _ = conn.execute("ROLLBACK").await;
+            return Err(e.to_string());
+        }
+        return Ok(());
+    }
     for job in batch.iter_mut() {
         if let Err(e) = conn.execute("SAVEPOINT job").await {
             let _ = conn.execute("ROLLBACK").await;

@@ -167,6 +167,143 @@ pub struct TaskShape<'a> {
     pub action: &'a str,
 }
 
+const CLAIM_SQL: &str = "INSERT INTO steps (run_id, step_id, item, position, action, status, attempt, input, \
+     lease_owner, lease_until, started_at, changed_at) VALUES (?, ?, ?, ?, ?, 'running', 1, ?, ?, ?, ?, ?) \
+     ON CONFLICT (run_id, step_id, item) DO UPDATE SET status = 'running', attempt = steps.attempt + 1, \
+     input = excluded.input, lease_owner = excluded.lease_owner, lease_until = excluded.lease_until, \
+     wake_at = NULL, error = NULL, changed_at = excluded.changed_at, \
+     started_at = COALESCE(steps.started_at, excluded.started_at) \
+     WHERE steps.status IN ('queued', 'waiting') \
+        OR (steps.status = 'running' AND (steps.lease_owner IS NOT excluded.lease_owner OR steps.lease_until < ?)) \
+     RETURNING attempt";
+
+const SETTLE_SQL: &str = "INSERT INTO steps (run_id, step_id, item, position, action, status, attempt, input, output, \
+     error_kind, error, wake_at, finished_at, changed_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?) \
+     ON CONFLICT (run_id, step_id, item) DO UPDATE SET status = excluded.status, changed_at = excluded.changed_at, \
+     input = COALESCE(excluded.input, steps.input), output = excluded.output, error_kind = excluded.error_kind, \
+     error = excluded.error, wake_at = excluded.wake_at, finished_at = excluded.finished_at, \
+     lease_owner = NULL, lease_until = NULL \
+     WHERE steps.status NOT IN ('succeeded', 'failed', 'skipped', 'cancelled') \
+       AND (? IS NULL OR steps.lease_owner = ?) \
+     RETURNING attempt";
+
+type Args = sqlx::sqlite::SqliteArguments<'static>;
+
+fn add<T>(args: &mut Args, value: T) -> Result<(), StoreError>
+where
+    T: sqlx::Encode<'static, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite> + 'static,
+{
+    use sqlx::Arguments;
+    args.add(value)
+        .map_err(|e| StoreError::Database(sqlx::Error::Encode(e)))
+}
+
+/// A change to a task, for [`apply`].
+#[derive(Debug, Clone)]
+pub enum TaskWrite<'a> {
+    /// Claims the task for `owner` until `lease_until`, starting its next attempt with `input` (see [`claim`]).
+    Claim {
+        /// The task.
+        key: &'a TaskKey,
+        /// Its step.
+        shape: TaskShape<'a>,
+        /// The rendered input.
+        input: &'a Value,
+        /// The worker.
+        owner: &'a str,
+        /// Unix ms.
+        lease_until: i64,
+    },
+    /// Moves the task to a new state (see [`settle`]).
+    Settle {
+        /// The task.
+        key: &'a TaskKey,
+        /// Its step.
+        shape: TaskShape<'a>,
+        /// Only if this worker holds it.
+        owner: Option<&'a str>,
+        /// The new state.
+        settle: Settle<'a>,
+    },
+}
+
+fn bind_write(args: &mut Args, write: &TaskWrite<'_>) -> Result<&'static str, StoreError> {
+    let now = now_ms();
+    match write {
+        TaskWrite::Claim { key, shape, input, owner, lease_until } => {
+            add(args, key.run.clone())?;
+            add(args, key.step.clone())?;
+            add(args, key.item)?;
+            add(args, shape.position)?;
+            add(args, shape.action.to_owned())?;
+            add(args, text(input))?;
+            add(args, owner.to_string())?;
+            add(args, *lease_until)?;
+            add(args, now)?;
+            add(args, now_us())?;
+            add(args, now)?;
+            Ok(CLAIM_SQL)
+        }
+        TaskWrite::Settle { key, shape, owner, settle } => {
+            add(args, key.run.clone())?;
+            add(args, key.step.clone())?;
+            add(args, key.item)?;
+            add(args, shape.position)?;
+            add(args, shape.action.to_owned())?;
+            add(args, settle.status.as_str())?;
+            add(args, settle.input.map(text))?;
+            add(args, settle.output.map(text))?;
+            add(args, settle.error_kind.map(str::to_owned))?;
+            add(args, settle.error.map(str::to_owned))?;
+            add(args, settle.wake_at)?;
+            add(args, settle.status.is_terminal().then(|| now))?;
+            add(args, now_us())?;
+            add(args, owner.map(str::to_owned))?;
+            add(args, owner.map(str::to_owned))?;
+            Ok(SETTLE_SQL)
+        }
+    }
+}
+
+/// Applies several task changes in one round trip to the database (one multi-statement query). For each, in
+/// order: the attempt a claim started or the attempt a settle recorded, or `None` if the row had moved on (ended,
+/// or held by another live worker).
+pub async fn apply(c: &mut Conn, writes: &[TaskWrite<'_>]) -> Result<Vec<Option<i64>>, StoreError> {
+    use futures_util::TryStreamExt;
+    use sqlx::Either;
+    if writes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut args = Args::default();
+    let mut sql = String::new();
+    for write in writes {
+        sql.push_str(bind_write(&mut args, write)?);
+        sql.push_str(";\n");
+    }
+    let mut results = Vec::with_capacity(writes.len());
+    let mut returned: Option<i64> = None;
+    // SQLite's driver runs every statement of one query in one message to its worker thread; sqlx 0.8 marks
+    // `fetch_many` deprecated because other drivers cannot, but a round trip to that thread costs more than the
+    // statements themselves, so a flush of many task changes is one message here.
+    #[allow(deprecated)]
+    let mut stream = sqlx::query_with(&sql, args).fetch_many(&mut *c);
+    while let Some(item) = stream.try_next().await? {
+        match item {
+            Either::Right(row) => returned = Some(row.try_get(0)?),
+            Either::Left(_) => results.push(returned.take()),
+        }
+    }
+    drop(stream);
+    if results.len() != writes.len() {
+        return Err(StoreError::Commit(format!(
+            "{} task changes sent, {} answered",
+            writes.len(),
+            results.len()
+        )));
+    }
+    Ok(results)
+}
+
 /// Claims a task for `owner` until `lease_until`, starting its next attempt with `input`; returns that attempt's
 /// number, or `None` if the task has ended already (or another live worker holds it).
 pub async fn claim(
@@ -177,33 +314,8 @@ pub async fn claim(
     owner: &str,
     lease_until: i64,
 ) -> Result<Option<i64>, StoreError> {
-    let now = now_ms();
-    let attempt: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO steps (run_id, step_id, item, position, action, status, attempt, input, lease_owner, lease_until, \
-         started_at) VALUES (?, ?, ?, ?, ?, 'running', 1, ?, ?, ?, ?) \
-         ON CONFLICT (run_id, step_id, item) DO UPDATE SET status = 'running', attempt = steps.attempt + 1, \
-         input = excluded.input, lease_owner = excluded.lease_owner, lease_until = excluded.lease_until, \
-         wake_at = NULL, started_at = COALESCE(steps.started_at, excluded.started_at) \
-         WHERE steps.status IN ('queued', 'waiting') \
-            OR (steps.status = 'running' AND (steps.lease_owner IS NOT excluded.lease_owner OR steps.lease_until < ?)) \
-         RETURNING attempt",
-    )
-    .bind(&key.run)
-    .bind(&key.step)
-    .bind(key.item)
-    .bind(shape.position)
-    .bind(shape.action)
-    .bind(text(input))
-    .bind(owner)
-    .bind(lease_until)
-    .bind(now)
-    .bind(now)
-    .fetch_optional(&mut *c)
-    .await?;
-    if let Some(attempt) = attempt {
-        transition(c, &key.run, Some(&key.step), key.item, "running", attempt, None).await?;
-    }
-    Ok(attempt)
+    let write = TaskWrite::Claim { key, shape: shape.clone(), input, owner, lease_until };
+    Ok(apply(c, std::slice::from_ref(&write)).await?.pop().flatten())
 }
 
 /// How a task ends or pauses.
@@ -232,43 +344,8 @@ pub async fn settle(
     owner: Option<&str>,
     settle: &Settle<'_>,
 ) -> Result<bool, StoreError> {
-    let finished_at = settle.status.is_terminal().then(now_ms);
-    let attempt: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO steps (run_id, step_id, item, position, action, status, attempt, input, output, error_kind, \
-         error, wake_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?) \
-         ON CONFLICT (run_id, step_id, item) DO UPDATE SET status = excluded.status, \
-         input = COALESCE(excluded.input, steps.input), output = excluded.output, error_kind = excluded.error_kind, \
-         error = excluded.error, wake_at = excluded.wake_at, finished_at = excluded.finished_at, \
-         lease_owner = NULL, lease_until = NULL \
-         WHERE steps.status NOT IN ('succeeded', 'failed', 'skipped', 'cancelled') \
-           AND (? IS NULL OR steps.lease_owner = ?) \
-         RETURNING attempt",
-    )
-    .bind(&key.run)
-    .bind(&key.step)
-    .bind(key.item)
-    .bind(shape.position)
-    .bind(shape.action)
-    .bind(settle.status.as_str())
-    .bind(settle.input.map(text))
-    .bind(settle.output.map(text))
-    .bind(settle.error_kind)
-    .bind(settle.error)
-    .bind(settle.wake_at)
-    .bind(finished_at)
-    .bind(owner)
-    .bind(owner)
-    .fetch_optional(&mut *c)
-    .await?;
-    match attempt {
-        Some(attempt) => {
-            let detail = settle.error;
-            transition(c, &key.run, Some(&key.step), key.item, settle.status.as_str(), attempt, detail)
-                .await?;
-            Ok(true)
-        }
-        None => Ok(false),
-    }
+    let write = TaskWrite::Settle { key, shape: shape.clone(), owner, settle: settle.clone() };
+    Ok(apply(c, std::slice::from_ref(&write)).await?.pop().flatten().is_some())
 }
 
 /// Extends the leases of every task `owner` is running.
@@ -416,26 +493,18 @@ pub async fn audit(
 pub async fn copy_succeeded_steps(c: &mut Conn, from: &str, to: &str) -> Result<u64, StoreError> {
     let copied = sqlx::query(
         "INSERT INTO steps (run_id, step_id, item, position, action, status, attempt, input, output, started_at, \
-         finished_at) SELECT ?, step_id, item, position, action, status, attempt, input, output, started_at, \
-         finished_at FROM steps WHERE run_id = ? AND status = 'succeeded'",
+         finished_at, changed_at) SELECT ?, step_id, item, position, action, status, attempt, input, output, \
+         started_at, finished_at, ? FROM steps WHERE run_id = ? AND status = 'succeeded'",
     )
     .bind(to)
+    .bind(now_us())
     .bind(from)
     .execute(&mut *c)
     .await?
     .rows_affected();
     if copied > 0 {
-        let detail = format!("kept from run {from}");
-        sqlx::query(
-            "INSERT INTO transitions (run_id, step_id, item, status, attempt, at, detail) \
-             SELECT ?, step_id, item, 'succeeded', attempt, ?, ? FROM steps WHERE run_id = ?",
-        )
-        .bind(to)
-        .bind(now_us())
-        .bind(detail)
-        .bind(to)
-        .execute(&mut *c)
-        .await?;
+        let detail = format!("kept {copied} succeeded task(s) from run {from}");
+        transition(c, to, None, -1, "running", 0, Some(&detail)).await?;
     }
     Ok(copied)
 }
