@@ -4,7 +4,9 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -100,7 +102,7 @@ impl Limiter {
                 let wake = self.wake.clone();
                 let run = run.to_owned();
                 tokio::spawn(async move {
-                    tokio::time::sleep_until(at.into()).await;
+                    tokio::time::sleep_until(at).await;
                     let _ = wake.send(Wake::Run(run));
                 });
                 return None;

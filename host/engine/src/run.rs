@@ -281,59 +281,40 @@ impl RunTask {
             .collect();
         let owner = self.inner.owner.clone();
         let lease_until = now_ms() + self.inner.lease.as_millis() as i64;
-        let written = self
-            .inner
-            .store
-            .journal()
-            .write(move |c| {
-                Box::pin(async move {
-                    let writes: Vec<write::TaskWrite<'_>> = ops
-                        .iter()
-                        .map(|op| match op {
-                            Op::Claim { key, position, action, input, .. } => write::TaskWrite::Claim {
-                                key,
-                                shape: TaskShape { position: *position, action },
-                                input,
-                                owner: &owner,
-                                lease_until,
-                            },
-                            Op::Settle { key, position, action, owner, status, output, input, kind, error, wake_at } => {
-                                write::TaskWrite::Settle {
-                                    key,
-                                    shape: TaskShape { position: *position, action },
-                                    owner: owner.as_deref(),
-                                    settle: Settle {
-                                        status: *status,
-                                        output: output.as_ref(),
-                                        error_kind: kind.as_deref(),
-                                        error: error.as_deref(),
-                                        wake_at: *wake_at,
-                                        input: input.as_ref(),
-                                    },
-                                }
-                            }
-                        })
-                        .collect();
-                    let answers = write::apply(c, &writes).await?;
-                    let mut results = Vec::with_capacity(ops.len());
-                    for (op, answer) in ops.iter().zip(answers) {
-                        match op {
-                            Op::Claim { slot, .. } => results.push(OpResult::Claimed(*slot, answer)),
-                            Op::Settle { key, .. } => {
-                                if answer.is_none() {
-                                    return Err(qila_store::StoreError::Conflict(format!(
-                                        "step `{}` of run {} moved on under this worker",
-                                        key.step, key.run
-                                    )));
-                                }
-                                results.push(OpResult::Settled);
-                            }
-                        }
+        let mut claimed: Vec<Option<Slot>> = Vec::with_capacity(ops.len());
+        let changes: Vec<write::TaskChange> = ops
+            .into_iter()
+            .map(|op| match op {
+                Op::Claim { slot, key, position, action, input } => {
+                    claimed.push(Some(slot));
+                    write::TaskChange {
+                        key,
+                        position,
+                        action,
+                        change: write::Change::Claim { input, owner: owner.clone(), lease_until },
                     }
-                    Ok(results)
-                })
+                }
+                Op::Settle { key, position, action, owner, status, output, input, kind, error, wake_at } => {
+                    claimed.push(None);
+                    write::TaskChange {
+                        key,
+                        position,
+                        action,
+                        change: write::Change::Settle { owner, status, output, input, error_kind: kind, error, wake_at },
+                    }
+                }
             })
-            .await;
+            .collect();
+        let written = self.inner.store.journal().apply(changes).await.map(|answers| {
+            claimed
+                .into_iter()
+                .zip(answers)
+                .map(|(slot, answer)| match slot {
+                    Some(slot) => OpResult::Claimed(slot, answer),
+                    None => OpResult::Settled,
+                })
+                .collect::<Vec<_>>()
+        });
         let results = match written {
             Ok(results) => results,
             Err(qila_store::StoreError::Conflict(message)) => {

@@ -68,6 +68,10 @@ CREATE TABLE steps (
 CREATE INDEX steps_timers ON steps (wake_at) WHERE status = 'waiting' AND wake_at IS NOT NULL;
 CREATE INDEX steps_leased ON steps (lease_owner) WHERE status = 'running';
 
+-- Never holds a row: a write that must change a task (a settle by its lease holder) is followed by an insert here
+-- that fails this check when the write changed nothing, which aborts the transaction.
+CREATE TABLE lease_guard (ok INTEGER NOT NULL CONSTRAINT lease_lost CHECK (ok > 0));
+
 -- Append-only history of every task transition (what the SSE stream replays).
 CREATE TABLE transitions (
     seq      INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -13,6 +13,7 @@ use sqlx::{Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::StoreError;
+use crate::write::{self, TaskChange};
 
 /// How many requests may wait for the writer before callers wait too (back-pressure, not loss).
 const QUEUE: usize = 16 * 1024;
@@ -63,10 +64,19 @@ where
     }
 }
 
+/// A request to the writer: a closure, or task changes (which the writer can send to the database together).
+enum Request {
+    Job(Box<dyn Job>),
+    Tasks {
+        changes: Vec<TaskChange>,
+        reply: TaskReply,
+    },
+}
+
 /// Sends write requests to the writer task. Cheap to clone.
 #[derive(Clone)]
 pub struct Journal {
-    tx: mpsc::Sender<Box<dyn Job>>,
+    tx: mpsc::Sender<Request>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -97,21 +107,101 @@ impl Journal {
             reply,
         });
         self.tx
-            .send(job)
+            .send(Request::Job(job))
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        answer.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Applies task changes (see [`write::apply`]) in a transaction and returns, once it is committed, for each
+    /// change the attempt it started or recorded, or `None` if the row had moved on. A guarded settle that finds
+    /// its row moved on fails the request with [`StoreError::Conflict`], and none of its changes are kept.
+    ///
+    /// When every waiting request is of this kind, the writer sends them all, with the transaction's `BEGIN` and
+    /// `COMMIT`, in one round trip to the database.
+    pub async fn apply(&self, changes: Vec<TaskChange>) -> Result<Vec<Option<i64>>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Request::Tasks { changes, reply })
             .await
             .map_err(|_| StoreError::WriterGone)?;
         answer.await.map_err(|_| StoreError::WriterGone)?
     }
 }
 
-async fn write_loop(mut conn: PoolConnection<Sqlite>, mut rx: mpsc::Receiver<Box<dyn Job>>) {
-    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(64);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let committed = apply(&mut conn, &mut batch).await;
-        if let Err(e) = &committed {
-            tracing::error!(error = %e, requests = batch.len(), "journal commit failed");
+type TaskReply = oneshot::Sender<Result<Vec<Option<i64>>, StoreError>>;
+
+/// Applies task-change requests alone in the batch: all in one round trip (one transaction); if that fails (a
+/// guard, a busy database), each request again in its own transaction, so only the failing ones fail.
+async fn apply_tasks(conn: &mut SqliteConnection, requests: Vec<(Vec<TaskChange>, TaskReply)>) {
+    use sqlx::Executor;
+    let together = match write::batch_args(requests.iter().flat_map(|(c, _)| c.iter())) {
+        Ok(args) => match write::run_batch(conn, args, true).await {
+            Ok(returned) => Some(returned),
+            Err(e) => {
+                let _ = conn.execute("ROLLBACK").await;
+                tracing::debug!(error = %e, "a batch of task changes failed; applying them one by one");
+                None
+            }
+        },
+        Err(_) => None,
+    };
+    if let Some(returned) = together {
+        for (changes, reply) in requests {
+            let _ = reply.send(Ok(write::batch_answers(&changes, &returned)));
         }
-        for job in batch.drain(..) {
+        return;
+    }
+    for (changes, reply) in requests {
+        let result = match write::batch_args(changes.iter()) {
+            Ok(args) => match write::run_batch(conn, args, true).await {
+                Ok(returned) => Ok(write::batch_answers(&changes, &returned)),
+                Err(e) => {
+                    let _ = conn.execute("ROLLBACK").await;
+                    Err(e)
+                }
+            },
+            Err(e) => Err(e),
+        };
+        let _ = reply.send(result);
+    }
+}
+
+/// A job applying task changes (for a batch that also has closures).
+fn task_job(
+    changes: Vec<TaskChange>,
+) -> impl for<'c> FnOnce(&'c mut SqliteConnection) -> WriteFuture<'c, Vec<Option<i64>>> + Send + 'static {
+    move |c| Box::pin(async move { write::apply(c, &changes).await })
+}
+
+async fn write_loop(mut conn: PoolConnection<Sqlite>, mut rx: mpsc::Receiver<Request>) {
+    let mut requests: Vec<Request> = Vec::with_capacity(64);
+    while rx.recv_many(&mut requests, MAX_BATCH).await > 0 {
+        let mut jobs: Vec<Box<dyn Job>> = Vec::new();
+        let mut tasks = Vec::new();
+        for request in requests.drain(..) {
+            match request {
+                Request::Job(job) => jobs.push(job),
+                Request::Tasks { changes, reply } => tasks.push((changes, reply)),
+            }
+        }
+        if jobs.is_empty() {
+            apply_tasks(&mut conn, tasks).await;
+            continue;
+        }
+        // Mixed: task changes become jobs of their own (each in its savepoint).
+        for (changes, reply) in tasks {
+            jobs.push(Box::new(Typed {
+                f: Some(task_job(changes)),
+                out: None,
+                reply,
+            }));
+        }
+        let committed = apply(&mut conn, &mut jobs).await;
+        if let Err(e) = &committed {
+            tracing::error!(error = %e, requests = jobs.len(), "journal commit failed");
+        }
+        for job in jobs.drain(..) {
             job.deliver(committed.clone());
         }
     }

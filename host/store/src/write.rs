@@ -167,27 +167,7 @@ pub struct TaskShape<'a> {
     pub action: &'a str,
 }
 
-const CLAIM_SQL: &str = "INSERT INTO steps (run_id, step_id, item, position, action, status, attempt, input, \
-     lease_owner, lease_until, started_at, changed_at) VALUES (?, ?, ?, ?, ?, 'running', 1, ?, ?, ?, ?, ?) \
-     ON CONFLICT (run_id, step_id, item) DO UPDATE SET status = 'running', attempt = steps.attempt + 1, \
-     input = excluded.input, lease_owner = excluded.lease_owner, lease_until = excluded.lease_until, \
-     wake_at = NULL, error = NULL, changed_at = excluded.changed_at, \
-     started_at = COALESCE(steps.started_at, excluded.started_at) \
-     WHERE steps.status IN ('queued', 'waiting') \
-        OR (steps.status = 'running' AND (steps.lease_owner IS NOT excluded.lease_owner OR steps.lease_until < ?)) \
-     RETURNING attempt";
-
-const SETTLE_SQL: &str = "INSERT INTO steps (run_id, step_id, item, position, action, status, attempt, input, output, \
-     error_kind, error, wake_at, finished_at, changed_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?) \
-     ON CONFLICT (run_id, step_id, item) DO UPDATE SET status = excluded.status, changed_at = excluded.changed_at, \
-     input = COALESCE(excluded.input, steps.input), output = excluded.output, error_kind = excluded.error_kind, \
-     error = excluded.error, wake_at = excluded.wake_at, finished_at = excluded.finished_at, \
-     lease_owner = NULL, lease_until = NULL \
-     WHERE steps.status NOT IN ('succeeded', 'failed', 'skipped', 'cancelled') \
-       AND (? IS NULL OR steps.lease_owner = ?) \
-     RETURNING attempt";
-
-type Args = sqlx::sqlite::SqliteArguments<'static>;
+pub(crate) type Args = sqlx::sqlite::SqliteArguments<'static>;
 
 fn add<T>(args: &mut Args, value: T) -> Result<(), StoreError>
 where
@@ -198,110 +178,219 @@ where
         .map_err(|e| StoreError::Database(sqlx::Error::Encode(e)))
 }
 
-/// A change to a task, for [`apply`].
+/// A change to a task, for [`apply`] and [`Journal::apply`](crate::Journal::apply).
 #[derive(Debug, Clone)]
-pub enum TaskWrite<'a> {
+pub struct TaskChange {
+    /// The task.
+    pub key: TaskKey,
+    /// The step's index in its playbook.
+    pub position: i64,
+    /// `plugin.action`.
+    pub action: String,
+    /// What changes.
+    pub change: Change,
+}
+
+/// What a [`TaskChange`] does.
+#[derive(Debug, Clone)]
+pub enum Change {
     /// Claims the task for `owner` until `lease_until`, starting its next attempt with `input` (see [`claim`]).
     Claim {
-        /// The task.
-        key: &'a TaskKey,
-        /// Its step.
-        shape: TaskShape<'a>,
         /// The rendered input.
-        input: &'a Value,
+        input: Value,
         /// The worker.
-        owner: &'a str,
+        owner: String,
         /// Unix ms.
         lease_until: i64,
     },
     /// Moves the task to a new state (see [`settle`]).
     Settle {
-        /// The task.
-        key: &'a TaskKey,
-        /// Its step.
-        shape: TaskShape<'a>,
-        /// Only if this worker holds it.
-        owner: Option<&'a str>,
-        /// The new state.
-        settle: Settle<'a>,
+        /// Only if this worker holds it; the whole request fails with [`StoreError::Conflict`] if it does not.
+        owner: Option<String>,
+        /// The new status.
+        status: StepStatus,
+        /// Its output.
+        output: Option<Value>,
+        /// The input, when the task never ran.
+        input: Option<Value>,
+        /// The error kind.
+        error_kind: Option<String>,
+        /// The error, or the reason for a skip.
+        error: Option<String>,
+        /// When a waiting task's timer fires.
+        wake_at: Option<i64>,
     },
 }
 
-fn bind_write(args: &mut Args, write: &TaskWrite<'_>) -> Result<&'static str, StoreError> {
-    let now = now_ms();
-    match write {
-        TaskWrite::Claim { key, shape, input, owner, lease_until } => {
-            add(args, key.run.clone())?;
-            add(args, key.step.clone())?;
-            add(args, key.item)?;
-            add(args, shape.position)?;
-            add(args, shape.action.to_owned())?;
-            add(args, text(input))?;
-            add(args, owner.to_string())?;
-            add(args, *lease_until)?;
-            add(args, now)?;
-            add(args, now_us())?;
-            add(args, now)?;
-            Ok(CLAIM_SQL)
-        }
-        TaskWrite::Settle { key, shape, owner, settle } => {
-            add(args, key.run.clone())?;
-            add(args, key.step.clone())?;
-            add(args, key.item)?;
-            add(args, shape.position)?;
-            add(args, shape.action.to_owned())?;
-            add(args, settle.status.as_str())?;
-            add(args, settle.input.map(text))?;
-            add(args, settle.output.map(text))?;
-            add(args, settle.error_kind.map(str::to_owned))?;
-            add(args, settle.error.map(str::to_owned))?;
-            add(args, settle.wake_at)?;
-            add(args, settle.status.is_terminal().then(|| now))?;
-            add(args, now_us())?;
-            add(args, owner.map(str::to_owned))?;
-            add(args, owner.map(str::to_owned))?;
-            Ok(SETTLE_SQL)
+/// Every task change of a batch, in four statements whose text never changes (so SQLite parses them once):
+/// guarded settles, the guard (fails the transaction if one of them changed nothing), other settles, claims.
+/// Settles go before claims; a batch never claims a task and then settles it.
+pub(crate) const BATCH_SQL: &str = concat!(
+    "INSERT INTO steps (run_id, step_id, item, position, action, status, attempt, input, output, ",
+    "error_kind, error, wake_at, finished_at, lease_owner, changed_at) ",
+    "SELECT value ->> '$.run', value ->> '$.step', value ->> '$.item', value ->> '$.position', value ->> '$.action', ",
+    "value ->> '$.status', 0, value ->> '$.input', value ->> '$.output', value ->> '$.kind', value ->> '$.error', ",
+    "value ->> '$.wake_at', value ->> '$.finished_at', value ->> '$.owner', ? FROM json_each(?) WHERE true ",
+    "ON CONFLICT (run_id, step_id, item) DO UPDATE SET status = excluded.status, changed_at = excluded.changed_at, ",
+    "input = COALESCE(excluded.input, steps.input), output = excluded.output, error_kind = excluded.error_kind, ",
+    "error = excluded.error, wake_at = excluded.wake_at, finished_at = excluded.finished_at, ",
+    "lease_owner = NULL, lease_until = NULL ",
+    "WHERE steps.status NOT IN ('succeeded', 'failed', 'skipped', 'cancelled') ",
+    "AND (excluded.lease_owner IS NULL OR steps.lease_owner = excluded.lease_owner) ",
+    "RETURNING run_id, step_id, item, attempt;\n",
+    "INSERT INTO lease_guard (ok) SELECT 0 WHERE changes() < ?;\n",
+    "INSERT INTO steps (run_id, step_id, item, position, action, status, attempt, input, output, ",
+    "error_kind, error, wake_at, finished_at, lease_owner, changed_at) ",
+    "SELECT value ->> '$.run', value ->> '$.step', value ->> '$.item', value ->> '$.position', value ->> '$.action', ",
+    "value ->> '$.status', 0, value ->> '$.input', value ->> '$.output', value ->> '$.kind', value ->> '$.error', ",
+    "value ->> '$.wake_at', value ->> '$.finished_at', value ->> '$.owner', ? FROM json_each(?) WHERE true ",
+    "ON CONFLICT (run_id, step_id, item) DO UPDATE SET status = excluded.status, changed_at = excluded.changed_at, ",
+    "input = COALESCE(excluded.input, steps.input), output = excluded.output, error_kind = excluded.error_kind, ",
+    "error = excluded.error, wake_at = excluded.wake_at, finished_at = excluded.finished_at, ",
+    "lease_owner = NULL, lease_until = NULL ",
+    "WHERE steps.status NOT IN ('succeeded', 'failed', 'skipped', 'cancelled') ",
+    "AND (excluded.lease_owner IS NULL OR steps.lease_owner = excluded.lease_owner) ",
+    "RETURNING run_id, step_id, item, attempt;\n",
+    "INSERT INTO steps (run_id, step_id, item, position, action, status, attempt, input, ",
+    "lease_owner, lease_until, started_at, changed_at) ",
+    "SELECT value ->> '$.run', value ->> '$.step', value ->> '$.item', value ->> '$.position', value ->> '$.action', ",
+    "'running', 1, value ->> '$.input', value ->> '$.owner', value ->> '$.lease_until', ?, ? FROM json_each(?) WHERE true ",
+    "ON CONFLICT (run_id, step_id, item) DO UPDATE SET status = 'running', attempt = steps.attempt + 1, ",
+    "input = excluded.input, lease_owner = excluded.lease_owner, lease_until = excluded.lease_until, ",
+    "wake_at = NULL, error = NULL, changed_at = excluded.changed_at, ",
+    "started_at = COALESCE(steps.started_at, excluded.started_at) ",
+    "WHERE steps.status IN ('queued', 'waiting') ",
+    "OR (steps.status = 'running' AND (steps.lease_owner IS NOT excluded.lease_owner OR steps.lease_until < ?)) ",
+    "RETURNING run_id, step_id, item, attempt;\n",
+);
+
+/// The name of the guard's constraint, as it appears in the database's error.
+pub(crate) const GUARD_NAME: &str = "lease_lost";
+
+/// The arguments of [`BATCH_SQL`] for `changes`.
+pub(crate) fn batch_args<'c>(changes: impl Iterator<Item = &'c TaskChange>) -> Result<Args, StoreError> {
+    let (now, now_micros) = (now_ms(), now_us());
+    let (mut guarded, mut unguarded, mut claims) = (Vec::new(), Vec::new(), Vec::new());
+    for change in changes {
+        let key = &change.key;
+        let mut row = serde_json::json!({
+            "run": key.run, "step": key.step, "item": key.item, "position": change.position, "action": change.action,
+        });
+        match &change.change {
+            Change::Claim { input, owner, lease_until } => {
+                row["input"] = Value::String(text(input));
+                row["owner"] = Value::String(owner.clone());
+                row["lease_until"] = Value::from(*lease_until);
+                claims.push(row);
+            }
+            Change::Settle { owner, status, output, input, error_kind, error, wake_at } => {
+                row["status"] = Value::from(status.as_str());
+                row["input"] = input.as_ref().map_or(Value::Null, |v| Value::String(text(v)));
+                row["output"] = output.as_ref().map_or(Value::Null, |v| Value::String(text(v)));
+                row["kind"] = error_kind.clone().map_or(Value::Null, Value::String);
+                row["error"] = error.clone().map_or(Value::Null, Value::String);
+                row["wake_at"] = wake_at.map_or(Value::Null, Value::from);
+                row["finished_at"] = if status.is_terminal() { Value::from(now) } else { Value::Null };
+                row["owner"] = owner.clone().map_or(Value::Null, Value::String);
+                if owner.is_some() {
+                    guarded.push(row);
+                } else {
+                    unguarded.push(row);
+                }
+            }
         }
     }
+    let guarded_count = guarded.len() as i64;
+    let mut args = Args::default();
+    add(&mut args, now_micros)?;
+    add(&mut args, Value::Array(guarded).to_string())?;
+    add(&mut args, guarded_count)?;
+    add(&mut args, now_micros)?;
+    add(&mut args, Value::Array(unguarded).to_string())?;
+    add(&mut args, now)?;
+    add(&mut args, now_micros)?;
+    add(&mut args, Value::Array(claims).to_string())?;
+    add(&mut args, now)?;
+    Ok(args)
 }
 
-/// Applies several task changes in one round trip to the database (one multi-statement query). For each, in
-/// order: the attempt a claim started or the attempt a settle recorded, or `None` if the row had moved on (ended,
-/// or held by another live worker).
-pub async fn apply(c: &mut Conn, writes: &[TaskWrite<'_>]) -> Result<Vec<Option<i64>>, StoreError> {
+/// Maps what [`BATCH_SQL`] returned to each change: the attempt it started or recorded, or `None`.
+pub(crate) fn batch_answers(
+    changes: &[TaskChange],
+    returned: &std::collections::HashMap<(bool, String, String, i64), i64>,
+) -> Vec<Option<i64>> {
+    changes
+        .iter()
+        .map(|c| {
+            let claim = matches!(c.change, Change::Claim { .. });
+            returned
+                .get(&(claim, c.key.run.clone(), c.key.step.clone(), c.key.item))
+                .copied()
+        })
+        .collect()
+}
+
+/// Runs [`BATCH_SQL`] (optionally wrapped in `BEGIN IMMEDIATE` ... `COMMIT`) in one round trip; returns, by
+/// (is a claim, run, step, item), the attempt of every row it changed.
+pub(crate) async fn run_batch(
+    c: &mut Conn,
+    args: Args,
+    transaction: bool,
+) -> Result<std::collections::HashMap<(bool, String, String, i64), i64>, StoreError> {
     use futures_util::TryStreamExt;
     use sqlx::Either;
-    if writes.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut args = Args::default();
-    let mut sql = String::new();
-    for write in writes {
-        sql.push_str(bind_write(&mut args, write)?);
-        sql.push_str(";\n");
-    }
-    let mut results = Vec::with_capacity(writes.len());
-    let mut returned: Option<i64> = None;
-    // SQLite's driver runs every statement of one query in one message to its worker thread; sqlx 0.8 marks
-    // `fetch_many` deprecated because other drivers cannot, but a round trip to that thread costs more than the
-    // statements themselves, so a flush of many task changes is one message here.
+    static WRAPPED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let sql: &str = if transaction {
+        WRAPPED.get_or_init(|| format!("BEGIN IMMEDIATE;\n{BATCH_SQL}COMMIT;"))
+    } else {
+        BATCH_SQL
+    };
+    // The statement that returns claims is the fourth of BATCH_SQL (the fifth after BEGIN).
+    let claims_statement = if transaction { 4 } else { 3 };
+    let mut returned = std::collections::HashMap::new();
+    let mut statement = 0;
+    // SQLite's driver runs every statement of one query in one message to its worker thread, and keeps them
+    // prepared; sqlx 0.8 marks `fetch_many` deprecated because other drivers cannot, but a round trip to that
+    // thread costs more than the statements themselves.
     #[allow(deprecated)]
-    let mut stream = sqlx::query_with(&sql, args).fetch_many(&mut *c);
-    while let Some(item) = stream.try_next().await? {
+    let mut stream = sqlx::query_with(sql, args).fetch_many(&mut *c);
+    while let Some(item) = stream.try_next().await.map_err(|e| conflict(e.into()))? {
         match item {
-            Either::Right(row) => returned = Some(row.try_get(0)?),
-            Either::Left(_) => results.push(returned.take()),
+            Either::Right(row) => {
+                let key = (
+                    statement == claims_statement,
+                    row.try_get::<String, _>(0)?,
+                    row.try_get::<String, _>(1)?,
+                    row.try_get::<i64, _>(2)?,
+                );
+                returned.insert(key, row.try_get::<i64, _>(3)?);
+            }
+            Either::Left(_) => statement += 1,
         }
     }
-    drop(stream);
-    if results.len() != writes.len() {
-        return Err(StoreError::Commit(format!(
-            "{} task changes sent, {} answered",
-            writes.len(),
-            results.len()
-        )));
+    Ok(returned)
+}
+
+/// Applies task changes in one round trip, inside the caller's transaction. For each, in order: the attempt a
+/// claim started or a settle recorded, or `None` if the row had moved on (ended, or held by another live worker).
+/// A guarded settle (one with an `owner`) that finds its row moved on fails the whole call with
+/// [`StoreError::Conflict`]; roll back.
+pub async fn apply(c: &mut Conn, changes: &[TaskChange]) -> Result<Vec<Option<i64>>, StoreError> {
+    if changes.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(results)
+    let returned = run_batch(c, batch_args(changes.iter())?, false).await?;
+    Ok(batch_answers(changes, &returned))
+}
+
+/// Turns the guard's constraint failure into a conflict.
+pub(crate) fn conflict(e: StoreError) -> StoreError {
+    match &e {
+        StoreError::Database(sqlx::Error::Database(db)) if db.message().contains(GUARD_NAME) => {
+            StoreError::Conflict("a task changed under this worker (its lease was taken over, or it ended)".into())
+        }
+        _ => e,
+    }
 }
 
 /// Claims a task for `owner` until `lease_until`, starting its next attempt with `input`; returns that attempt's
@@ -314,8 +403,13 @@ pub async fn claim(
     owner: &str,
     lease_until: i64,
 ) -> Result<Option<i64>, StoreError> {
-    let write = TaskWrite::Claim { key, shape: shape.clone(), input, owner, lease_until };
-    Ok(apply(c, std::slice::from_ref(&write)).await?.pop().flatten())
+    let change = TaskChange {
+        key: key.clone(),
+        position: shape.position,
+        action: shape.action.to_owned(),
+        change: Change::Claim { input: input.clone(), owner: owner.to_owned(), lease_until },
+    };
+    Ok(apply(c, &[change]).await?.pop().flatten())
 }
 
 /// How a task ends or pauses.
@@ -336,7 +430,8 @@ pub struct Settle<'a> {
 }
 
 /// Moves a task that has not ended to `settle.status`. With `owner`, only if that worker holds it (a worker whose
-/// lease was taken over cannot record a result); without, whoever holds it. Returns false if nothing changed.
+/// lease was taken over cannot record a result); without, whoever holds it. Returns false if nothing changed
+/// (with `owner`, the failed guard has aborted the statement batch: roll back the transaction).
 pub async fn settle(
     c: &mut Conn,
     key: &TaskKey,
@@ -344,8 +439,25 @@ pub async fn settle(
     owner: Option<&str>,
     settle: &Settle<'_>,
 ) -> Result<bool, StoreError> {
-    let write = TaskWrite::Settle { key, shape: shape.clone(), owner, settle: settle.clone() };
-    Ok(apply(c, std::slice::from_ref(&write)).await?.pop().flatten().is_some())
+    let change = TaskChange {
+        key: key.clone(),
+        position: shape.position,
+        action: shape.action.to_owned(),
+        change: Change::Settle {
+            owner: owner.map(str::to_owned),
+            status: settle.status,
+            output: settle.output.cloned(),
+            input: settle.input.cloned(),
+            error_kind: settle.error_kind.map(str::to_owned),
+            error: settle.error.map(str::to_owned),
+            wake_at: settle.wake_at,
+        },
+    };
+    match apply(c, &[change]).await {
+        Ok(answers) => Ok(answers.first().copied().flatten().is_some()),
+        Err(StoreError::Conflict(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Extends the leases of every task `owner` is running.
