@@ -1,5 +1,6 @@
 //! Builds the bundled plugins (`plugins/`, a workspace of its own) for `wasm32-wasip2` and embeds them in the
-//! `qila` binary, so that one binary carries everything a fresh installation needs.
+//! `qila` binary, with the example playbooks of `playbooks/` (which `qila serve` publishes), so that one binary
+//! carries everything a fresh installation needs.
 
 use std::path::PathBuf;
 
@@ -41,6 +42,28 @@ fn main() {
     for ((name, _), path) in BUNDLED.iter().zip(&paths) {
         code.push_str(&format!(
             "    ({name:?}, include_bytes!({:?})),\n",
+            path.display().to_string()
+        ));
+    }
+    code.push_str("];\n");
+
+    // The example playbooks: every `playbooks/*.yaml`, by file name, in name order.
+    let playbooks = root.join("playbooks");
+    println!("cargo:rerun-if-changed={}", playbooks.display());
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&playbooks)
+        .expect("cannot read playbooks/")
+        .map(|e| e.expect("cannot read playbooks/").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    code.push_str(
+        "/// The example playbooks of `playbooks/`, embedded in the binary: (file name, YAML source).\n",
+    );
+    code.push_str("pub const BUNDLED_PLAYBOOKS: &[(&str, &str)] = &[\n");
+    for path in &files {
+        let name = path.file_name().expect("a file name").to_string_lossy();
+        code.push_str(&format!(
+            "    ({name:?}, include_str!({:?})),\n",
             path.display().to_string()
         ));
     }

@@ -1,9 +1,15 @@
-//! `qila`: run, validate and inspect Qila playbooks and plugins.
+//! `qila`: run, validate and inspect Qila playbooks and plugins; serve the orchestrator and its API; drive a
+//! running server (playbooks, runs, approvals) from the command line.
 
+mod client;
 mod commands;
 mod config;
+mod fmt;
+mod inputs;
+mod lock;
 mod runtime;
 mod scaffold;
+mod signals;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,15 +22,33 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(flatten)]
     settings: config::Settings,
+    #[command(flatten)]
+    client: client::ClientArgs,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a playbook to completion. Exit 0 when it succeeded, 1 when it failed, 2 when the playbook or its input is
-    /// invalid.
+    /// Run a playbook file to completion in this process, durably. Exit 0 when it succeeded, 1 when it failed, 2
+    /// when the playbook or its input is invalid, 130 when interrupted (the run is left for `qila serve` to resume).
     Run(commands::run::RunArgs),
+    /// Run the orchestrator and its HTTP API until SIGINT or SIGTERM.
+    Serve(commands::validate::Dummy),
+    /// Publish, list and show playbooks on a running server.
+    Playbook {
+        #[command(subcommand)]
+        command: commands::playbook::PlaybookCommand,
+    },
+    /// List, show, start, cancel, re-run and watch runs on a running server.
+    Runs {
+        #[command(subcommand)]
+        command: commands::runs::RunsCommand,
+    },
+    /// Approve (or deny) a run's pending approval on a running server.
+    Approve(commands::approve::ApproveArgs),
+    /// Create and list API tokens in the data directory.
+    Token,
     /// Check playbooks without running them. Exit 0 when all are valid, else 2 with one `file:line:col: message`
     /// line per error.
     Validate {
@@ -49,10 +73,15 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
+    // A server says what it does; one-shot commands only warn.
+    let default_filter = match cli.command {
+        Command::Serve(_) => "warn,qila=info,qila_engine=info,qila_server=info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("QILA_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -70,6 +99,13 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async move {
         match cli.command {
             Command::Run(args) => commands::run::run(&cli.settings, args).await,
+            Command::Serve(_) => todo!(),
+            Command::Playbook { command } => {
+                commands::playbook::playbook(&cli.settings, &cli.client, command).await
+            }
+            Command::Runs { command } => commands::runs::runs(&cli.client, command).await,
+            Command::Approve(args) => commands::approve::approve(&cli.client, args).await,
+            Command::Token => todo!(),
             Command::Bench(args) => commands::bench::bench(&cli.settings, args).await,
             Command::Validate { files } => {
                 commands::validate::validate(&cli.settings, &files).await
@@ -97,6 +133,65 @@ fn report_peak_rss() {
         eprintln!(
             "qila: peak-rss-kib {}",
             kib.trim().trim_end_matches("kB").trim()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::{Cli, Command};
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn client_flags_are_global_and_have_defaults() {
+        let cli = Cli::try_parse_from(["qila", "runs", "list", "--status", "failed"]).unwrap();
+        assert!(matches!(cli.command, Command::Runs { .. }));
+        if std::env::var_os("QILA_SERVER").is_none() {
+            assert_eq!(cli.client.server, "http://127.0.0.1:8080");
+        }
+        let cli = Cli::try_parse_from([
+            "qila",
+            "approve",
+            "RUN",
+            "approve",
+            "--deny",
+            "--server",
+            "http://h:1",
+            "--token",
+            "t",
+        ])
+        .unwrap();
+        assert_eq!(cli.client.server, "http://h:1");
+        assert_eq!(cli.client.token.as_deref(), Some("t"));
+    }
+
+    #[test]
+    fn runs_start_takes_repeated_inputs() {
+        let cli = Cli::try_parse_from([
+            "qila",
+            "runs",
+            "start",
+            "approve-block",
+            "--input",
+            "ip=9.9.9.9",
+            "-i",
+            "reason=x",
+            "--wait",
+        ])
+        .unwrap();
+        let Command::Runs { command } = cli.command else {
+            panic!("not runs");
+        };
+        let text = format!("{command:?}");
+        assert!(
+            text.contains("ip=9.9.9.9") && text.contains("reason=x") && text.contains("wait: true"),
+            "{text}"
         );
     }
 }

@@ -1,12 +1,13 @@
 //! The pieces a command needs, put together: the store, the sandbox with every plugin loaded under its grants,
-//! the action catalog for validation and the executor for the engine.
+//! the plugin catalog for validation and version pinning, the executor for the engine, and the orchestrator of a
+//! locked data directory.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use qila_engine::{StepCall, StepError, StepExecutor};
+use qila_engine::{Options, Orchestrator, PluginCatalog, StepCall, StepError, StepExecutor};
 use qila_model::{ActionCatalog, did_you_mean};
 use qila_sandbox::{
     HostServices, InvocationContext, KvBackend, KvFuture, Plugin, Sandbox, SandboxConfig,
@@ -16,11 +17,12 @@ use qila_store::Store;
 use serde_json::Value;
 
 use crate::config::Settings;
+use crate::lock::DataDirLock;
 
 mod bundled {
     include!(concat!(env!("OUT_DIR"), "/bundled.rs"));
 }
-pub use bundled::BUNDLED_PLUGINS;
+pub use bundled::{BUNDLED_PLAYBOOKS, BUNDLED_PLUGINS};
 
 /// Where a plugin came from.
 #[derive(Debug, Clone)]
@@ -56,7 +58,41 @@ pub struct Plugins {
 /// The store, the sandbox and the plugins.
 pub struct Runtime {
     pub store: Store,
-    pub plugins: Plugins,
+    pub plugins: Arc<Plugins>,
+}
+
+/// A data directory this process drives runs in: its lock, the loaded runtime and a started orchestrator.
+pub struct Driver {
+    /// Held for as long as the orchestrator runs.
+    pub _lock: DataDirLock,
+    pub runtime: Runtime,
+    pub orchestrator: Orchestrator,
+}
+
+impl Driver {
+    /// Locks the data directory (refusing when another process holds it), opens the runtime and starts the
+    /// orchestrator as the directory's sole worker, which resumes every unfinished run.
+    pub async fn start(settings: &Settings) -> anyhow::Result<Self> {
+        let lock = DataDirLock::acquire(&settings.data_dir())?;
+        tracing::debug!(lock = %lock.path().display(), "data directory locked");
+        let runtime = Runtime::open(settings).await?;
+        let orchestrator = Orchestrator::start(
+            runtime.store.clone(),
+            Arc::new(runtime.executor()),
+            runtime.catalog(),
+            Options {
+                sole_worker: true,
+                ..Options::default()
+            },
+        )
+        .await
+        .context("cannot start the orchestrator")?;
+        Ok(Self {
+            _lock: lock,
+            runtime,
+            orchestrator,
+        })
+    }
 }
 
 impl Runtime {
@@ -121,8 +157,19 @@ impl Runtime {
         }
         Ok(Self {
             store,
-            plugins: Plugins { loaded, failures },
+            plugins: Arc::new(Plugins { loaded, failures }),
         })
+    }
+
+    /// The loaded plugins as the orchestrator's catalog (it adds the built-in actions itself).
+    pub fn catalog(&self) -> Arc<dyn PluginCatalog> {
+        self.plugins.clone()
+    }
+
+    /// The loaded plugins with the engine's built-in actions (`core.approval`, `core.sleep`, `core.playbook`), as
+    /// playbooks see them: what `qila validate` checks against.
+    pub fn playbook_catalog(&self) -> qila_engine::BuiltinCatalog {
+        qila_engine::BuiltinCatalog::over(self.catalog())
     }
 
     /// The executor that runs steps in the sandbox.
@@ -172,6 +219,13 @@ impl ActionCatalog for Plugins {
                 did_you_mean(action, p.manifest().actions.iter().map(|a| a.name.as_str()))
             )),
         }
+    }
+}
+
+impl PluginCatalog for Plugins {
+    fn digest(&self, plugin: &str) -> Option<String> {
+        // Computed once, when the sandbox loaded the component.
+        self.loaded.get(plugin).map(|(p, _)| p.digest().to_string())
     }
 }
 

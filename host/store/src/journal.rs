@@ -248,7 +248,6 @@ async fn apply(conn: &mut SqliteConnection, batch: &mut [Box<dyn Job>]) -> Resul
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::Store;
 
     #[tokio::test]

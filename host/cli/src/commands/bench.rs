@@ -1,5 +1,8 @@
 //! `qila bench`: measures the engine with the real sandbox and the real SQLite store.
 //!
+//! Every run goes through the durable orchestrator, as with `qila serve`: each transition is committed before it
+//! is acted on.
+//!
 //! - chain: N steps of `core.echo`, each needing the one before and reading its output;
 //! - fan-out: N independent steps of `core.echo`;
 //! - sandbox: the same action invoked N times directly (fresh instance per call), to separate the sandbox's cost
@@ -9,18 +12,16 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use qila_engine::Engine;
-use qila_model::Playbook;
+use qila_engine::{Orchestrator, StartRun};
 use qila_sandbox::InvocationContext;
-use qila_store::RunStatus;
-use serde_json::json;
+use qila_store::{RunRow, RunStatus, TriggerKind};
+use serde_json::{Value, json};
 
 use crate::config::Settings;
-use crate::runtime::Runtime;
+use crate::runtime::Driver;
 
 /// Arguments of `qila bench`.
 #[derive(Debug, clap::Args)]
@@ -85,22 +86,22 @@ pub async fn bench(settings: &Settings, args: BenchArgs) -> anyhow::Result<ExitC
     if args.steps < 2 || args.rounds == 0 {
         bail!("--steps must be at least 2 and --rounds at least 1");
     }
-    let runtime = Runtime::open(settings).await?;
-    let executor = Arc::new(runtime.executor());
-    let engine = Engine::new(executor, runtime.store.recorder());
-    let load = |yaml: &str, name: &str| -> anyhow::Result<Arc<Playbook>> {
-        Playbook::load(yaml, name, &runtime.plugins)
-            .map(Arc::new)
-            .map_err(|d| anyhow::anyhow!("{d}"))
+    let driver = Driver::start(settings).await?;
+    let orchestrator = driver.orchestrator.clone();
+    let publish = async |yaml: &str, file: &str| -> anyhow::Result<String> {
+        let published = orchestrator
+            .publish(yaml, file, "bench")
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(published.version.name)
     };
-    let chain_pb = load(&chain(args.steps), "bench-chain.yaml")?;
-    let fan_pb = load(&fan_out(args.steps), "bench-fanout.yaml")?;
+    let chain_pb = publish(&chain(args.steps), "bench-chain.yaml").await?;
+    let fan_pb = publish(&fan_out(args.steps), "bench-fanout.yaml").await?;
 
     // Warm up: first instantiations, store pages, allocator.
     for pb in [&chain_pb, &fan_pb] {
-        engine.run(pb.clone(), Default::default(), None).await?;
+        run_once(&orchestrator, pb).await?;
     }
-    engine.flush().await?;
 
     let n = args.steps as f64;
     let mut chain_per_step = Vec::new();
@@ -108,30 +109,27 @@ pub async fn bench(settings: &Settings, args: BenchArgs) -> anyhow::Result<ExitC
     let mut fan_per_step = Vec::new();
     for _ in 0..args.rounds {
         let t = Instant::now();
-        let report = engine
-            .run(chain_pb.clone(), Default::default(), None)
-            .await?;
-        engine.flush().await?;
+        let run = run_once(&orchestrator, &chain_pb).await?;
         let elapsed = t.elapsed().as_secs_f64();
-        if report.status != RunStatus::Succeeded || report.outputs["last"] != json!(args.steps - 1)
-        {
-            bail!("chain run did not succeed: {:?}", report.error);
+        let last = run.outputs.as_ref().and_then(|o| o.get("last"));
+        if run.status != RunStatus::Succeeded || last != Some(&json!(args.steps - 1)) {
+            bail!("chain run did not succeed: {:?}", run.error);
         }
         chain_per_step.push(elapsed / n * 1e6);
 
         let t = Instant::now();
-        let report = engine.run(fan_pb.clone(), Default::default(), None).await?;
-        engine.flush().await?;
+        let run = run_once(&orchestrator, &fan_pb).await?;
         let elapsed = t.elapsed().as_secs_f64();
-        if report.status != RunStatus::Succeeded {
-            bail!("fan-out run did not succeed: {:?}", report.error);
+        if run.status != RunStatus::Succeeded {
+            bail!("fan-out run did not succeed: {:?}", run.error);
         }
         fan_rate.push(n / elapsed);
         fan_per_step.push(elapsed / n * 1e6);
     }
 
     // The sandbox alone: a fresh instance + call + drop of core.echo, sequentially.
-    let (echo, _) = runtime
+    let (echo, _) = driver
+        .runtime
         .plugins
         .loaded
         .get("core")
@@ -150,6 +148,10 @@ pub async fn bench(settings: &Settings, args: BenchArgs) -> anyhow::Result<ExitC
     let chain_median = median(chain_per_step.clone());
     let overhead = (chain_median - sandbox_median).max(0.0);
 
+    // The child processes lock the data directory: release it first.
+    orchestrator.shutdown(Duration::from_secs(5)).await;
+    drop(orchestrator);
+    drop(driver);
     let process = process_figures(&settings.data_dir(), args.process_rounds)?;
 
     let figures = json!({
@@ -186,6 +188,20 @@ pub async fn bench(settings: &Settings, args: BenchArgs) -> anyhow::Result<ExitC
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Starts a run of the latest version of `playbook` and waits for its end.
+async fn run_once(orchestrator: &Orchestrator, playbook: &str) -> anyhow::Result<RunRow> {
+    let run = orchestrator
+        .start_run(StartRun {
+            playbook: playbook.to_string(),
+            version: None,
+            inputs: Value::Object(Default::default()),
+            trigger: TriggerKind::Manual,
+            actor: "bench".into(),
+        })
+        .await?;
+    Ok(orchestrator.wait(&run.id).await?)
 }
 
 fn round2(x: f64) -> f64 {

@@ -1,26 +1,33 @@
 //! One module per subcommand.
 
+pub mod approve;
 pub mod bench;
+pub mod playbook;
 pub mod plugin;
 pub mod run;
+pub mod runs;
+//pub mod serve;
+//pub mod token;
 pub mod validate;
 
 use std::path::Path;
 
-use qila_model::{Diagnostic, Diagnostics, Playbook};
+use qila_model::{ActionCatalog, Diagnostic, Diagnostics, Playbook};
 
-use crate::runtime::Plugins;
-
-/// Reads and validates a playbook against the loaded plugins; unreadable files become a diagnostic too.
-pub fn load_playbook(path: &Path, plugins: &Plugins) -> Result<Playbook, Diagnostics> {
-    let file = path.display().to_string();
-    let source = std::fs::read_to_string(path).map_err(|e| {
+/// Reads a playbook file; an unreadable file becomes a `FILE:1:1: cannot read file: ...` diagnostic.
+pub fn read_playbook(path: &Path) -> Result<String, Diagnostics> {
+    std::fs::read_to_string(path).map_err(|e| {
         Diagnostics(vec![Diagnostic {
-            file: file.clone(),
+            file: path.display().to_string(),
             line: 1,
             col: 1,
             message: format!("cannot read file: {e}"),
         }])
-    })?;
-    Playbook::load(&source, &file, plugins)
+    })
+}
+
+/// Reads and validates a playbook against `catalog`; unreadable files become a diagnostic too.
+pub fn load_playbook(path: &Path, catalog: &dyn ActionCatalog) -> Result<Playbook, Diagnostics> {
+    let source = read_playbook(path)?;
+    Playbook::load(&source, &path.display().to_string(), catalog)
 }
