@@ -25,7 +25,10 @@ pub type WriteFuture<'c, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 
 trait Job: Send {
     /// Runs the request; false when it failed and its savepoint must be rolled back.
-    fn run<'c>(&'c mut self, conn: &'c mut SqliteConnection) -> Pin<Box<dyn Future<Output = bool> + Send + 'c>>;
+    fn run<'c>(
+        &'c mut self,
+        conn: &'c mut SqliteConnection,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'c>>;
     fn deliver(self: Box<Self>, committed: Result<(), String>);
 }
 
@@ -40,7 +43,10 @@ where
     T: Send + 'static,
     F: for<'c> FnOnce(&'c mut SqliteConnection) -> WriteFuture<'c, T> + Send + 'static,
 {
-    fn run<'c>(&'c mut self, conn: &'c mut SqliteConnection) -> Pin<Box<dyn Future<Output = bool> + Send + 'c>> {
+    fn run<'c>(
+        &'c mut self,
+        conn: &'c mut SqliteConnection,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'c>> {
         Box::pin(async move {
             let Some(f) = self.f.take() else {
                 return true;
@@ -170,7 +176,8 @@ async fn apply_tasks(conn: &mut SqliteConnection, requests: Vec<(Vec<TaskChange>
 /// A job applying task changes (for a batch that also has closures).
 fn task_job(
     changes: Vec<TaskChange>,
-) -> impl for<'c> FnOnce(&'c mut SqliteConnection) -> WriteFuture<'c, Vec<Option<i64>>> + Send + 'static {
+) -> impl for<'c> FnOnce(&'c mut SqliteConnection) -> WriteFuture<'c, Vec<Option<i64>>> + Send + 'static
+{
     move |c| Box::pin(async move { write::apply(c, &changes).await })
 }
 

@@ -6,6 +6,7 @@
 //! answers each caller after the commit, so the engine acts on a transition only once it is durable. The
 //! statements it composes are in [`write`]. Reads go straight to the connection pool.
 
+mod access;
 mod error;
 mod journal;
 mod kv;
@@ -20,11 +21,13 @@ use std::time::Duration;
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
+pub use access::{AuditEntry, Role, TokenInfo};
 pub use error::StoreError;
 pub use journal::{Journal, WriteFuture};
 pub use read::{RunFilter, ScheduleRow};
 pub use record::{
-    ApprovalRow, RunRow, RunStatus, StepRow, StepStatus, Transition, TriggerKind, VersionRow, now_ms, now_us,
+    ApprovalRow, RunRow, RunStatus, StepRow, StepStatus, Transition, TriggerKind, VersionRow,
+    now_ms, now_us,
 };
 pub use sqlx::SqliteConnection;
 

@@ -45,7 +45,11 @@ impl Store {
     }
 
     /// Version `version` of `name`.
-    pub async fn version(&self, name: &str, version: i64) -> Result<Option<VersionRow>, StoreError> {
+    pub async fn version(
+        &self,
+        name: &str,
+        version: i64,
+    ) -> Result<Option<VersionRow>, StoreError> {
         sqlx::query("SELECT * FROM playbook_versions WHERE name = ? AND version = ?")
             .bind(name)
             .bind(version)
@@ -103,7 +107,8 @@ impl Store {
         if let Some(before) = &filter.before {
             q.push(" AND id < ").push_bind(before);
         }
-        q.push(" ORDER BY id DESC LIMIT ").push_bind(filter.limit.clamp(1, 1000) as i64);
+        q.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(filter.limit.clamp(1, 1000) as i64);
         q.build()
             .fetch_all(&self.pool)
             .await?
@@ -114,9 +119,10 @@ impl Store {
 
     /// How many runs are in each state.
     pub async fn run_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM runs GROUP BY status ORDER BY status")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT status, COUNT(*) AS n FROM runs GROUP BY status ORDER BY status")
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter()
             .map(|r| Ok((r.try_get("status")?, r.try_get("n")?)))
             .collect()
@@ -132,7 +138,10 @@ impl Store {
         rows.iter()
             .map(|r| {
                 let status: String = r.try_get("status")?;
-                Ok((r.try_get("id")?, RunStatus::parse(&status).unwrap_or(RunStatus::Running)))
+                Ok((
+                    r.try_get("id")?,
+                    RunStatus::parse(&status).unwrap_or(RunStatus::Running),
+                ))
             })
             .collect()
     }
@@ -227,10 +236,12 @@ impl Store {
 
     /// The webhook secret of `playbook`.
     pub async fn hook_secret(&self, playbook: &str) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT secret FROM hooks WHERE playbook = ?")
-            .bind(playbook)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT secret FROM hooks WHERE playbook = ?")
+                .bind(playbook)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     /// Queued runs of `playbook`, oldest first.

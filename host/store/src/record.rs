@@ -269,7 +269,11 @@ pub struct ApprovalRow {
     pub decided_at: Option<i64>,
 }
 
-pub(crate) fn json(row: &SqliteRow, column: &str, table: &'static str) -> Result<Value, StoreError> {
+pub(crate) fn json(
+    row: &SqliteRow,
+    column: &str,
+    table: &'static str,
+) -> Result<Value, StoreError> {
     let text: String = row.try_get(column)?;
     serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
         table,

@@ -7,9 +7,7 @@ use serde_json::Value;
 use sqlx::{Row, SqliteConnection};
 
 use crate::error::StoreError;
-use crate::record::{
-    ApprovalRow, RunRow, RunStatus, StepStatus, VersionRow, now_ms, now_us,
-};
+use crate::record::{ApprovalRow, RunRow, RunStatus, StepStatus, VersionRow, now_ms, now_us};
 
 type Conn = SqliteConnection;
 
@@ -70,12 +68,14 @@ pub async fn insert_run(c: &mut Conn, r: &RunRow) -> Result<(), StoreError> {
 
 /// Moves a queued run to running; false if it was not queued.
 pub async fn start_queued_run(c: &mut Conn, id: &str) -> Result<bool, StoreError> {
-    let done = sqlx::query("UPDATE runs SET status = 'running', started_at = ? WHERE id = ? AND status = 'queued'")
-        .bind(now_ms())
-        .bind(id)
-        .execute(&mut *c)
-        .await?
-        .rows_affected()
+    let done = sqlx::query(
+        "UPDATE runs SET status = 'running', started_at = ? WHERE id = ? AND status = 'queued'",
+    )
+    .bind(now_ms())
+    .bind(id)
+    .execute(&mut *c)
+    .await?
+    .rows_affected()
         == 1;
     if done {
         transition(c, id, None, -1, "running", 0, None).await?;
@@ -268,7 +268,9 @@ pub(crate) const BATCH_SQL: &str = concat!(
 pub(crate) const GUARD_NAME: &str = "lease_lost";
 
 /// The arguments of [`BATCH_SQL`] for `changes`.
-pub(crate) fn batch_args<'c>(changes: impl Iterator<Item = &'c TaskChange>) -> Result<Args, StoreError> {
+pub(crate) fn batch_args<'c>(
+    changes: impl Iterator<Item = &'c TaskChange>,
+) -> Result<Args, StoreError> {
     let (now, now_micros) = (now_ms(), now_us());
     let (mut guarded, mut unguarded, mut claims) = (Vec::new(), Vec::new(), Vec::new());
     for change in changes {
@@ -277,20 +279,40 @@ pub(crate) fn batch_args<'c>(changes: impl Iterator<Item = &'c TaskChange>) -> R
             "run": key.run, "step": key.step, "item": key.item, "position": change.position, "action": change.action,
         });
         match &change.change {
-            Change::Claim { input, owner, lease_until } => {
+            Change::Claim {
+                input,
+                owner,
+                lease_until,
+            } => {
                 row["input"] = Value::String(text(input));
                 row["owner"] = Value::String(owner.clone());
                 row["lease_until"] = Value::from(*lease_until);
                 claims.push(row);
             }
-            Change::Settle { owner, status, output, input, error_kind, error, wake_at } => {
+            Change::Settle {
+                owner,
+                status,
+                output,
+                input,
+                error_kind,
+                error,
+                wake_at,
+            } => {
                 row["status"] = Value::from(status.as_str());
-                row["input"] = input.as_ref().map_or(Value::Null, |v| Value::String(text(v)));
-                row["output"] = output.as_ref().map_or(Value::Null, |v| Value::String(text(v)));
+                row["input"] = input
+                    .as_ref()
+                    .map_or(Value::Null, |v| Value::String(text(v)));
+                row["output"] = output
+                    .as_ref()
+                    .map_or(Value::Null, |v| Value::String(text(v)));
                 row["kind"] = error_kind.clone().map_or(Value::Null, Value::String);
                 row["error"] = error.clone().map_or(Value::Null, Value::String);
                 row["wake_at"] = wake_at.map_or(Value::Null, Value::from);
-                row["finished_at"] = if status.is_terminal() { Value::from(now) } else { Value::Null };
+                row["finished_at"] = if status.is_terminal() {
+                    Value::from(now)
+                } else {
+                    Value::Null
+                };
                 row["owner"] = owner.clone().map_or(Value::Null, Value::String);
                 if owner.is_some() {
                     guarded.push(row);
@@ -387,7 +409,9 @@ pub async fn apply(c: &mut Conn, changes: &[TaskChange]) -> Result<Vec<Option<i6
 pub(crate) fn conflict(e: StoreError) -> StoreError {
     match &e {
         StoreError::Database(sqlx::Error::Database(db)) if db.message().contains(GUARD_NAME) => {
-            StoreError::Conflict("a task changed under this worker (its lease was taken over, or it ended)".into())
+            StoreError::Conflict(
+                "a task changed under this worker (its lease was taken over, or it ended)".into(),
+            )
         }
         _ => e,
     }
@@ -407,7 +431,11 @@ pub async fn claim(
         key: key.clone(),
         position: shape.position,
         action: shape.action.to_owned(),
-        change: Change::Claim { input: input.clone(), owner: owner.to_owned(), lease_until },
+        change: Change::Claim {
+            input: input.clone(),
+            owner: owner.to_owned(),
+            lease_until,
+        },
     };
     Ok(apply(c, &[change]).await?.pop().flatten())
 }
@@ -462,12 +490,16 @@ pub async fn settle(
 
 /// Extends the leases of every task `owner` is running.
 pub async fn renew_leases(c: &mut Conn, owner: &str, until: i64) -> Result<u64, StoreError> {
-    Ok(sqlx::query("UPDATE steps SET lease_until = ? WHERE lease_owner = ? AND status = 'running'")
+    Ok(
+        sqlx::query(
+            "UPDATE steps SET lease_until = ? WHERE lease_owner = ? AND status = 'running'",
+        )
         .bind(until)
         .bind(owner)
         .execute(&mut *c)
         .await?
-        .rows_affected())
+        .rows_affected(),
+    )
 }
 
 /// Records the approval a `core.approval` task asks for (once: a second call changes nothing).
@@ -569,12 +601,14 @@ pub async fn advance_schedule(
 
 /// The webhook secret of `playbook`, created from `fresh` if it has none.
 pub async fn ensure_hook(c: &mut Conn, playbook: &str, fresh: &str) -> Result<String, StoreError> {
-    sqlx::query("INSERT INTO hooks (playbook, secret, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
-        .bind(playbook)
-        .bind(fresh)
-        .bind(now_ms())
-        .execute(&mut *c)
-        .await?;
+    sqlx::query(
+        "INSERT INTO hooks (playbook, secret, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+    )
+    .bind(playbook)
+    .bind(fresh)
+    .bind(now_ms())
+    .execute(&mut *c)
+    .await?;
     let row = sqlx::query("SELECT secret FROM hooks WHERE playbook = ?")
         .bind(playbook)
         .fetch_one(&mut *c)

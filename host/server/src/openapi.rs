@@ -1,0 +1,299 @@
+//! The route table — every endpoint with its method, path, role and summary — and the OpenAPI 3.1 document built
+//! from it. The router is checked against this table by a test, so the document cannot miss a route.
+
+use serde_json::{Map, Value, json};
+
+/// One endpoint.
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    /// `GET`, `POST`, `DELETE`.
+    pub method: &'static str,
+    /// The path, with `{param}`s.
+    pub path: &'static str,
+    /// The role needed (`None`: no token; the webhook is authenticated by its secret).
+    pub role: Option<&'static str>,
+    /// What it does.
+    pub summary: &'static str,
+    /// The status of a successful answer.
+    pub ok: u16,
+    /// What the request body is, if it has one.
+    pub body: Option<&'static str>,
+}
+
+const fn route(
+    method: &'static str,
+    path: &'static str,
+    role: Option<&'static str>,
+    ok: u16,
+    summary: &'static str,
+    body: Option<&'static str>,
+) -> Route {
+    Route {
+        method,
+        path,
+        role,
+        summary,
+        ok,
+        body,
+    }
+}
+
+/// Every endpoint of the API.
+pub const ROUTES: &[Route] = &[
+    route(
+        "GET",
+        "/api/v1/health",
+        None,
+        200,
+        "Whether the server is up.",
+        None,
+    ),
+    route(
+        "GET",
+        "/api/v1/openapi.json",
+        None,
+        200,
+        "This document.",
+        None,
+    ),
+    route(
+        "GET",
+        "/api/v1/playbooks",
+        Some("viewer"),
+        200,
+        "The latest version of each published playbook.",
+        None,
+    ),
+    route(
+        "POST",
+        "/api/v1/playbooks",
+        Some("engineer"),
+        201,
+        "Publish a playbook: a new immutable version unless the source and its plugins are unchanged (then 200).",
+        Some(
+            "The YAML (application/yaml), or {\"source\": YAML, \"file\": name} (application/json).",
+        ),
+    ),
+    route(
+        "GET",
+        "/api/v1/playbooks/{name}",
+        Some("viewer"),
+        200,
+        "The versions of a playbook, newest first.",
+        None,
+    ),
+    route(
+        "GET",
+        "/api/v1/playbooks/{name}/versions/{version}",
+        Some("viewer"),
+        200,
+        "One version, with its source.",
+        None,
+    ),
+    route(
+        "GET",
+        "/api/v1/playbooks/{name}/hook",
+        Some("engineer"),
+        200,
+        "The playbook's webhook path and secret.",
+        None,
+    ),
+    route(
+        "GET",
+        "/api/v1/runs",
+        Some("viewer"),
+        200,
+        "Runs, newest first; filter by playbook and status, page with `before` = the previous page's `next`.",
+        None,
+    ),
+    route(
+        "POST",
+        "/api/v1/runs",
+        Some("analyst"),
+        201,
+        "Start a run.",
+        Some("{\"playbook\": name, \"version\": n (optional), \"inputs\": {...}}"),
+    ),
+    route(
+        "GET",
+        "/api/v1/runs/{id}",
+        Some("viewer"),
+        200,
+        "A run with its steps and approvals.",
+        None,
+    ),
+    route(
+        "POST",
+        "/api/v1/runs/{id}/cancel",
+        Some("analyst"),
+        200,
+        "Cancel a run that has not ended.",
+        None,
+    ),
+    route(
+        "POST",
+        "/api/v1/runs/{id}/rerun",
+        Some("analyst"),
+        201,
+        "Start a failed or cancelled run again, keeping the outputs of the steps that succeeded.",
+        None,
+    ),
+    route(
+        "GET",
+        "/api/v1/runs/{id}/events",
+        Some("viewer"),
+        200,
+        "Server-Sent Events: the run's transitions (after `Last-Event-ID` or `after`), live until it ends.",
+        None,
+    ),
+    route(
+        "POST",
+        "/api/v1/runs/{id}/steps/{step}/approve",
+        Some("analyst"),
+        200,
+        "Approve a pending approval.",
+        Some("{\"comment\": text} (optional)"),
+    ),
+    route(
+        "POST",
+        "/api/v1/runs/{id}/steps/{step}/deny",
+        Some("analyst"),
+        200,
+        "Deny a pending approval.",
+        Some("{\"comment\": text} (optional)"),
+    ),
+    route(
+        "GET",
+        "/api/v1/approvals",
+        Some("viewer"),
+        200,
+        "Pending approvals, oldest first (`all=true`: decided too).",
+        None,
+    ),
+    route(
+        "POST",
+        "/api/v1/hooks/{playbook}",
+        None,
+        202,
+        "Start a run from the playbook's webhook; authenticated by X-Qila-Hook-Secret or X-Qila-Signature (HMAC-SHA256 of the body).",
+        Some("Any JSON: the run's inputs, or the input the playbook's `webhook.input` names."),
+    ),
+    route(
+        "GET",
+        "/api/v1/tokens",
+        Some("admin"),
+        200,
+        "API tokens (never their secrets).",
+        None,
+    ),
+    route(
+        "POST",
+        "/api/v1/tokens",
+        Some("admin"),
+        201,
+        "Create a token; its secret is in this answer only.",
+        Some("{\"name\": text, \"role\": \"admin\"|\"engineer\"|\"analyst\"|\"viewer\"}"),
+    ),
+    route(
+        "DELETE",
+        "/api/v1/tokens/{id}",
+        Some("admin"),
+        200,
+        "Revoke a token.",
+        None,
+    ),
+    route(
+        "GET",
+        "/api/v1/audit",
+        Some("admin"),
+        200,
+        "The audit log after `after` (a seq), oldest first.",
+        None,
+    ),
+];
+
+fn query_parameters(path: &str) -> Vec<(&'static str, &'static str)> {
+    match path {
+        "/api/v1/runs" => vec![
+            ("playbook", "Only runs of this playbook."),
+            ("status", "queued, running, succeeded, failed or cancelled."),
+            ("before", "Only runs older than this run id (paging)."),
+            ("limit", "At most this many (default 50, at most 1000)."),
+        ],
+        "/api/v1/runs/{id}/events" => {
+            vec![("after", "Replay transitions after this seq (default 0).")]
+        }
+        "/api/v1/approvals" => vec![("all", "Include decided approvals.")],
+        "/api/v1/audit" => vec![
+            ("after", "Entries after this seq."),
+            ("limit", "At most this many."),
+        ],
+        _ => Vec::new(),
+    }
+}
+
+/// The OpenAPI document.
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for r in ROUTES {
+        let mut parameters: Vec<Value> = r
+            .path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }))
+            .collect();
+        parameters.extend(query_parameters(r.path).into_iter().map(|(name, description)| {
+            json!({ "name": name, "in": "query", "required": false, "description": description, "schema": { "type": "string" } })
+        }));
+        let mut responses = Map::new();
+        responses.insert(r.ok.to_string(), json!({ "description": "OK", "content": { "application/json": { "schema": { "type": "object" } } } }));
+        if r.path.ends_with("/events") {
+            responses.insert(r.ok.to_string(), json!({ "description": "An event stream", "content": { "text/event-stream": { "schema": { "type": "string" } } } }));
+        }
+        for (code, what) in [
+            ("400", "Malformed request"),
+            ("401", "No valid token (or hook secret)"),
+            ("403", "Role not enough"),
+            ("404", "Not found"),
+            ("409", "Conflict with the current state"),
+            ("422", "Rejected playbook or inputs, with diagnostics"),
+        ] {
+            responses.insert(code.into(), json!({ "description": what, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } }));
+        }
+        let mut operation = json!({
+            "summary": r.summary,
+            "operationId": format!("{} {}", r.method.to_lowercase(), r.path),
+            "parameters": parameters,
+            "responses": responses,
+            "x-qila-role": r.role,
+        });
+        operation["security"] = match r.role {
+            Some(_) => json!([{ "bearer": [] }]),
+            None => json!([]),
+        };
+        if let Some(body) = r.body {
+            operation["requestBody"] = json!({ "description": body, "required": !r.path.contains("/steps/"), "content": { "application/json": { "schema": {} } } });
+        }
+        let entry = paths.entry(r.path.to_owned()).or_insert_with(|| json!({}));
+        entry[r.method.to_lowercase()] = operation;
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": { "title": "Qila API", "version": env!("CARGO_PKG_VERSION"), "description": "See docs/api.md." },
+        "paths": paths,
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": { "error": { "type": "object", "required": ["code", "message"], "properties": {
+                        "code": { "type": "string" }, "message": { "type": "string" },
+                        "diagnostics": { "type": "array", "items": { "type": "object", "properties": {
+                            "file": { "type": "string" }, "line": { "type": "integer" }, "column": { "type": "integer" }, "message": { "type": "string" } } } }
+                    } } }
+                }
+            }
+        }
+    })
+}

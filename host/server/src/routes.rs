@@ -1,0 +1,407 @@
+//! The handlers of the JSON routes.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use qila_engine::{Approver, StartRun};
+use qila_store::{Role, RunFilter, RunStatus, TriggerKind, VersionRow};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+
+type Answer = Result<(StatusCode, Json<Value>), ApiError>;
+
+fn ok(value: Value) -> Answer {
+    Ok((StatusCode::OK, Json(value)))
+}
+
+/// Parses a JSON body, saying where it is malformed.
+pub(crate) fn json_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return serde_json::from_slice(b"{}")
+            .map_err(|e| ApiError::invalid(format!("the request needs a JSON body: {e}")));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid(format!("the body is not valid JSON for this request: {e}")))
+}
+
+fn version_summary(v: &VersionRow) -> Value {
+    json!({
+        "name": v.name, "version": v.version, "digest": v.digest, "plugins": v.plugins, "triggers": v.triggers,
+        "published_at": v.published_at, "published_by": v.published_by,
+    })
+}
+
+pub(crate) async fn health() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+pub(crate) async fn openapi() -> Json<Value> {
+    Json(crate::openapi::document())
+}
+
+pub(crate) async fn no_route() -> ApiError {
+    ApiError::not_found("no such endpoint; see /api/v1/openapi.json")
+}
+
+pub(crate) async fn list_playbooks(State(s): State<AppState>, caller: Caller) -> Answer {
+    caller.require(Role::Viewer)?;
+    let list: Vec<Value> = s
+        .orchestrator
+        .store()
+        .playbooks()
+        .await?
+        .iter()
+        .map(version_summary)
+        .collect();
+    ok(json!({ "playbooks": list }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishBody {
+    source: String,
+    file: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct FileQuery {
+    file: Option<String>,
+}
+
+pub(crate) async fn publish(
+    State(s): State<AppState>,
+    caller: Caller,
+    Query(q): Query<FileQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    caller.require(Role::Engineer)?;
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let (source, file) = if is_json {
+        let body: PublishBody = json_body(&body)?;
+        (body.source, body.file)
+    } else {
+        let text = String::from_utf8(body.to_vec())
+            .map_err(|_| ApiError::invalid("the playbook is not UTF-8 text"))?;
+        (text, q.file)
+    };
+    let file = file.unwrap_or_else(|| "playbook.yaml".into());
+    let published = s
+        .orchestrator
+        .publish(&source, &file, caller.name())
+        .await?;
+    s.hooks.forget(&published.version.name);
+    let mut answer = version_summary(&published.version);
+    answer["created"] = json!(published.created);
+    if let Some(secret) = published.hook_secret {
+        answer["hook"] = json!({ "path": format!("/api/v1/hooks/{}", published.version.name), "secret": secret });
+    }
+    let status = if published.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(answer)))
+}
+
+pub(crate) async fn playbook_versions(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Answer {
+    caller.require(Role::Viewer)?;
+    let versions = s.orchestrator.store().versions(&name).await?;
+    if versions.is_empty() {
+        return Err(ApiError::not_found(format!(
+            "no playbook named `{name}` has been published"
+        )));
+    }
+    ok(
+        json!({ "name": name, "versions": versions.iter().map(version_summary).collect::<Vec<_>>() }),
+    )
+}
+
+pub(crate) async fn playbook_version(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path((name, version)): Path<(String, String)>,
+) -> Answer {
+    caller.require(Role::Viewer)?;
+    let number: i64 = version
+        .parse()
+        .map_err(|_| ApiError::invalid(format!("`{version}` is not a version number")))?;
+    let v = s
+        .orchestrator
+        .store()
+        .version(&name, number)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("playbook `{name}` has no version {number}")))?;
+    let mut answer = version_summary(&v);
+    answer["source"] = json!(v.source);
+    ok(answer)
+}
+
+pub(crate) async fn playbook_hook(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Answer {
+    caller.require(Role::Engineer)?;
+    let secret = s
+        .orchestrator
+        .store()
+        .hook_secret(&name)
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(format!("playbook `{name}` has no webhook (`on: webhook`)"))
+        })?;
+    ok(json!({ "path": format!("/api/v1/hooks/{name}"), "secret": secret }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartBody {
+    playbook: String,
+    version: Option<i64>,
+    #[serde(default)]
+    inputs: Value,
+}
+
+pub(crate) async fn start_run(State(s): State<AppState>, caller: Caller, body: Bytes) -> Answer {
+    caller.require(Role::Analyst)?;
+    let body: StartBody = json_body(&body)?;
+    let run = s
+        .orchestrator
+        .start_run(StartRun {
+            playbook: body.playbook,
+            version: body.version,
+            inputs: body.inputs,
+            trigger: TriggerKind::Manual,
+            actor: caller.name().to_owned(),
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(json!(run))))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct RunQuery {
+    playbook: Option<String>,
+    status: Option<String>,
+    before: Option<String>,
+    limit: Option<u32>,
+}
+
+pub(crate) async fn list_runs(
+    State(s): State<AppState>,
+    caller: Caller,
+    Query(q): Query<RunQuery>,
+) -> Answer {
+    caller.require(Role::Viewer)?;
+    let status = match q.status.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(RunStatus::parse(text).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "`{text}` is not a run status; use queued, running, succeeded, failed or cancelled"
+            ))
+        })?),
+    };
+    let limit = q.limit.unwrap_or(50).clamp(1, 1000);
+    let runs = s
+        .orchestrator
+        .store()
+        .runs(&RunFilter {
+            playbook: q.playbook,
+            status,
+            before: q.before,
+            limit,
+        })
+        .await?;
+    let next = (runs.len() as u32 == limit)
+        .then(|| runs.last().map(|r| r.id.clone()))
+        .flatten();
+    ok(json!({ "runs": runs, "next": next }))
+}
+
+pub(crate) async fn get_run(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Answer {
+    caller.require(Role::Viewer)?;
+    let store = s.orchestrator.store();
+    let run = store
+        .run(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no run `{id}`")))?;
+    let steps = store.steps(&id).await?;
+    let approvals = store.run_approvals(&id).await?;
+    ok(json!({ "run": run, "steps": steps, "approvals": approvals }))
+}
+
+pub(crate) async fn cancel_run(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Answer {
+    caller.require(Role::Analyst)?;
+    let run = s.orchestrator.cancel(&id, caller.name()).await?;
+    ok(json!(run))
+}
+
+pub(crate) async fn rerun(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Answer {
+    caller.require(Role::Analyst)?;
+    let run = s.orchestrator.rerun(&id, caller.name()).await?;
+    Ok((StatusCode::CREATED, Json(json!(run))))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DecisionBody {
+    comment: Option<String>,
+}
+
+async fn decide(
+    s: AppState,
+    caller: Caller,
+    run: String,
+    step: String,
+    approve: bool,
+    body: Bytes,
+) -> Answer {
+    caller.require(Role::Analyst)?;
+    let body: DecisionBody = json_body(&body)?;
+    let approver = Approver {
+        name: caller.0.name.clone(),
+        role: caller.0.role.as_str().to_owned(),
+    };
+    let approval = s
+        .orchestrator
+        .decide(&run, &step, approve, body.comment, &approver)
+        .await?;
+    ok(json!(approval))
+}
+
+pub(crate) async fn approve(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path((run, step)): Path<(String, String)>,
+    body: Bytes,
+) -> Answer {
+    decide(s, caller, run, step, true, body).await
+}
+
+pub(crate) async fn deny(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path((run, step)): Path<(String, String)>,
+    body: Bytes,
+) -> Answer {
+    decide(s, caller, run, step, false, body).await
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ApprovalQuery {
+    all: Option<bool>,
+    limit: Option<u32>,
+}
+
+pub(crate) async fn approvals(
+    State(s): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ApprovalQuery>,
+) -> Answer {
+    caller.require(Role::Viewer)?;
+    let list = s
+        .orchestrator
+        .store()
+        .approvals(q.all.unwrap_or(false), q.limit.unwrap_or(1000))
+        .await?;
+    ok(json!({ "approvals": list }))
+}
+
+pub(crate) async fn list_tokens(State(s): State<AppState>, caller: Caller) -> Answer {
+    caller.require(Role::Admin)?;
+    ok(json!({ "tokens": s.orchestrator.store().tokens().await? }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenBody {
+    name: String,
+    role: String,
+}
+
+pub(crate) async fn create_token(State(s): State<AppState>, caller: Caller, body: Bytes) -> Answer {
+    caller.require(Role::Admin)?;
+    let body: TokenBody = json_body(&body)?;
+    let role = Role::parse(&body.role).ok_or_else(|| {
+        ApiError::invalid(format!(
+            "`{}` is not a role; use admin, engineer, analyst or viewer",
+            body.role
+        ))
+    })?;
+    if body.name.trim().is_empty() || body.name.len() > 100 {
+        return Err(ApiError::invalid(
+            "a token's name must be 1 to 100 characters",
+        ));
+    }
+    let (info, token) = s
+        .orchestrator
+        .store()
+        .create_token(&body.name, role, caller.name())
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "token": token, "id": info.id, "name": info.name, "role": info.role })),
+    ))
+}
+
+pub(crate) async fn revoke_token(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Answer {
+    caller.require(Role::Admin)?;
+    if !s
+        .orchestrator
+        .store()
+        .revoke_token(&id, caller.name())
+        .await?
+    {
+        return Err(ApiError::not_found(format!("no live token `{id}`")));
+    }
+    ok(json!({ "revoked": id }))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct AuditQuery {
+    after: Option<i64>,
+    limit: Option<u32>,
+}
+
+pub(crate) async fn audit(
+    State(s): State<AppState>,
+    caller: Caller,
+    Query(q): Query<AuditQuery>,
+) -> Answer {
+    caller.require(Role::Admin)?;
+    let entries = s
+        .orchestrator
+        .store()
+        .audit_log(q.after.unwrap_or(0), q.limit.unwrap_or(1000))
+        .await?;
+    ok(json!({ "entries": entries }))
+}
