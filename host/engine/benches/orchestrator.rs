@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use qila_engine::{Options, Orchestrator, PluginCatalog, StartRun, StepCall, StepError, StepExecutor};
+use qila_engine::{
+    Options, Orchestrator, PluginCatalog, StartRun, StepCall, StepError, StepExecutor,
+};
 use qila_model::{ActionCatalog, StaticCatalog};
 use qila_store::{RunStatus, Store, TriggerKind};
 use serde_json::{Value, json};
@@ -53,16 +55,28 @@ fn fan_out(n: usize) -> String {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
     let orchestrator = rt.block_on(async {
         let store = Store::open(dir.path()).await.expect("store");
         let catalog = StaticCatalog::new().with("t", "echo", json!({}));
-        let o = Orchestrator::start(store, Arc::new(Instant), Arc::new(Catalog(catalog)), Options::default())
+        let o = Orchestrator::start(
+            store,
+            Arc::new(Instant),
+            Arc::new(Catalog(catalog)),
+            Options::default(),
+        )
+        .await
+        .expect("orchestrator");
+        o.publish(&chain(100), "chain.yaml", "bench")
             .await
-            .expect("orchestrator");
-        o.publish(&chain(100), "chain.yaml", "bench").await.expect("chain");
-        o.publish(&fan_out(100), "fan.yaml", "bench").await.expect("fan");
+            .expect("chain");
+        o.publish(&fan_out(100), "fan.yaml", "bench")
+            .await
+            .expect("fan");
         o
     });
     let run = |name: &'static str| {
@@ -83,10 +97,16 @@ fn bench(c: &mut Criterion) {
         }
     };
     let mut group = c.benchmark_group("orchestrator");
-    group.measurement_time(Duration::from_secs(8)).sample_size(20);
+    group
+        .measurement_time(Duration::from_secs(8))
+        .sample_size(20);
     group.throughput(Throughput::Elements(100));
-    group.bench_function("chain of 100 steps", |b| b.iter(|| rt.block_on(run("chain"))));
-    group.bench_function("fan-out of 100 steps", |b| b.iter(|| rt.block_on(run("fan"))));
+    group.bench_function("chain of 100 steps", |b| {
+        b.iter(|| rt.block_on(run("chain")))
+    });
+    group.bench_function("fan-out of 100 steps", |b| {
+        b.iter(|| rt.block_on(run("fan")))
+    });
     group.bench_function("10 runs of 100 fan-out steps at once", |b| {
         b.iter(|| {
             rt.block_on(async {

@@ -93,7 +93,11 @@ impl Limiter {
             return None;
         }
         if let Some((count, per)) = rate {
-            while k.window.front().is_some_and(|t| now.duration_since(*t) >= per) {
+            while k
+                .window
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= per)
+            {
                 k.window.pop_front();
             }
             if k.window.len() as u32 >= count {

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use qila_model::Playbook;
 use qila_store::write::{self, Settle, TaskKey, TaskShape};
-use qila_store::{ApprovalRow, RunRow, RunStatus, StepStatus, Store, TriggerKind, VersionRow, now_ms};
+use qila_store::{
+    ApprovalRow, RunRow, RunStatus, StepStatus, Store, TriggerKind, VersionRow, now_ms,
+};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -42,7 +44,9 @@ pub(crate) async fn start<E: StepExecutor>(
     for row in inner.store.playbooks().await? {
         match inner.latest(&row.name).await {
             Ok(loaded) => inner.subscribe_events(&loaded),
-            Err(e) => tracing::warn!(playbook = %row.name, error = %e, "its latest version cannot run here"),
+            Err(e) => {
+                tracing::warn!(playbook = %row.name, error = %e, "its latest version cannot run here")
+            }
         }
     }
     // Durable timers.
@@ -63,9 +67,16 @@ pub(crate) async fn start<E: StepExecutor>(
             queued_playbooks.push(run.playbook);
         }
     }
-    let resumed = unfinished.iter().filter(|(_, s)| *s == RunStatus::Running).count();
+    let resumed = unfinished
+        .iter()
+        .filter(|(_, s)| *s == RunStatus::Running)
+        .count();
     if !unfinished.is_empty() {
-        tracing::info!(runs = resumed, queued = unfinished.len() - resumed, "resuming unfinished runs");
+        tracing::info!(
+            runs = resumed,
+            queued = unfinished.len() - resumed,
+            "resuming unfinished runs"
+        );
     }
     for (id, status) in &unfinished {
         if *status == RunStatus::Running {
@@ -101,14 +112,16 @@ pub(crate) async fn publish(
     actor: &str,
 ) -> Result<Published, PublishError> {
     let inner = &o.inner;
-    let playbook = Playbook::load(source, file, inner.catalog.as_ref()).map_err(PublishError::Invalid)?;
+    let playbook =
+        Playbook::load(source, file, inner.catalog.as_ref()).map_err(PublishError::Invalid)?;
     let digest = hex::encode(Sha256::digest(source.as_bytes()));
     let mut plugins = BTreeMap::new();
     for step in &playbook.steps {
         if is_builtin(&step.plugin, &step.action) {
             continue;
         }
-        let pinned = PluginCatalog::digest(inner.catalog.as_ref(), &step.plugin).unwrap_or_default();
+        let pinned =
+            PluginCatalog::digest(inner.catalog.as_ref(), &step.plugin).unwrap_or_default();
         plugins.insert(step.plugin.clone(), Value::String(pinned));
     }
     let plugins = Value::Object(plugins.into_iter().collect());
@@ -141,7 +154,13 @@ pub(crate) async fn publish(
         .schedules
         .iter()
         .enumerate()
-        .map(|(i, s)| (i as i64, s.cron.clone(), s.next_after(now).unwrap_or(i64::MAX)))
+        .map(|(i, s)| {
+            (
+                i as i64,
+                s.cron.clone(),
+                s.next_after(now).unwrap_or(i64::MAX),
+            )
+        })
         .collect();
     let mut row = VersionRow {
         name: name.clone(),
@@ -202,7 +221,11 @@ pub(crate) async fn start_run(o: &Orchestrator, request: StartRun) -> Result<Run
     o.inner.create_from_request(request, None).await
 }
 
-pub(crate) async fn webhook(o: &Orchestrator, playbook: &str, payload: Value) -> Result<RunRow, StartError> {
+pub(crate) async fn webhook(
+    o: &Orchestrator,
+    playbook: &str,
+    payload: Value,
+) -> Result<RunRow, StartError> {
     let loaded = o.inner.latest(playbook).await?;
     let Some(hook) = &loaded.playbook.triggers.webhook else {
         return Err(StartError::NotTriggerable {
@@ -225,7 +248,12 @@ pub(crate) async fn webhook(o: &Orchestrator, playbook: &str, payload: Value) ->
     o.inner.create_from_request(request, None).await
 }
 
-pub(crate) async fn emit(o: &Orchestrator, event: &str, payload: Value, actor: &str) -> Result<Vec<RunRow>, EngineError> {
+pub(crate) async fn emit(
+    o: &Orchestrator,
+    event: &str,
+    payload: Value,
+    actor: &str,
+) -> Result<Vec<RunRow>, EngineError> {
     let names: Vec<String> = o
         .inner
         .subscriptions
@@ -244,7 +272,13 @@ pub(crate) async fn emit(o: &Orchestrator, event: &str, payload: Value, actor: &
                 continue;
             }
         };
-        for trigger in loaded.playbook.triggers.events.iter().filter(|t| t.event == event) {
+        for trigger in loaded
+            .playbook
+            .triggers
+            .events
+            .iter()
+            .filter(|t| t.event == event)
+        {
             match Inner::event_matches(trigger.condition.as_ref(), &payload) {
                 Ok(true) => {}
                 Ok(false) => continue,
@@ -323,7 +357,15 @@ pub(crate) async fn rerun(o: &Orchestrator, id: &str, actor: &str) -> Result<Run
     let inputs = run.inputs.as_object().cloned().unwrap_or_default();
     let created = o
         .inner
-        .create_run(&loaded, inputs, TriggerKind::Rerun, actor, None, Some(run.id.clone()), None)
+        .create_run(
+            &loaded,
+            inputs,
+            TriggerKind::Rerun,
+            actor,
+            None,
+            Some(run.id.clone()),
+            None,
+        )
         .await?;
     created.ok_or_else(|| ActionError::Conflict("the re-run was not created".into()))
 }
@@ -339,7 +381,12 @@ pub(crate) async fn decide(
     existing_run(o, run).await?;
     let approvals = o.inner.store.run_approvals(run).await?;
     let mine: Vec<&ApprovalRow> = approvals.iter().filter(|a| a.step_id == step).collect();
-    let Some(approval) = mine.iter().find(|a| a.decision.is_none()).or(mine.first()).copied() else {
+    let Some(approval) = mine
+        .iter()
+        .find(|a| a.decision.is_none())
+        .or(mine.first())
+        .copied()
+    else {
         return Err(ActionError::NotFound(format!(
             "run {run} has no approval at step `{step}`"
         )));
@@ -389,7 +436,10 @@ pub(crate) async fn decide(
                 if !write::decide_approval(c, &key, decision, &by, comment.as_deref()).await? {
                     return Ok(false);
                 }
-                let shape = TaskShape { position, action: &action };
+                let shape = TaskShape {
+                    position,
+                    action: &action,
+                };
                 let settle = Settle {
                     status: StepStatus::Succeeded,
                     output: Some(&output),
@@ -399,9 +449,20 @@ pub(crate) async fn decide(
                     input: None,
                 };
                 write::settle(c, &key, &shape, None, &settle).await?;
-                let verb = if approve { "approval.approve" } else { "approval.deny" };
+                let verb = if approve {
+                    "approval.approve"
+                } else {
+                    "approval.deny"
+                };
                 let target = format!("{}/{}", key.run, key.step);
-                write::audit(c, &by, verb, &target, Some(&json!({ "comment": output["comment"] }))).await?;
+                write::audit(
+                    c,
+                    &by,
+                    verb,
+                    &target,
+                    Some(&json!({ "comment": output["comment"] })),
+                )
+                .await?;
                 Ok(true)
             })
         })
@@ -433,7 +494,9 @@ pub(crate) async fn wait(o: &Orchestrator, id: &str) -> Result<RunRow, ActionErr
                 Ok(_) => continue,
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                    return Err(ActionError::Engine(EngineError::Corrupt("the orchestrator stopped".into())));
+                    return Err(ActionError::Engine(EngineError::Corrupt(
+                        "the orchestrator stopped".into(),
+                    )));
                 }
             }
         }
@@ -449,7 +512,10 @@ pub(crate) async fn shutdown(o: &Orchestrator, grace: Duration) {
             break;
         }
         if tokio::time::timeout_at(deadline, idle).await.is_err() {
-            tracing::warn!(steps = o.inner.in_flight(), "steps still running at shutdown resume at the next start");
+            tracing::warn!(
+                steps = o.inner.in_flight(),
+                "steps still running at shutdown resume at the next start"
+            );
             break;
         }
     }

@@ -175,7 +175,11 @@ enum OpResult {
 
 impl RunTask {
     /// Loads run `id` from its rows, or starts from `fresh`, a run just created (no rows to read).
-    async fn load(inner: &Arc<Inner>, id: &str, fresh: Option<RunRow>) -> Result<Option<Self>, EngineError> {
+    async fn load(
+        inner: &Arc<Inner>,
+        id: &str,
+        fresh: Option<RunRow>,
+    ) -> Result<Option<Self>, EngineError> {
         let is_fresh = fresh.is_some();
         let run = match fresh {
             Some(run) => run,
@@ -192,7 +196,9 @@ impl RunTask {
             Err(e) => {
                 // The version cannot run in this process (its plugins changed or are gone): fail it clearly.
                 let message = e.to_string();
-                inner.finish_run(&run, RunStatus::Failed, None, Some(&message)).await?;
+                inner
+                    .finish_run(&run, RunStatus::Failed, None, Some(&message))
+                    .await?;
                 return Ok(None);
             }
         };
@@ -208,7 +214,11 @@ impl RunTask {
             pending: Vec::new(),
             claims: HashMap::new(),
         };
-        let rows = if is_fresh { Vec::new() } else { inner.store.steps(id).await? };
+        let rows = if is_fresh {
+            Vec::new()
+        } else {
+            inner.store.steps(id).await?
+        };
         task.sync_rows(rows);
         Ok(Some(task))
     }
@@ -255,8 +265,11 @@ impl RunTask {
                 && row.status.is_terminal()
             {
                 let output = row.output.clone().unwrap_or(Value::Null);
-                self.ctx
-                    .set_step_shared(&pb.steps[i].id, row.status.as_str(), &SharedValue::new(&output));
+                self.ctx.set_step_shared(
+                    &pb.steps[i].id,
+                    row.status.as_str(),
+                    &SharedValue::new(&output),
+                );
                 if row.status == StepStatus::Failed {
                     self.note_failure(i);
                 }
@@ -275,7 +288,11 @@ impl RunTask {
         let timers: Vec<i64> = ops
             .iter()
             .filter_map(|op| match op {
-                Op::Settle { wake_at, status: StepStatus::Waiting, .. } => *wake_at,
+                Op::Settle {
+                    wake_at,
+                    status: StepStatus::Waiting,
+                    ..
+                } => *wake_at,
                 _ => None,
             })
             .collect();
@@ -285,36 +302,71 @@ impl RunTask {
         let changes: Vec<write::TaskChange> = ops
             .into_iter()
             .map(|op| match op {
-                Op::Claim { slot, key, position, action, input } => {
+                Op::Claim {
+                    slot,
+                    key,
+                    position,
+                    action,
+                    input,
+                } => {
                     claimed.push(Some(slot));
                     write::TaskChange {
                         key,
                         position,
                         action,
-                        change: write::Change::Claim { input, owner: owner.clone(), lease_until },
+                        change: write::Change::Claim {
+                            input,
+                            owner: owner.clone(),
+                            lease_until,
+                        },
                     }
                 }
-                Op::Settle { key, position, action, owner, status, output, input, kind, error, wake_at } => {
+                Op::Settle {
+                    key,
+                    position,
+                    action,
+                    owner,
+                    status,
+                    output,
+                    input,
+                    kind,
+                    error,
+                    wake_at,
+                } => {
                     claimed.push(None);
                     write::TaskChange {
                         key,
                         position,
                         action,
-                        change: write::Change::Settle { owner, status, output, input, error_kind: kind, error, wake_at },
+                        change: write::Change::Settle {
+                            owner,
+                            status,
+                            output,
+                            input,
+                            error_kind: kind,
+                            error,
+                            wake_at,
+                        },
                     }
                 }
             })
             .collect();
-        let written = self.inner.store.journal().apply(changes).await.map(|answers| {
-            claimed
-                .into_iter()
-                .zip(answers)
-                .map(|(slot, answer)| match slot {
-                    Some(slot) => OpResult::Claimed(slot, answer),
-                    None => OpResult::Settled,
-                })
-                .collect::<Vec<_>>()
-        });
+        let written = self
+            .inner
+            .store
+            .journal()
+            .apply(changes)
+            .await
+            .map(|answers| {
+                claimed
+                    .into_iter()
+                    .zip(answers)
+                    .map(|(slot, answer)| match slot {
+                        Some(slot) => OpResult::Claimed(slot, answer),
+                        None => OpResult::Settled,
+                    })
+                    .collect::<Vec<_>>()
+            });
         let results = match written {
             Ok(results) => results,
             Err(qila_store::StoreError::Conflict(message)) => {
@@ -386,7 +438,9 @@ impl RunTask {
         }
         self.pb().steps.iter().enumerate().all(|(s, step)| {
             step.on_error != OnError::Handler(i)
-                || self.status(s).is_some_and(|st| st.is_terminal() && st != StepStatus::Failed)
+                || self
+                    .status(s)
+                    .is_some_and(|st| st.is_terminal() && st != StepStatus::Failed)
         })
     }
 
@@ -475,10 +529,12 @@ impl RunTask {
 
     /// Whether every step but `except` that will run has ended.
     fn others_ended(&self, except: usize) -> bool {
-        (0..self.pb().steps.len()).filter(|&i| i != except).all(|i| {
-            let ended = self.status(i).is_some_and(StepStatus::is_terminal);
-            ended || (self.pb().is_handler(i) && self.errors[i].is_none())
-        })
+        (0..self.pb().steps.len())
+            .filter(|&i| i != except)
+            .all(|i| {
+                let ended = self.status(i).is_some_and(StepStatus::is_terminal);
+                ended || (self.pb().is_handler(i) && self.errors[i].is_none())
+            })
     }
 
     /// Whether the run has nothing left to do.
@@ -521,19 +577,29 @@ impl RunTask {
                     _ => "was skipped",
                 };
                 let reason = format!("needs `{}`, which {what}", pb.steps[blocked].id);
-                return self.end_step(i, StepStatus::Skipped, None, None, Some(&reason)).await;
+                return self
+                    .end_step(i, StepStatus::Skipped, None, None, Some(&reason))
+                    .await;
             }
             if let Some(condition) = &step.condition {
                 match condition.eval_bool(&self.step_ctx(i)) {
                     Ok(true) => {}
                     Ok(false) => {
                         let reason = format!("condition `{}` is false", condition.source());
-                        return self.end_step(i, StepStatus::Skipped, None, None, Some(&reason)).await;
+                        return self
+                            .end_step(i, StepStatus::Skipped, None, None, Some(&reason))
+                            .await;
                     }
                     Err(e) => {
                         let message = format!("if: {e}");
                         return self
-                            .end_step(i, StepStatus::Failed, None, Some("expression"), Some(&message))
+                            .end_step(
+                                i,
+                                StepStatus::Failed,
+                                None,
+                                Some("expression"),
+                                Some(&message),
+                            )
                             .await;
                     }
                 }
@@ -549,7 +615,13 @@ impl RunTask {
                 Err(e) => {
                     let message = format!("with: {e}");
                     return self
-                        .end_step(i, StepStatus::Failed, None, Some("expression"), Some(&message))
+                        .end_step(
+                            i,
+                            StepStatus::Failed,
+                            None,
+                            Some("expression"),
+                            Some(&message),
+                        )
                         .await;
                 }
             },
@@ -580,25 +652,52 @@ impl RunTask {
                     Err(e) => {
                         let message = format!("for_each: {e}");
                         return self
-                            .end_step(i, StepStatus::Failed, None, Some("expression"), Some(&message))
+                            .end_step(
+                                i,
+                                StepStatus::Failed,
+                                None,
+                                Some("expression"),
+                                Some(&message),
+                            )
                             .await;
                     }
                 };
                 let Value::Array(items) = rendered else {
                     let message = format!("for_each: expected a list, got {}", kind_of(&rendered));
                     return self
-                        .end_step(i, StepStatus::Failed, None, Some("invalid-input"), Some(&message))
+                        .end_step(
+                            i,
+                            StepStatus::Failed,
+                            None,
+                            Some("invalid-input"),
+                            Some(&message),
+                        )
                         .await;
                 };
                 if items.len() > MAX_ITEMS {
-                    let message = format!("for_each: {} items; at most {MAX_ITEMS} are allowed", items.len());
+                    let message = format!(
+                        "for_each: {} items; at most {MAX_ITEMS} are allowed",
+                        items.len()
+                    );
                     return self
-                        .end_step(i, StepStatus::Failed, None, Some("invalid-input"), Some(&message))
+                        .end_step(
+                            i,
+                            StepStatus::Failed,
+                            None,
+                            Some("invalid-input"),
+                            Some(&message),
+                        )
                         .await;
                 }
                 if items.is_empty() {
                     return self
-                        .end_step(i, StepStatus::Succeeded, Some(&Value::Array(Vec::new())), None, None)
+                        .end_step(
+                            i,
+                            StepStatus::Succeeded,
+                            Some(&Value::Array(Vec::new())),
+                            None,
+                            None,
+                        )
                         .await;
                 }
                 let input = Value::Array(items.clone());
@@ -663,22 +762,32 @@ impl RunTask {
             }
         }
         // Every item ended: the step ends with their outputs in item order, or with the first failure.
-        let rows: Vec<Option<&StepRow>> = (0..items.len() as i64).map(|n| self.rows.get(&(i, n))).collect();
-        if rows.iter().all(|r| r.is_some_and(|r| r.status.is_terminal())) {
+        let rows: Vec<Option<&StepRow>> = (0..items.len() as i64)
+            .map(|n| self.rows.get(&(i, n)))
+            .collect();
+        if rows
+            .iter()
+            .all(|r| r.is_some_and(|r| r.status.is_terminal()))
+        {
             let failed = rows.iter().enumerate().find_map(|(n, r)| {
                 r.filter(|r| r.status != StepStatus::Succeeded)
                     .map(|r| (n, r.status, r.error_kind.clone(), r.error.clone()))
             });
             match failed {
                 None => {
-                    let outputs =
-                        Value::Array(rows.iter().map(|r| r.and_then(|r| r.output.clone()).unwrap_or(Value::Null)).collect());
-                    self.end_step(i, StepStatus::Succeeded, Some(&outputs), None, None).await?;
+                    let outputs = Value::Array(
+                        rows.iter()
+                            .map(|r| r.and_then(|r| r.output.clone()).unwrap_or(Value::Null))
+                            .collect(),
+                    );
+                    self.end_step(i, StepStatus::Succeeded, Some(&outputs), None, None)
+                        .await?;
                 }
                 Some((n, status, kind, error)) => {
                     let message = format!("item {n} {status}: {}", error.unwrap_or_default());
                     let kind = kind.unwrap_or_else(|| "failed".into());
-                    self.end_step(i, StepStatus::Failed, None, Some(&kind), Some(&message)).await?;
+                    self.end_step(i, StepStatus::Failed, None, Some(&kind), Some(&message))
+                        .await?;
                 }
             }
             return Ok(true);
@@ -704,7 +813,12 @@ impl RunTask {
             return self.consider_builtin(slot, builtin, input, row).await;
         }
         match row.as_ref().map(|r| r.status) {
-            Some(StepStatus::Waiting) if row.as_ref().and_then(|r| r.wake_at).is_some_and(|t| t > now) => {
+            Some(StepStatus::Waiting)
+                if row
+                    .as_ref()
+                    .and_then(|r| r.wake_at)
+                    .is_some_and(|t| t > now) =>
+            {
                 return Ok(false);
             }
             Some(StepStatus::Running) => {
@@ -714,7 +828,8 @@ impl RunTask {
                     || row.lease_until.is_none_or(|t| t < now);
                 if !dead {
                     // Another live worker holds it: look again when its lease ends.
-                    self.inner.timer(row.lease_until.unwrap_or(now) + 1, &self.run.id);
+                    self.inner
+                        .timer(row.lease_until.unwrap_or(now) + 1, &self.run.id);
                     return Ok(false);
                 }
             }
@@ -748,7 +863,11 @@ impl RunTask {
             };
             let key = format!("{}.{}:{key}", step.plugin, step.action);
             let rate = limits.rate.as_ref().map(|r| (r.count, r.per));
-            match self.inner.limiter.acquire(&key, limits.limit, rate, &self.run.id) {
+            match self
+                .inner
+                .limiter
+                .acquire(&key, limits.limit, rate, &self.run.id)
+            {
                 Some(p) => permit = Some(p),
                 None => {
                     if row.as_ref().is_some_and(|r| r.status == StepStatus::Queued) {
@@ -780,7 +899,10 @@ impl RunTask {
         let pb = self.loaded.playbook.clone();
         let step = &pb.steps[slot.0];
         let key = self.key(slot);
-        let row = self.rows.entry(slot).or_insert_with(|| blank_row(&key, slot, step));
+        let row = self
+            .rows
+            .entry(slot)
+            .or_insert_with(|| blank_row(&key, slot, step));
         row.status = StepStatus::Running;
         row.input = Some(input.clone());
         row.lease_owner = Some(self.inner.owner.clone());
@@ -798,7 +920,13 @@ impl RunTask {
     }
 
     /// Starts executing a task whose claim (attempt `attempt`) is committed.
-    fn spawn_claimed(&mut self, slot: Slot, attempt: i64, input: Value, permit: Option<TaskPermit>) {
+    fn spawn_claimed(
+        &mut self,
+        slot: Slot,
+        attempt: i64,
+        input: Value,
+        permit: Option<TaskPermit>,
+    ) {
         let pb = self.loaded.playbook.clone();
         let step = &pb.steps[slot.0];
         if let Some(row) = self.rows.get_mut(&slot) {
@@ -837,7 +965,10 @@ impl RunTask {
                             .unwrap_or_else(|_| {
                                 Err(StepError::new(
                                     "timeout",
-                                    format!("the attempt took longer than its timeout of {}", humanize(limit)),
+                                    format!(
+                                        "the attempt took longer than its timeout of {}",
+                                        humanize(limit)
+                                    ),
                                 ))
                             }),
                         None => executor.execute(call).await,
@@ -846,11 +977,17 @@ impl RunTask {
                 let result = AssertUnwindSafe(execution)
                     .catch_unwind()
                     .await
-                    .unwrap_or_else(|_| Err(StepError::new("internal", "the step's executor panicked")));
+                    .unwrap_or_else(|_| {
+                        Err(StepError::new("internal", "the step's executor panicked"))
+                    });
                 if let Err(e) = &result {
                     tracing::info!(kind = %e.kind, error = %e.message, "attempt failed");
                 }
-                Done { slot, attempt, result }
+                Done {
+                    slot,
+                    attempt,
+                    result,
+                }
             }
             .instrument(span),
         );
@@ -858,7 +995,11 @@ impl RunTask {
 
     /// Records what an executed attempt came back with: success, a retry after a backoff, or failure.
     async fn settle_done(&mut self, done: Done) -> Result<(), EngineError> {
-        let Done { slot, attempt, result } = done;
+        let Done {
+            slot,
+            attempt,
+            result,
+        } = done;
         self.flying.remove(&slot);
         let pb = self.loaded.playbook.clone();
         let step = &pb.steps[slot.0];
@@ -929,7 +1070,9 @@ impl RunTask {
         row: Option<StepRow>,
     ) -> Result<bool, EngineError> {
         let now = now_ms();
-        let waiting = row.as_ref().is_some_and(|r| r.status == StepStatus::Waiting);
+        let waiting = row
+            .as_ref()
+            .is_some_and(|r| r.status == StepStatus::Waiting);
         let due = row
             .as_ref()
             .and_then(|r| r.wake_at)
@@ -940,22 +1083,51 @@ impl RunTask {
                     if !due {
                         return Ok(false);
                     }
-                    let slept = row.as_ref().and_then(|r| r.started_at).map_or(0, |t| now - t);
+                    let slept = row
+                        .as_ref()
+                        .and_then(|r| r.started_at)
+                        .map_or(0, |t| now - t);
                     let output = json!({ "slept_ms": slept.max(0) });
-                    return self.end_task(slot, StepStatus::Succeeded, Some(&output), None, None).await;
+                    return self
+                        .end_task(slot, StepStatus::Succeeded, Some(&output), None, None)
+                        .await;
                 }
                 let duration = match duration_field(&input, "duration") {
                     Ok(Some(d)) if d <= MAX_SLEEP => d,
                     Ok(Some(_)) => {
                         let m = "`duration` is longer than the longest sleep, 30 days";
-                        return self.end_task(slot, StepStatus::Failed, None, Some("invalid-input"), Some(m)).await;
+                        return self
+                            .end_task(
+                                slot,
+                                StepStatus::Failed,
+                                None,
+                                Some("invalid-input"),
+                                Some(m),
+                            )
+                            .await;
                     }
                     Ok(None) => {
                         let m = "`duration` is required";
-                        return self.end_task(slot, StepStatus::Failed, None, Some("invalid-input"), Some(m)).await;
+                        return self
+                            .end_task(
+                                slot,
+                                StepStatus::Failed,
+                                None,
+                                Some("invalid-input"),
+                                Some(m),
+                            )
+                            .await;
                     }
                     Err(m) => {
-                        return self.end_task(slot, StepStatus::Failed, None, Some("invalid-input"), Some(&m)).await;
+                        return self
+                            .end_task(
+                                slot,
+                                StepStatus::Failed,
+                                None,
+                                Some("invalid-input"),
+                                Some(&m),
+                            )
+                            .await;
                     }
                 };
                 let wake_at = now + duration.as_millis() as i64;
@@ -981,11 +1153,19 @@ impl RunTask {
 
     async fn ask_approval(&mut self, slot: Slot, input: &Value) -> Result<bool, EngineError> {
         self.flush().await?;
-        let message = input.get("message").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let message = input
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         let approvers: Vec<String> = input
             .get("approvers")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default();
         let bad = approvers
             .iter()
@@ -995,11 +1175,29 @@ impl RunTask {
                 "`approvers` must list `role:<role>` or `user:<token name>` entries{}",
                 bad.map(|b| format!(", not `{b}`")).unwrap_or_default()
             );
-            return self.end_task(slot, StepStatus::Failed, None, Some("invalid-input"), Some(&m)).await;
+            return self
+                .end_task(
+                    slot,
+                    StepStatus::Failed,
+                    None,
+                    Some("invalid-input"),
+                    Some(&m),
+                )
+                .await;
         }
         let expires = match duration_field(input, "expires") {
             Ok(d) => d,
-            Err(m) => return self.end_task(slot, StepStatus::Failed, None, Some("invalid-input"), Some(&m)).await,
+            Err(m) => {
+                return self
+                    .end_task(
+                        slot,
+                        StepStatus::Failed,
+                        None,
+                        Some("invalid-input"),
+                        Some(&m),
+                    )
+                    .await;
+            }
         };
         let default_approve = input.get("default").and_then(Value::as_str) == Some("approve");
         let now = now_ms();
@@ -1029,7 +1227,10 @@ impl RunTask {
             .write(move |c| {
                 Box::pin(async move {
                     write::insert_approval(c, &approval).await?;
-                    let shape = TaskShape { position, action: &action };
+                    let shape = TaskShape {
+                        position,
+                        action: &action,
+                    };
                     let settle = Settle {
                         status: StepStatus::Waiting,
                         output: None,
@@ -1062,7 +1263,9 @@ impl RunTask {
             .find(|a| a.step_id == step_id && a.item == slot.1)
         else {
             let m = "the approval's record is missing";
-            return self.end_task(slot, StepStatus::Failed, None, Some("internal"), Some(m)).await;
+            return self
+                .end_task(slot, StepStatus::Failed, None, Some("internal"), Some(m))
+                .await;
         };
         let approved = approval.default_approve;
         let decided_at = now_ms();
@@ -1080,7 +1283,10 @@ impl RunTask {
                     if !write::decide_approval(c, &key, "expired", "expiry", None).await? {
                         return Ok(false);
                     }
-                    let shape = TaskShape { position, action: &action };
+                    let shape = TaskShape {
+                        position,
+                        action: &action,
+                    };
                     let settle = Settle {
                         status: StepStatus::Succeeded,
                         output: Some(&output),
@@ -1100,13 +1306,25 @@ impl RunTask {
 
     async fn start_child(&mut self, slot: Slot, input: &Value) -> Result<bool, EngineError> {
         self.flush().await?;
-        let name = input.get("playbook").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let name = input
+            .get("playbook")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         let version = input.get("version").and_then(Value::as_i64);
         let wait = input.get("wait").and_then(Value::as_bool).unwrap_or(true);
         let inputs = input.get("inputs").cloned().unwrap_or_else(|| json!({}));
         if self.inner.store.run_depth(&self.run.id).await? >= MAX_DEPTH {
             let m = format!("`core.playbook` calls are nested more than {MAX_DEPTH} deep");
-            return self.end_task(slot, StepStatus::Failed, None, Some("invalid-input"), Some(&m)).await;
+            return self
+                .end_task(
+                    slot,
+                    StepStatus::Failed,
+                    None,
+                    Some("invalid-input"),
+                    Some(&m),
+                )
+                .await;
         }
         let parent = ParentLink {
             run: self.run.id.clone(),
@@ -1133,13 +1351,25 @@ impl RunTask {
             Err(crate::StartError::Engine(e)) => Err(e),
             Err(e) => {
                 let m = e.to_string();
-                self.end_task(slot, StepStatus::Failed, None, Some("invalid-input"), Some(&m)).await
+                self.end_task(
+                    slot,
+                    StepStatus::Failed,
+                    None,
+                    Some("invalid-input"),
+                    Some(&m),
+                )
+                .await
             }
         }
     }
 
     /// Puts a built-in task in `waiting` until `wake_at` (or a poke).
-    async fn wait_task(&mut self, slot: Slot, input: &Value, wake_at: Option<i64>) -> Result<bool, EngineError> {
+    async fn wait_task(
+        &mut self,
+        slot: Slot,
+        input: &Value,
+        wake_at: Option<i64>,
+    ) -> Result<bool, EngineError> {
         let settle = Settle {
             status: StepStatus::Waiting,
             output: None,
@@ -1188,7 +1418,12 @@ impl RunTask {
     /// Queues a task's new state and updates the cache at once, so later decisions in this pass see it; the
     /// state is committed by [`RunTask::flush`] before anything acts on it. Always true (kept for the callers'
     /// shape: a settle that finds the row moved on makes the whole flush fail and the run reload).
-    async fn write_settle(&mut self, slot: Slot, owner: Option<String>, settle: Settle<'_>) -> Result<bool, EngineError> {
+    async fn write_settle(
+        &mut self,
+        slot: Slot,
+        owner: Option<String>,
+        settle: Settle<'_>,
+    ) -> Result<bool, EngineError> {
         let pb = self.loaded.playbook.clone();
         let step = &pb.steps[slot.0];
         let key = self.key(slot);
@@ -1211,7 +1446,10 @@ impl RunTask {
             wake_at,
         });
         let now = now_ms();
-        let row = self.rows.entry(slot).or_insert_with(|| blank_row(&key, slot, step));
+        let row = self
+            .rows
+            .entry(slot)
+            .or_insert_with(|| blank_row(&key, slot, step));
         row.status = status;
         row.output = output.clone();
         row.error_kind = kind;
@@ -1260,7 +1498,11 @@ impl RunTask {
                     .filter(|&&j| self.status(j) == Some(StepStatus::Failed) && self.unhandled(j))
                     .map(|&j| pb.steps[j].id.as_str())
                     .collect();
-                (RunStatus::Failed, None, Some(format!("step(s) failed: {}", failed.join(", "))))
+                (
+                    RunStatus::Failed,
+                    None,
+                    Some(format!("step(s) failed: {}", failed.join(", "))),
+                )
             }
             None => {
                 let mut outputs = Map::new();
@@ -1282,7 +1524,9 @@ impl RunTask {
                 }
             }
         };
-        self.inner.finish_run(&self.run, status, outputs.as_ref(), error.as_deref()).await?;
+        self.inner
+            .finish_run(&self.run, status, outputs.as_ref(), error.as_deref())
+            .await?;
         self.run.status = status;
         tracing::info!(%status, "run finished");
         Ok(())

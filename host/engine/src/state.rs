@@ -10,8 +10,8 @@ use futures_util::future::BoxFuture;
 use qila_model::{Diagnostics, EvalContext, Playbook};
 use qila_store::write::{self, Settle, TaskKey, TaskShape};
 use qila_store::{
-    RunRow, RunStatus, SqliteConnection, StepStatus, Store, StoreError, TriggerKind, VersionRow, WriteFuture,
-    now_ms,
+    RunRow, RunStatus, SqliteConnection, StepStatus, Store, StoreError, TriggerKind, VersionRow,
+    WriteFuture, now_ms,
 };
 use serde_json::{Map, Value, json};
 use tokio::sync::{Notify, broadcast, mpsc};
@@ -219,19 +219,23 @@ impl Inner {
     }
 
     /// The parsed version `version` of `name` (cached).
-    pub(crate) async fn load_version(&self, name: &str, version: i64) -> Result<Arc<Loaded>, StartError> {
+    pub(crate) async fn load_version(
+        &self,
+        name: &str,
+        version: i64,
+    ) -> Result<Arc<Loaded>, StartError> {
         let key = (name.to_owned(), version);
         if let Some(loaded) = lock(&self.versions).get(&key) {
             return Ok(loaded.clone());
         }
-        let row = self
-            .store
-            .version(name, version)
-            .await?
-            .ok_or_else(|| StartError::UnknownVersion {
-                name: name.to_owned(),
-                version,
-            })?;
+        let row =
+            self.store
+                .version(name, version)
+                .await?
+                .ok_or_else(|| StartError::UnknownVersion {
+                    name: name.to_owned(),
+                    version,
+                })?;
         let loaded = Arc::new(self.parse_version(row)?);
         lock(&self.versions).insert(key, loaded.clone());
         Ok(loaded)
@@ -301,7 +305,10 @@ impl Inner {
     /// Records the subscriptions of the latest version of a playbook to internal events.
     pub(crate) fn subscribe_events(&self, loaded: &Loaded) {
         let name = &loaded.row.name;
-        let mut subs = self.subscriptions.write().unwrap_or_else(|p| p.into_inner());
+        let mut subs = self
+            .subscriptions
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
         for list in subs.values_mut() {
             list.retain(|n| n != name);
         }
@@ -326,8 +333,12 @@ impl Inner {
         };
         let triggers = &loaded.playbook.triggers;
         let refused = match request.trigger {
-            TriggerKind::Manual if !triggers.manual => Some(("a user", "it declares `on: { manual: false }`")),
-            TriggerKind::Webhook if triggers.webhook.is_none() => Some(("webhook", "it declares no `on: webhook`")),
+            TriggerKind::Manual if !triggers.manual => {
+                Some(("a user", "it declares `on: { manual: false }`"))
+            }
+            TriggerKind::Webhook if triggers.webhook.is_none() => {
+                Some(("webhook", "it declares no `on: webhook`"))
+            }
             _ => None,
         };
         if let Some((trigger, hint)) = refused {
@@ -342,21 +353,31 @@ impl Inner {
             Value::Null => Map::new(),
             other => {
                 let message = format!("inputs must be a JSON object, not {other}");
-                return Err(StartError::Inputs(Diagnostics(vec![qila_model::Diagnostic::new(
-                    &loaded.playbook.file,
-                    qila_model::Pos::default(),
-                    message,
-                )])));
+                return Err(StartError::Inputs(Diagnostics(vec![
+                    qila_model::Diagnostic::new(
+                        &loaded.playbook.file,
+                        qila_model::Pos::default(),
+                        message,
+                    ),
+                ])));
             }
         };
         let inputs = loaded
             .playbook
             .resolve_inputs(provided)
             .map_err(StartError::Inputs)?;
-        self.create_run(&loaded, inputs, request.trigger, &request.actor, parent, None, None)
-            .await
-            .map(|r| r.expect("no precondition"))
-            .map_err(StartError::from)
+        self.create_run(
+            &loaded,
+            inputs,
+            request.trigger,
+            &request.actor,
+            parent,
+            None,
+            None,
+        )
+        .await
+        .map(|r| r.expect("no precondition"))
+        .map_err(StartError::from)
     }
 
     /// Creates a run (queued if its playbook is at its concurrency limit), committed before this returns, and
@@ -519,7 +540,9 @@ impl Inner {
         let outputs = outputs.cloned();
         let error = error.map(str::to_owned);
         let parent = match (&run.parent_run, &run.parent_step, run.parent_wait) {
-            (Some(parent), Some(step), true) => Some((parent.clone(), step.clone(), run.parent_item.unwrap_or(-1))),
+            (Some(parent), Some(step), true) => {
+                Some((parent.clone(), step.clone(), run.parent_item.unwrap_or(-1)))
+            }
             _ => None,
         };
         let parent_for_write = parent.clone();
@@ -528,19 +551,33 @@ impl Inner {
             .journal()
             .write(move |c| {
                 Box::pin(async move {
-                    if !write::finish_run(c, &id, status, outputs.as_ref(), error.as_deref()).await? {
+                    if !write::finish_run(c, &id, status, outputs.as_ref(), error.as_deref())
+                        .await?
+                    {
                         return Ok(false);
                     }
                     if let Some((parent, step, item)) = parent_for_write {
-                        let key = TaskKey { run: parent, step, item };
-                        let output = json!({ "run_id": id, "status": status.as_str(), "outputs": outputs });
+                        let key = TaskKey {
+                            run: parent,
+                            step,
+                            item,
+                        };
+                        let output =
+                            json!({ "run_id": id, "status": status.as_str(), "outputs": outputs });
                         let message = format!(
                             "run {id} {status}{}",
-                            error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+                            error
+                                .as_deref()
+                                .map(|e| format!(": {e}"))
+                                .unwrap_or_default()
                         );
                         let succeeded = status == RunStatus::Succeeded;
                         let settle = Settle {
-                            status: if succeeded { StepStatus::Succeeded } else { StepStatus::Failed },
+                            status: if succeeded {
+                                StepStatus::Succeeded
+                            } else {
+                                StepStatus::Failed
+                            },
                             output: succeeded.then_some(&output),
                             error_kind: (!succeeded).then_some("failed"),
                             error: (!succeeded).then_some(message.as_str()),
@@ -548,7 +585,10 @@ impl Inner {
                             input: None,
                         };
                         // The row exists (the parent waits on it), so the shape is not used.
-                        let shape = TaskShape { position: 0, action: "core.playbook" };
+                        let shape = TaskShape {
+                            position: 0,
+                            action: "core.playbook",
+                        };
                         write::settle(c, &key, &shape, None, &settle).await?;
                     }
                     Ok(true)
@@ -567,7 +607,10 @@ impl Inner {
     }
 
     /// Evaluates whether `trigger`'s condition holds for an event payload.
-    pub(crate) fn event_matches(condition: Option<&qila_model::Expression>, payload: &Value) -> Result<bool, String> {
+    pub(crate) fn event_matches(
+        condition: Option<&qila_model::Expression>,
+        payload: &Value,
+    ) -> Result<bool, String> {
         match condition {
             None => Ok(true),
             Some(c) => c
@@ -582,7 +625,13 @@ impl Inner {
             Wake::Run(id) => self.wake(&id),
             Wake::Queued(playbook) => {
                 // The oldest few: each takes a free slot or goes back to sleep.
-                for id in self.store.queued_runs(&playbook).await?.into_iter().take(16) {
+                for id in self
+                    .store
+                    .queued_runs(&playbook)
+                    .await?
+                    .into_iter()
+                    .take(16)
+                {
                     self.wake(&id);
                 }
             }

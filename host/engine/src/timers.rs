@@ -125,7 +125,14 @@ async fn fire_due(inner: &Arc<Inner>) -> Result<Option<i64>, String> {
                     .write(move |c| {
                         Box::pin(async move {
                             if write::advance_schedule(c, &playbook, idx, expected, next).await? {
-                                write::audit(c, "schedule", "schedule.skip", &playbook, Some(&detail)).await?;
+                                write::audit(
+                                    c,
+                                    "schedule",
+                                    "schedule.skip",
+                                    &playbook,
+                                    Some(&detail),
+                                )
+                                .await?;
                             }
                             Ok(())
                         })
@@ -146,10 +153,20 @@ async fn fire_due(inner: &Arc<Inner>) -> Result<Option<i64>, String> {
             };
             let (playbook, idx, expected) = (row.playbook.clone(), row.idx, at);
             let pre: crate::state::Precondition = Box::new(move |c| {
-                Box::pin(async move { write::advance_schedule(c, &playbook, idx, expected, next).await })
+                Box::pin(
+                    async move { write::advance_schedule(c, &playbook, idx, expected, next).await },
+                )
             });
             let created = inner
-                .create_run(&loaded, inputs, TriggerKind::Schedule, "schedule", None, None, Some(pre))
+                .create_run(
+                    &loaded,
+                    inputs,
+                    TriggerKind::Schedule,
+                    "schedule",
+                    None,
+                    None,
+                    Some(pre),
+                )
                 .await
                 .map_err(|e| e.to_string())?;
             if created.is_none() {
