@@ -34,7 +34,7 @@ enum Command {
     /// when the playbook or its input is invalid, 130 when interrupted (the run is left for `qila serve` to resume).
     Run(commands::run::RunArgs),
     /// Run the orchestrator and its HTTP API until SIGINT or SIGTERM.
-    Serve(commands::validate::Dummy),
+    Serve(commands::serve::ServeArgs),
     /// Publish, list and show playbooks on a running server.
     Playbook {
         #[command(subcommand)]
@@ -48,7 +48,10 @@ enum Command {
     /// Approve (or deny) a run's pending approval on a running server.
     Approve(commands::approve::ApproveArgs),
     /// Create and list API tokens in the data directory.
-    Token,
+    Token {
+        #[command(subcommand)]
+        command: commands::token::TokenCommand,
+    },
     /// Check playbooks without running them. Exit 0 when all are valid, else 2 with one `file:line:col: message`
     /// line per error.
     Validate {
@@ -99,13 +102,13 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async move {
         match cli.command {
             Command::Run(args) => commands::run::run(&cli.settings, args).await,
-            Command::Serve(_) => todo!(),
+            Command::Serve(args) => commands::serve::serve(&cli.settings, args).await,
             Command::Playbook { command } => {
                 commands::playbook::playbook(&cli.settings, &cli.client, command).await
             }
             Command::Runs { command } => commands::runs::runs(&cli.client, command).await,
             Command::Approve(args) => commands::approve::approve(&cli.client, args).await,
-            Command::Token => todo!(),
+            Command::Token { command } => commands::token::token(&cli.settings, command).await,
             Command::Bench(args) => commands::bench::bench(&cli.settings, args).await,
             Command::Validate { files } => {
                 commands::validate::validate(&cli.settings, &files).await

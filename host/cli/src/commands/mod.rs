@@ -6,8 +6,8 @@ pub mod playbook;
 pub mod plugin;
 pub mod run;
 pub mod runs;
-//pub mod serve;
-//pub mod token;
+pub mod serve;
+pub mod token;
 pub mod validate;
 
 use std::path::Path;

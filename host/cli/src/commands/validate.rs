@@ -33,5 +33,3 @@ pub async fn validate(settings: &Settings, files: &[PathBuf]) -> anyhow::Result<
         ExitCode::from(2)
     })
 }
-#[derive(Debug, clap::Args)]
-pub struct Dummy {}

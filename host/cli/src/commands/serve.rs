@@ -1,0 +1,134 @@
+//! `qila serve`: the orchestrator and the HTTP API in one long-running process.
+//!
+//! On start it locks the data directory, resumes every unfinished run, publishes the example playbooks embedded
+//! in the binary and those of `--playbooks DIR` (each only when it changed), creates an admin token on the first
+//! start, and serves the API until SIGINT or SIGTERM.
+//!
+//! Its standard output is for the operator and is stable, line by line:
+//! - `admin token (shown once): qila_...` and `export QILA_TOKEN=qila_...` (first start only);
+//! - `listening on http://ADDR` (the address actually bound: `--listen 127.0.0.1:0` picks a free port).
+//!
+//! Everything else is logged on stderr (`QILA_LOG`, default `info` for Qila's own crates).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use qila_engine::{Orchestrator, PublishError};
+use qila_store::Role;
+
+use crate::config::Settings;
+use crate::runtime::{BUNDLED_PLAYBOOKS, Driver};
+
+/// How long running steps may take to finish when the server stops; the rest is resumed on the next start.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Who publishes the bundled playbooks and creates the first token.
+const SYSTEM: &str = "system";
+
+/// Arguments of `qila serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The address to listen on (HOST:PORT; port 0 picks a free one).
+    #[arg(
+        long,
+        env = "QILA_LISTEN",
+        default_value = "127.0.0.1:8080",
+        value_name = "ADDR"
+    )]
+    listen: String,
+    /// A directory of playbooks (`*.yaml`) to publish on start, besides the bundled examples.
+    #[arg(long, env = "QILA_PLAYBOOKS_DIR", value_name = "DIR")]
+    playbooks: Option<PathBuf>,
+}
+
+/// Serves until stopped.
+pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let driver = Driver::start(settings).await?;
+    let orchestrator = driver.orchestrator.clone();
+    tracing::info!(
+        data_dir = %settings.data_dir().display(),
+        plugins = driver.runtime.plugins.loaded.len(),
+        "orchestrator started"
+    );
+
+    publish_all(&orchestrator, args.playbooks.as_deref()).await?;
+
+    let store = orchestrator.store();
+    if !store.has_tokens().await.context("cannot read the tokens")? {
+        let (_, secret) = store
+            .create_token("admin", Role::Admin, SYSTEM)
+            .await
+            .context("cannot create the admin token")?;
+        println!("admin token (shown once): {secret}");
+        println!("export QILA_TOKEN={secret}");
+    }
+
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener
+        .local_addr()
+        .context("cannot read the address listened on")?;
+    let router = qila_server::router(orchestrator.clone(), qila_server::ServerOptions::default());
+    println!("listening on http://{addr}");
+
+    let stopped = async {
+        let signal = crate::signals::stop_requested().await;
+        tracing::info!("{signal}: stopping");
+    };
+    let served = qila_server::serve(listener, router, stopped).await;
+    orchestrator.shutdown(SHUTDOWN_GRACE).await;
+    tracing::info!("stopped; unfinished runs resume on the next start");
+    served.context("the HTTP server failed")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Publishes the bundled playbooks, then every `*.yaml` of `dir` (in name order), as `system`. A playbook that
+/// does not publish is a warning, not fatal.
+async fn publish_all(orchestrator: &Orchestrator, dir: Option<&Path>) -> anyhow::Result<()> {
+    let mut sources: Vec<(String, String)> = BUNDLED_PLAYBOOKS
+        .iter()
+        .map(|(name, source)| (format!("playbooks/{name}"), source.to_string()))
+        .collect();
+    if let Some(dir) = dir {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("cannot read the playbooks directory {}", dir.display()))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+            .collect();
+        files.sort();
+        for path in files {
+            let file = path.display().to_string();
+            match std::fs::read_to_string(&path) {
+                Ok(source) => sources.push((file, source)),
+                Err(e) => {
+                    tracing::warn!("{file}:1:1: playbook not published: cannot read file: {e}")
+                }
+            }
+        }
+    }
+    for (file, source) in sources {
+        match orchestrator.publish(&source, &file, SYSTEM).await {
+            Ok(p) if p.created => tracing::info!(
+                "published {} version {} from {file}",
+                p.version.name,
+                p.version.version
+            ),
+            Ok(p) => tracing::debug!(
+                "{} is unchanged at version {} ({file})",
+                p.version.name,
+                p.version.version
+            ),
+            Err(PublishError::Invalid(diagnostics)) => {
+                for d in &diagnostics.0 {
+                    tracing::warn!("playbook not published: {d}");
+                }
+            }
+            Err(e) => tracing::warn!("{file}: playbook not published: {e}"),
+        }
+    }
+    Ok(())
+}
