@@ -1083,10 +1083,16 @@ impl RunTask {
                     if !due {
                         return Ok(false);
                     }
-                    let slept = row
+                    // The timer was set `duration` before `wake_at`.
+                    let duration = duration_field(&input, "duration")
+                        .ok()
+                        .flatten()
+                        .unwrap_or_default();
+                    let set_at = row
                         .as_ref()
-                        .and_then(|r| r.started_at)
-                        .map_or(0, |t| now - t);
+                        .and_then(|r| r.wake_at)
+                        .map_or(now, |t| t - duration.as_millis() as i64);
+                    let slept = now - set_at;
                     let output = json!({ "slept_ms": slept.max(0) });
                     return self
                         .end_task(slot, StepStatus::Succeeded, Some(&output), None, None)

@@ -17,19 +17,34 @@ fn keys(value: &Value) -> Vec<&str> {
     keys
 }
 
-/// The run `id` from the database of `data_dir`.
-fn stored_run(data_dir: &Path, id: &str) -> qila_store::RunRecord {
+/// A run and its steps, as stored.
+struct Stored {
+    run: qila_store::RunRow,
+    steps: Vec<qila_store::StepRow>,
+}
+
+impl std::ops::Deref for Stored {
+    type Target = qila_store::RunRow;
+    fn deref(&self) -> &qila_store::RunRow {
+        &self.run
+    }
+}
+
+/// The run `id` and its steps from the database of `data_dir`.
+fn stored_run(data_dir: &Path, id: &str) -> Stored {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
         let store = qila_store::Store::open(data_dir).await.unwrap();
-        store
+        let run = store
             .run(id)
             .await
             .unwrap()
-            .unwrap_or_else(|| panic!("run {id} is not in {}", data_dir.display()))
+            .unwrap_or_else(|| panic!("run {id} is not in {}", data_dir.display()));
+        let steps = store.steps(id).await.unwrap();
+        Stored { run, steps }
     })
 }
 
