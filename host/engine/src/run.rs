@@ -1397,11 +1397,16 @@ impl RunTask {
         kind: Option<&str>,
         error: Option<&str>,
     ) -> Result<bool, EngineError> {
+        // A failure's error reads `kind: message`, as an executed step's does.
+        let prefixed = match (kind, error) {
+            (Some(k), Some(e)) if !e.starts_with(&format!("{k}:")) => Some(format!("{k}: {e}")),
+            _ => None,
+        };
         let settle = Settle {
             status,
             output,
             error_kind: kind,
-            error,
+            error: prefixed.as_deref().or(error),
             wake_at: None,
             input: None,
         };

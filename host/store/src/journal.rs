@@ -77,6 +77,8 @@ enum Request {
         changes: Vec<TaskChange>,
         reply: TaskReply,
     },
+    /// Stop after what is queued before this, returning the connection to the pool.
+    Close(oneshot::Sender<()>),
 }
 
 /// Sends write requests to the writer task. Cheap to clone.
@@ -173,6 +175,17 @@ async fn apply_tasks(conn: &mut SqliteConnection, requests: Vec<(Vec<TaskChange>
     }
 }
 
+impl Journal {
+    /// Commits what was sent before, then stops the writer and returns its connection to the pool. Writes sent
+    /// afterwards fail with [`StoreError::WriterGone`].
+    pub async fn close(&self) {
+        let (done, closed) = oneshot::channel();
+        if self.tx.send(Request::Close(done)).await.is_ok() {
+            let _ = closed.await;
+        }
+    }
+}
+
 /// A job applying task changes (for a batch that also has closures).
 fn task_job(
     changes: Vec<TaskChange>,
@@ -186,31 +199,53 @@ async fn write_loop(mut conn: PoolConnection<Sqlite>, mut rx: mpsc::Receiver<Req
     while rx.recv_many(&mut requests, MAX_BATCH).await > 0 {
         let mut jobs: Vec<Box<dyn Job>> = Vec::new();
         let mut tasks = Vec::new();
+        let mut close = None;
         for request in requests.drain(..) {
             match request {
                 Request::Job(job) => jobs.push(job),
                 Request::Tasks { changes, reply } => tasks.push((changes, reply)),
+                Request::Close(done) => close = Some(done),
             }
         }
-        if jobs.is_empty() {
-            apply_tasks(&mut conn, tasks).await;
-            continue;
+        if let Some(done) = close {
+            flush_batch(&mut conn, jobs, tasks).await;
+            rx.close();
+            // Anything that raced in after the close is refused (its sender sees `WriterGone`).
+            while rx.try_recv().is_ok() {}
+            drop(conn);
+            let _ = done.send(());
+            return;
         }
-        // Mixed: task changes become jobs of their own (each in its savepoint).
-        for (changes, reply) in tasks {
-            jobs.push(Box::new(Typed {
-                f: Some(task_job(changes)),
-                out: None,
-                reply,
-            }));
+        flush_batch(&mut conn, jobs, tasks).await;
+    }
+}
+
+/// Applies one batch of requests.
+async fn flush_batch(
+    conn: &mut SqliteConnection,
+    mut jobs: Vec<Box<dyn Job>>,
+    tasks: Vec<(Vec<TaskChange>, TaskReply)>,
+) {
+    if jobs.is_empty() {
+        if !tasks.is_empty() {
+            apply_tasks(conn, tasks).await;
         }
-        let committed = apply(&mut conn, &mut jobs).await;
-        if let Err(e) = &committed {
-            tracing::error!(error = %e, requests = jobs.len(), "journal commit failed");
-        }
-        for job in jobs.drain(..) {
-            job.deliver(committed.clone());
-        }
+        return;
+    }
+    // Mixed: task changes become jobs of their own (each in its savepoint).
+    for (changes, reply) in tasks {
+        jobs.push(Box::new(Typed {
+            f: Some(task_job(changes)),
+            out: None,
+            reply,
+        }));
+    }
+    let committed = apply(conn, &mut jobs).await;
+    if let Err(e) = &committed {
+        tracing::error!(error = %e, requests = jobs.len(), "journal commit failed");
+    }
+    for job in jobs.drain(..) {
+        job.deliver(committed.clone());
     }
 }
 

@@ -86,8 +86,9 @@ impl Store {
         &self.pool
     }
 
-    /// Closes the pool, waiting for connections to finish.
+    /// Commits what was sent to the journal, stops it, and closes the pool.
     pub async fn close(&self) {
+        self.journal.close().await;
         self.pool.close().await;
     }
 }

@@ -323,7 +323,7 @@ fn validate_reports_each_error_once_at_its_place() {
     let p = |name: &str| d.join(name).display().to_string();
     let expected = [
         format!(
-            "{}:6:5: steps.a: unknown key `wiht` (did you mean `with`?); allowed keys: uses, needs, if, with, description",
+            "{}:6:5: steps.a: unknown key `wiht` (did you mean `with`?); allowed keys: uses, needs, if, with, description, for_each, retry, timeout, on_error, concurrency",
             p("key.yaml")
         ),
         format!(

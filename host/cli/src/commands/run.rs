@@ -112,6 +112,8 @@ impl Report {
 /// `kind: message`, or whichever of the two there is.
 pub fn step_error(kind: Option<&str>, message: Option<&str>) -> Option<String> {
     match (kind, message) {
+        // The engine records a failure as `kind: message` already.
+        (Some(k), Some(m)) if m.starts_with(&format!("{k}:")) => Some(m.to_string()),
         (Some(k), Some(m)) => Some(format!("{k}: {m}")),
         (Some(k), None) => Some(k.to_string()),
         (None, Some(m)) => Some(m.to_string()),
