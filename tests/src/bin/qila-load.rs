@@ -3,7 +3,7 @@
 //! ```text
 //! qila-load webhook   URL TOKEN RATE SECONDS   open-loop webhooks at RATE/s; webhook-to-first-step latency
 //! qila-load approvals URL TOKEN COUNT PID      COUNT runs waiting for approval; the server's RSS before and after
-//! qila-load start     URL TOKEN COUNT          COUNT runs of a 4-step chain with a 300 ms durable sleep
+//! qila-load start     URL TOKEN COUNT [NAP]    COUNT runs of a 4-step chain with a durable sleep of NAP (300ms)
 //! qila-load wait      URL TOKEN COUNT          waits until COUNT runs of that chain have succeeded; prints the time
 //! ```
 //!
@@ -82,25 +82,28 @@ fn rss(pid: &str) -> String {
 
 const HOOKED: &str = "name: bench-hook\nversion: 1\non:\n  webhook: {}\ninputs:\n  n: { type: integer }\nsteps:\n  first:\n    uses: core.echo\n    with: { n: \"${{ inputs.n }}\" }\n";
 const GATE: &str = "name: bench-gate\nversion: 1\ninputs:\n  n: { type: integer }\nsteps:\n  approve:\n    uses: core.approval\n    with: { message: \"run ${{ inputs.n }}?\", approvers: [\"role:analyst\"] }\n";
-const CHAIN: &str = "name: bench-chain\nversion: 1\ninputs:\n  n: { type: integer }\nsteps:\n  a: { uses: core.echo, with: { n: \"${{ inputs.n }}\" } }\n  nap: { needs: [a], uses: core.sleep, with: { duration: 300ms } }\n  b: { needs: [nap], uses: enrich.classify-ip, with: { ip: 192.0.2.1 } }\n  c: { needs: [b], uses: core.echo, with: { n: \"${{ steps.a.output.n }}\" } }\n";
+const CHAIN: &str = "name: bench-chain\nversion: 1\ninputs:\n  n: { type: integer }\n  nap: { type: string, default: 300ms }\nsteps:\n  a: { uses: core.echo, with: { n: \"${{ inputs.n }}\" } }\n  nap: { needs: [a], uses: core.sleep, with: { duration: \"${{ inputs.nap }}\" } }\n  b: { needs: [nap], uses: enrich.classify-ip, with: { ip: 192.0.2.1 } }\n  c: { needs: [b], uses: core.echo, with: { n: \"${{ steps.a.output.n }}\" } }\n";
 
 async fn start_many(
     client: &Arc<Client>,
     playbook: &str,
     count: usize,
     parallel: usize,
+    extra: Value,
 ) -> Vec<String> {
     let sem = Arc::new(tokio::sync::Semaphore::new(parallel));
     let mut tasks = Vec::with_capacity(count);
     for n in 0..count {
         let (client, sem, playbook) = (client.clone(), sem.clone(), playbook.to_owned());
+        let mut inputs = extra.clone();
+        inputs["n"] = json!(n);
         tasks.push(tokio::spawn(async move {
             let _p = sem.acquire().await.ok()?;
             let run = client
                 .call(
                     "POST",
                     "/api/v1/runs",
-                    Some(json!({"playbook": playbook, "inputs": {"n": n}})),
+                    Some(json!({"playbook": playbook, "inputs": inputs})),
                 )
                 .await
                 .ok()?;
@@ -224,7 +227,7 @@ async fn approvals(client: Arc<Client>, count: usize, pid: &str) -> Result<(), S
     println!("{}", json!({"idle_before": rss(pid)}));
     client.publish(GATE).await?;
     let started = Instant::now();
-    let ids = start_many(&client, "bench-gate", count, 32).await;
+    let ids = start_many(&client, "bench-gate", count, 32, json!({})).await;
     loop {
         let pending = client
             .call("GET", "/api/v1/approvals?limit=10000", None)
@@ -273,7 +276,8 @@ async fn main() -> std::process::ExitCode {
         "start" => {
             async {
                 client.publish(CHAIN).await?;
-                let ids = start_many(&client, "bench-chain", n, 32).await;
+                let nap = args.get(5).cloned().unwrap_or_else(|| "300ms".into());
+                let ids = start_many(&client, "bench-chain", n, 32, json!({"nap": nap})).await;
                 println!("{}", json!({"started": ids.len()}));
                 Ok(())
             }

@@ -74,6 +74,8 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitC
     let router = qila_server::router(orchestrator.clone(), qila_server::ServerOptions::default());
     println!("listening on http://{addr}");
 
+    tokio::spawn(return_freed_memory());
+
     let stopped = async {
         let signal = crate::signals::stop_requested().await;
         tracing::info!("{signal}: stopping");
@@ -131,4 +133,18 @@ async fn publish_all(orchestrator: &Orchestrator, dir: Option<&Path>) -> anyhow:
         }
     }
     Ok(())
+}
+
+/// Gives memory freed by the allocator back to the operating system every half minute. After a burst (ten thousand
+/// runs created, or resumed at start, and then left waiting), glibc keeps the freed heap mapped: the server's RSS
+/// would stay at its peak although the runs now cost only rows on disk.
+async fn return_freed_memory() {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tick.tick().await;
+        // SAFETY: malloc_trim only releases free memory of the allocator's arenas; it is safe to call at any time.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
 }
