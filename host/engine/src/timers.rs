@@ -162,7 +162,8 @@ async fn fire_due(inner: &Arc<Inner>) -> Result<Option<i64>, String> {
                     &loaded,
                     inputs,
                     TriggerKind::Schedule,
-                    "schedule",
+                    // The firing instant it stands for (a made-up firing runs later than its instant).
+                    &format!("schedule@{at}"),
                     None,
                     None,
                     Some(pre),

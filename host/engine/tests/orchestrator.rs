@@ -832,7 +832,10 @@ steps:
         "a schedule every second fired {} times in 2.5 s",
         runs.len()
     );
-    assert!(runs.iter().all(|r| r.trigger == TriggerKind::Schedule));
+    assert!(
+        runs.iter()
+            .all(|r| r.trigger == TriggerKind::Schedule && r.started_by.starts_with("schedule@"))
+    );
     let mut seconds: Vec<i64> = runs.iter().map(|r| r.created_at / 1000).collect();
     seconds.dedup();
     assert!(
@@ -893,4 +896,57 @@ async fn sqlx_update(store: &Store) -> String {
         Ok(_) => "updated".into(),
         Err(e) => e.to_string(),
     }
+}
+
+#[test]
+fn a_schedule_neither_misses_nor_doubles_a_firing_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let ticking = "name: ticking\nversion: 1\non:\n  schedule: \"* * * * * *\"\nsteps:\n  s: { uses: t.echo }\n";
+    let first = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let path = dir.path().to_owned();
+    first.block_on(async {
+        let o = start(&path, Arc::default()).await;
+        o.publish(ticking, "ticking.yaml", "tester").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2200)).await;
+    });
+    // Killed: nothing fires for two seconds.
+    first.shutdown_background();
+    std::thread::sleep(Duration::from_millis(2000));
+    let second = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    second.block_on(async move {
+        let o = start(dir.path(), Arc::default()).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let runs = o
+            .store()
+            .runs(&qila_store::RunFilter {
+                playbook: Some("ticking".into()),
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut fired: Vec<i64> = runs
+            .iter()
+            .map(|r| {
+                r.started_by
+                    .strip_prefix("schedule@")
+                    .expect("a scheduled run")
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
+        fired.sort_unstable();
+        assert!(fired.len() >= 5, "{fired:?}");
+        let gaps: Vec<i64> = fired.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(
+            gaps.iter().all(|&g| g == 1000),
+            "one firing per second, none missed or doubled: {fired:?}"
+        );
+    });
 }
