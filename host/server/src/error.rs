@@ -52,6 +52,27 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, "conflict", message)
     }
 
+    /// 413.
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
+    }
+
+    /// 405.
+    pub fn method_not_allowed(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, "invalid", message)
+    }
+
+    /// An extractor's refusal (a malformed query or path, an unreadable or too large body) in the API's shape.
+    pub(crate) fn rejected(status: StatusCode, text: String) -> Self {
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::too_large(format!("{text}; the limit is in the server's options"))
+        } else if status.is_server_error() {
+            Self::internal(text)
+        } else {
+            Self::new(status, "invalid", text)
+        }
+    }
+
     /// 500: the message is logged, the client sees a generic one.
     pub fn internal(error: impl std::fmt::Display) -> Self {
         tracing::error!(%error, "request failed");

@@ -5,8 +5,7 @@ use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
@@ -15,6 +14,7 @@ use subtle::ConstantTimeEq;
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::extract::{Body, Path};
 
 /// How long a webhook's secret and settings are kept in memory (publishing through this server forgets them at
 /// once).
@@ -54,7 +54,7 @@ impl HookCache {
         let webhook = latest
             .as_ref()
             .map(|v| &v.triggers["webhook"])
-            .filter(|w| w.is_object());
+            .filter(|w| w.is_object() || **w == Value::Bool(true));
         let (Some(webhook), Some(secret)) = (webhook, store.hook_secret(playbook).await?) else {
             return Err(ApiError::not_found(format!(
                 "no published playbook `{playbook}` with `on: webhook`"
@@ -62,7 +62,7 @@ impl HookCache {
         };
         let hook = Hook {
             secret,
-            signature_required: webhook["signature"].as_bool().unwrap_or(false),
+            signature_required: signature_required(&webhook["signature"]),
             fetched: Instant::now(),
         };
         self.0
@@ -70,6 +70,21 @@ impl HookCache {
             .unwrap_or_else(|p| p.into_inner())
             .insert(playbook.to_owned(), hook.clone());
         Ok(hook)
+    }
+}
+
+/// Whether a webhook's `signature` setting (as the published version's trigger summary records it: `true`, or
+/// the scheme's name) requires an HMAC. Anything but an explicit "no" requires it: misreading it must not let
+/// a bare secret through.
+fn signature_required(setting: &Value) -> bool {
+    match setting {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::String(s) => !matches!(
+            s.trim().to_ascii_lowercase().as_str(),
+            "" | "none" | "false" | "no"
+        ),
+        _ => true,
     }
 }
 
@@ -114,7 +129,7 @@ pub(crate) async fn hook(
     State(s): State<AppState>,
     Path(playbook): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let hook = s.hooks.get(&s, &playbook).await?;
     verify(&hook, &headers, &body)?;
@@ -129,4 +144,85 @@ pub(crate) async fn hook(
         StatusCode::ACCEPTED,
         Json(json!({ "run_id": run.id, "status": run.status })),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hook(signature_required: bool) -> Hook {
+        Hook {
+            secret: "s3cret".into(),
+            signature_required,
+            fetched: Instant::now(),
+        }
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    fn sign(body: &[u8]) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"s3cret").unwrap();
+        mac.update(body);
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    }
+
+    #[test]
+    fn any_signature_setting_but_an_explicit_no_requires_the_hmac() {
+        for no in [json!(null), json!(false), json!(""), json!("none")] {
+            assert!(!signature_required(&no), "{no}");
+        }
+        for yes in [
+            json!(true),
+            json!("hmac-sha256"),
+            json!("HMAC-SHA256"),
+            json!({"alg": "x"}),
+        ] {
+            assert!(signature_required(&yes), "{yes}");
+        }
+    }
+
+    #[test]
+    fn a_secret_or_a_signature_is_checked_and_a_required_signature_is_enforced() {
+        let body = br#"{"a":1}"#;
+        let plain = hook(false);
+        assert!(verify(&plain, &headers(&[("x-qila-hook-secret", "s3cret")]), body).is_ok());
+        assert!(
+            verify(
+                &plain,
+                &headers(&[("authorization", "Bearer s3cret")]),
+                body
+            )
+            .is_ok()
+        );
+        assert!(verify(&plain, &headers(&[("x-qila-hook-secret", "s3cre")]), body).is_err());
+        assert!(verify(&plain, &headers(&[]), body).is_err());
+        assert!(verify(&plain, &headers(&[("x-qila-signature", &sign(body))]), body).is_ok());
+        // A wrong signature is refused even with the right secret next to it.
+        let both = headers(&[
+            ("x-qila-signature", &sign(b"other")),
+            ("x-qila-hook-secret", "s3cret"),
+        ]);
+        assert!(verify(&plain, &both, body).is_err());
+
+        let signed = hook(true);
+        let refused = verify(&signed, &headers(&[("x-qila-hook-secret", "s3cret")]), body);
+        assert_eq!(refused.unwrap_err().status(), StatusCode::UNAUTHORIZED);
+        assert!(
+            verify(
+                &signed,
+                &headers(&[("x-qila-signature", &sign(body))]),
+                body
+            )
+            .is_ok()
+        );
+        for garbage in ["sha256=zz", "sha256=", "", "md5=abcd", "sha256=00"] {
+            assert!(verify(&signed, &headers(&[("x-qila-signature", garbage)]), body).is_err());
+        }
+    }
 }

@@ -7,6 +7,7 @@
 
 mod auth;
 mod error;
+mod extract;
 mod hooks;
 pub mod openapi;
 mod routes;
@@ -14,10 +15,14 @@ mod sse;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post};
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::handler::Handler;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::MethodRouter;
 use qila_engine::Orchestrator;
 
 pub use error::ApiError;
@@ -25,14 +30,18 @@ pub use error::ApiError;
 /// How the server behaves.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
-    /// The largest request body accepted (playbooks, inputs, webhook payloads).
+    /// The largest request body accepted by the JSON routes and publishing (a playbook's YAML); larger bodies
+    /// get `413 too_large`.
     pub max_body_bytes: usize,
+    /// The largest webhook payload accepted.
+    pub max_hook_bytes: usize,
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
         Self {
-            max_body_bytes: 4 * 1024 * 1024,
+            max_body_bytes: 1024 * 1024,
+            max_hook_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -50,43 +59,98 @@ pub fn router(orchestrator: Orchestrator, options: ServerOptions) -> Router {
         orchestrator,
         hooks: Arc::new(hooks::HookCache::default()),
     };
-    Router::new()
-        .route("/api/v1/health", get(routes::health))
-        .route("/api/v1/openapi.json", get(routes::openapi))
-        .route(
-            "/api/v1/playbooks",
-            get(routes::list_playbooks).post(routes::publish),
-        )
-        .route("/api/v1/playbooks/{name}", get(routes::playbook_versions))
-        .route(
-            "/api/v1/playbooks/{name}/versions/{version}",
-            get(routes::playbook_version),
-        )
-        .route("/api/v1/playbooks/{name}/hook", get(routes::playbook_hook))
-        .route(
-            "/api/v1/runs",
-            get(routes::list_runs).post(routes::start_run),
-        )
-        .route("/api/v1/runs/{id}", get(routes::get_run))
-        .route("/api/v1/runs/{id}/cancel", post(routes::cancel_run))
-        .route("/api/v1/runs/{id}/rerun", post(routes::rerun))
-        .route("/api/v1/runs/{id}/events", get(sse::events))
-        .route(
-            "/api/v1/runs/{id}/steps/{step}/approve",
-            post(routes::approve),
-        )
-        .route("/api/v1/runs/{id}/steps/{step}/deny", post(routes::deny))
-        .route("/api/v1/approvals", get(routes::approvals))
-        .route("/api/v1/hooks/{playbook}", post(hooks::hook))
-        .route(
-            "/api/v1/tokens",
-            get(routes::list_tokens).post(routes::create_token),
-        )
-        .route("/api/v1/tokens/{id}", delete(routes::revoke_token))
-        .route("/api/v1/audit", get(routes::audit))
+    table(&options)
+        .router
         .fallback(routes::no_route)
+        .method_not_allowed_fallback(routes::wrong_method)
+        .layer(middleware::from_fn(trace))
         .layer(DefaultBodyLimit::max(options.max_body_bytes))
         .with_state(state)
+}
+
+/// The routes, and the (method, path) of each as registered, which a test compares with [`openapi::ROUTES`].
+struct Table {
+    router: Router<AppState>,
+    served: Vec<(&'static str, &'static str)>,
+}
+
+impl Table {
+    fn at(
+        mut self,
+        method: &'static str,
+        path: &'static str,
+        route: MethodRouter<AppState>,
+    ) -> Self {
+        self.router = self.router.route(path, route);
+        self.served.push((method, path));
+        self
+    }
+
+    fn get<H: Handler<T, AppState>, T: 'static>(self, path: &'static str, handler: H) -> Self {
+        self.at("GET", path, axum::routing::get(handler))
+    }
+
+    fn post<H: Handler<T, AppState>, T: 'static>(self, path: &'static str, handler: H) -> Self {
+        self.at("POST", path, axum::routing::post(handler))
+    }
+
+    fn delete<H: Handler<T, AppState>, T: 'static>(self, path: &'static str, handler: H) -> Self {
+        self.at("DELETE", path, axum::routing::delete(handler))
+    }
+}
+
+fn table(options: &ServerOptions) -> Table {
+    let table = Table {
+        router: Router::new(),
+        served: Vec::new(),
+    };
+    table
+        .get("/api/v1/health", routes::health)
+        .get("/api/v1/openapi.json", routes::openapi)
+        .get("/api/v1/playbooks", routes::list_playbooks)
+        .post("/api/v1/playbooks", routes::publish)
+        .get("/api/v1/playbooks/{name}", routes::playbook_versions)
+        .get(
+            "/api/v1/playbooks/{name}/versions/{version}",
+            routes::playbook_version,
+        )
+        .get("/api/v1/playbooks/{name}/hook", routes::playbook_hook)
+        .get("/api/v1/runs", routes::list_runs)
+        .post("/api/v1/runs", routes::start_run)
+        .get("/api/v1/runs/{id}", routes::get_run)
+        .post("/api/v1/runs/{id}/cancel", routes::cancel_run)
+        .post("/api/v1/runs/{id}/rerun", routes::rerun)
+        .get("/api/v1/runs/{id}/events", sse::events)
+        .post("/api/v1/runs/{id}/steps/{step}/approve", routes::approve)
+        .post("/api/v1/runs/{id}/steps/{step}/deny", routes::deny)
+        .get("/api/v1/approvals", routes::approvals)
+        .at(
+            "POST",
+            "/api/v1/hooks/{playbook}",
+            axum::routing::post(hooks::hook).layer(DefaultBodyLimit::max(options.max_hook_bytes)),
+        )
+        .get("/api/v1/tokens", routes::list_tokens)
+        .post("/api/v1/tokens", routes::create_token)
+        .delete("/api/v1/tokens/{id}", routes::revoke_token)
+        .get("/api/v1/audit", routes::audit)
+}
+
+/// Logs each request (at debug level: method, path, status, time taken) under the `qila_server` target.
+async fn trace(request: Request, next: Next) -> Response {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return next.run(request).await;
+    }
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    tracing::debug!(
+        %method,
+        path,
+        status = response.status().as_u16(),
+        micros = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    response
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then lets open requests finish.
@@ -98,4 +162,23 @@ pub async fn serve(
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn every_route_served_is_in_the_openapi_table_and_every_entry_is_served() {
+        let served: Vec<_> = table(&ServerOptions::default()).served;
+        let unique: BTreeSet<_> = served.iter().copied().collect();
+        assert_eq!(unique.len(), served.len(), "a route is registered twice");
+        let documented: BTreeSet<_> = openapi::ROUTES.iter().map(|r| (r.method, r.path)).collect();
+        assert_eq!(
+            unique, documented,
+            "the router and openapi::ROUTES must list the same endpoints"
+        );
+    }
 }

@@ -260,6 +260,9 @@ pub fn document() -> Value {
         ] {
             responses.insert(code.into(), json!({ "description": what, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } }));
         }
+        if r.body.is_some() {
+            responses.insert("413".into(), json!({ "description": "Body too large", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } }));
+        }
         let mut operation = json!({
             "summary": r.summary,
             "operationId": format!("{} {}", r.method.to_lowercase(), r.path),
@@ -288,7 +291,8 @@ pub fn document() -> Value {
                     "type": "object",
                     "required": ["error"],
                     "properties": { "error": { "type": "object", "required": ["code", "message"], "properties": {
-                        "code": { "type": "string" }, "message": { "type": "string" },
+                        "code": { "type": "string", "enum": ["unauthorized", "forbidden", "not_found", "invalid", "conflict", "too_large", "internal"] },
+                        "message": { "type": "string" },
                         "diagnostics": { "type": "array", "items": { "type": "object", "properties": {
                             "file": { "type": "string" }, "line": { "type": "integer" }, "column": { "type": "integer" }, "message": { "type": "string" } } } }
                     } } }

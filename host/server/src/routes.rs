@@ -2,7 +2,9 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
+
+use crate::extract::{Body, Path, Query};
 use axum::http::{HeaderMap, StatusCode, header};
 use qila_engine::{Approver, StartRun};
 use qila_store::{Role, RunFilter, RunStatus, TriggerKind, VersionRow};
@@ -49,6 +51,12 @@ pub(crate) async fn no_route() -> ApiError {
     ApiError::not_found("no such endpoint; see /api/v1/openapi.json")
 }
 
+pub(crate) async fn wrong_method() -> ApiError {
+    ApiError::method_not_allowed(
+        "this endpoint does not take this method (see the Allow header and /api/v1/openapi.json)",
+    )
+}
+
 pub(crate) async fn list_playbooks(State(s): State<AppState>, caller: Caller) -> Answer {
     caller.require(Role::Viewer)?;
     let list: Vec<Value> = s
@@ -79,7 +87,7 @@ pub(crate) async fn publish(
     caller: Caller,
     Query(q): Query<FileQuery>,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> Answer {
     caller.require(Role::Engineer)?;
     let is_json = headers
@@ -104,6 +112,7 @@ pub(crate) async fn publish(
     answer["created"] = json!(published.created);
     if let Some(secret) = published.hook_secret {
         answer["hook"] = json!({ "path": format!("/api/v1/hooks/{}", published.version.name), "secret": secret });
+        answer["hook_secret"] = json!(secret);
     }
     let status = if published.created {
         StatusCode::CREATED
@@ -164,7 +173,8 @@ pub(crate) async fn playbook_hook(
         .ok_or_else(|| {
             ApiError::not_found(format!("playbook `{name}` has no webhook (`on: webhook`)"))
         })?;
-    ok(json!({ "path": format!("/api/v1/hooks/{name}"), "secret": secret }))
+    let path = format!("/api/v1/hooks/{name}");
+    ok(json!({ "path": path, "url_path": path, "secret": secret }))
 }
 
 #[derive(Deserialize)]
@@ -176,7 +186,11 @@ struct StartBody {
     inputs: Value,
 }
 
-pub(crate) async fn start_run(State(s): State<AppState>, caller: Caller, body: Bytes) -> Answer {
+pub(crate) async fn start_run(
+    State(s): State<AppState>,
+    caller: Caller,
+    Body(body): Body,
+) -> Answer {
     caller.require(Role::Analyst)?;
     let body: StartBody = json_body(&body)?;
     let run = s
@@ -298,7 +312,7 @@ pub(crate) async fn approve(
     State(s): State<AppState>,
     caller: Caller,
     Path((run, step)): Path<(String, String)>,
-    body: Bytes,
+    Body(body): Body,
 ) -> Answer {
     decide(s, caller, run, step, true, body).await
 }
@@ -307,7 +321,7 @@ pub(crate) async fn deny(
     State(s): State<AppState>,
     caller: Caller,
     Path((run, step)): Path<(String, String)>,
-    body: Bytes,
+    Body(body): Body,
 ) -> Answer {
     decide(s, caller, run, step, false, body).await
 }
@@ -344,7 +358,11 @@ struct TokenBody {
     role: String,
 }
 
-pub(crate) async fn create_token(State(s): State<AppState>, caller: Caller, body: Bytes) -> Answer {
+pub(crate) async fn create_token(
+    State(s): State<AppState>,
+    caller: Caller,
+    Body(body): Body,
+) -> Answer {
     caller.require(Role::Admin)?;
     let body: TokenBody = json_body(&body)?;
     let role = Role::parse(&body.role).ok_or_else(|| {

@@ -705,3 +705,167 @@ async fn the_openapi_document_lists_every_route_and_every_route_is_served() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_requests_get_json_errors_and_nothing_panics() {
+    let s = Server::start().await;
+    let analyst = s.token(Role::Analyst).await;
+    let error_code = |body: &Value| body["error"]["code"].as_str().map(str::to_owned);
+    // A query that does not fit.
+    let (status, body) = s
+        .call("GET", "/api/v1/runs?limit=many", Some(&analyst), None)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(error_code(&body).as_deref(), Some("invalid"));
+    let (status, body) = s
+        .call("GET", "/api/v1/audit?after=x", Some(&s.admin), None)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    // A method the endpoint does not take.
+    let (status, body) = s.call("DELETE", "/api/v1/runs", Some(&analyst), None).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{body}");
+    assert_eq!(error_code(&body).as_deref(), Some("invalid"));
+    // A body past the limit (1 MiB by default), before and after authentication.
+    // (A connection whose request body was refused unread is closed: these get a client of their own.)
+    let once = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let big = "x".repeat(1024 * 1024 + 10);
+    let resp = once
+        .post(s.url("/api/v1/playbooks"))
+        .bearer_auth(&s.admin)
+        .header("content-type", "application/yaml")
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(error_code(&body).as_deref(), Some("too_large"));
+    let resp = once
+        .post(s.url("/api/v1/playbooks"))
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::UNAUTHORIZED,
+        "the token is checked first"
+    );
+    // Bodies that are not what the route takes.
+    for (path, body) in [
+        ("/api/v1/runs", "[1, 2"),
+        ("/api/v1/runs", "{\"playbook\": 7}"),
+        ("/api/v1/runs", "{\"playbook\": \"x\", \"extra\": 1}"),
+        ("/api/v1/tokens", "{\"name\": \"\", \"role\": \"viewer\"}"),
+        ("/api/v1/runs/nope/steps/a/approve", "{\"comment\": 5}"),
+    ] {
+        let resp = s
+            .http
+            .post(s.url(path))
+            .bearer_auth(&s.admin)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{path} {body}");
+        let answer: Value = resp.json().await.unwrap();
+        assert_eq!(error_code(&answer).as_deref(), Some("invalid"), "{answer}");
+    }
+    // Odd paths and ids.
+    for path in [
+        "/api/v1/runs/%FF%FE",
+        "/api/v1/runs/..%2F..%2Fetc",
+        "/api/v1/playbooks/x/versions/99999999999999999999",
+        "/api/v1/playbooks/x/versions/-1",
+        "/api/v1/runs/x/events?after=-5",
+    ] {
+        let (status, body) = s.call("GET", path, Some(&s.admin), None).await;
+        assert!(
+            matches!(status.as_u16(), 400 | 404),
+            "{path}: {status} {body}"
+        );
+        assert!(error_code(&body).is_some(), "{path}: {body}");
+    }
+    // Webhooks: an unknown playbook, a playbook without `on: webhook`, garbage signatures.
+    s.publish("name: plain\nversion: 1\nsteps:\n  a:\n    uses: t.echo\n")
+        .await;
+    for path in ["/api/v1/hooks/none", "/api/v1/hooks/plain"] {
+        let resp = s
+            .http
+            .post(s.url(path))
+            .header("x-qila-signature", "sha256=zz")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+    let (status, _) = s.call("GET", "/api/v1/health", None, None).await;
+    assert_eq!(status, StatusCode::OK, "still serving");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_webhook_that_requires_a_signature_refuses_the_bare_secret() {
+    let s = Server::start().await;
+    let yaml = "name: signed\nversion: 1\non:\n  webhook: { signature: hmac-sha256 }\nsteps:\n  a:\n    uses: t.echo\n";
+    let (status, published) = s.publish(yaml).await;
+    assert_eq!(status, StatusCode::CREATED, "{published}");
+    let secret = published["hook_secret"].as_str().unwrap().to_owned();
+    assert_eq!(published["hook"]["secret"], secret.as_str());
+    let (_, hook) = s
+        .call("GET", "/api/v1/playbooks/signed/hook", Some(&s.admin), None)
+        .await;
+    assert_eq!(hook["url_path"], "/api/v1/hooks/signed");
+    let resp = s
+        .http
+        .post(s.url("/api/v1/hooks/signed"))
+        .header("x-qila-hook-secret", &secret)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(resp.headers()["www-authenticate"], "Bearer");
+    let body = "{}";
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    let resp = s
+        .http
+        .post(s.url("/api/v1/hooks/signed"))
+        .header(
+            "x-qila-signature",
+            format!("sha256={}", hex::encode(mac.finalize().into_bytes())),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let run: Value = resp.json().await.unwrap();
+    let done = s.wait_for(run["run_id"].as_str().unwrap(), terminal).await;
+    assert_eq!(done["run"]["status"], "succeeded");
+    assert_eq!(done["run"]["trigger"], "webhook");
+    // Webhook payloads have their own limit (4 MiB by default): 2 MiB is read (and its signature checked), 5 MiB is
+    // refused.
+    let once = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    for (size, expected) in [
+        (2 << 20, StatusCode::UNAUTHORIZED),
+        (5 << 20, StatusCode::PAYLOAD_TOO_LARGE),
+    ] {
+        let resp = once
+            .post(s.url("/api/v1/hooks/signed"))
+            .header("x-qila-signature", format!("sha256={}", "0".repeat(64)))
+            .body(format!("\"{}\"", "x".repeat(size)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), expected, "{size} bytes");
+    }
+}

@@ -130,8 +130,8 @@ impl Store {
         created_by: &str,
     ) -> Result<(TokenInfo, String), StoreError> {
         let id = random_hex(4);
-        // 122 random bits per UUIDv4; two of them are well past what guessing can reach.
-        let token = format!("qila_{id}_{}", random_hex(24));
+        // 64 hex digits from two UUIDv4s: 244 random bits (each UUIDv4 fixes 6 of its 128).
+        let token = format!("qila_{id}_{}", random_hex(32));
         let info = TokenInfo {
             id,
             name: name.to_owned(),

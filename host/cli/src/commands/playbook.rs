@@ -109,7 +109,8 @@ struct Published {
 }
 
 impl Published {
-    /// Reads `{version: {name, version, digest, ...}, created, hook_secret}` (or the version's fields at the top).
+    /// Reads `{name, version, digest, ..., created, hook?: {path, secret}}` (also with the version's fields under
+    /// `version`, or the secret as `hook_secret`).
     fn from_answer(answer: &Value) -> Self {
         let version = match answer.get("version") {
             Some(v @ Value::Object(_)) => v,
@@ -124,7 +125,9 @@ impl Published {
                 .and_then(Value::as_bool)
                 .unwrap_or(true),
             hook_secret: answer
-                .get("hook_secret")
+                .get("hook")
+                .and_then(|h| h.get("secret"))
+                .or_else(|| answer.get("hook_secret"))
                 .and_then(Value::as_str)
                 .map(String::from),
         }
@@ -210,9 +213,14 @@ async fn show(client: &Client, name: &str, json: bool) -> Result<ExitCode, Clien
         "  triggers  {}",
         fmt::triggers(latest.get("triggers").unwrap_or(&Value::Null))
     );
-    let secret = answer
-        .get("hook_secret")
-        .or_else(|| answer.get("hook").and_then(|h| h.get("secret")))
+    // The webhook's secret is for engineers and admins: a viewer's token simply does not show it.
+    let hook = client
+        .get(&format!("/api/v1/playbooks/{}/hook", segment(name)), &[])
+        .await
+        .ok();
+    let secret = hook
+        .as_ref()
+        .and_then(|h| h.get("secret"))
         .and_then(Value::as_str);
     if let Some(secret) = secret {
         println!(
@@ -283,7 +291,7 @@ mod tests {
     fn publish_answers_read_as_one_line() {
         let p = Published::from_answer(&json!({
             "version": {"name": "approve-block", "version": 2, "digest": "0123456789abcdef0123"},
-            "created": true, "hook_secret": "s3cret"
+            "created": true, "hook": {"path": "/api/v1/hooks/approve-block", "secret": "s3cret"}
         }));
         assert_eq!(
             p.line(),

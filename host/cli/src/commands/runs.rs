@@ -401,6 +401,31 @@ fn find_source(answer: &Value, version: Option<i64>) -> Option<String> {
         .find_map(|v| v.get("source").and_then(Value::as_str).map(String::from))
 }
 
+/// The YAML source of `version` (the latest when `None`) of `playbook`, from `GET /api/v1/playbooks/{name}` (its
+/// versions) and `GET /api/v1/playbooks/{name}/versions/{version}` (one with its source).
+async fn playbook_source(
+    client: &Client,
+    playbook: &str,
+    version: Option<i64>,
+) -> Result<Option<String>, ClientError> {
+    let base = format!("/api/v1/playbooks/{}", segment(playbook));
+    let answer = client.get(&base, &[]).await?;
+    if let Some(source) = find_source(&answer, version) {
+        return Ok(Some(source));
+    }
+    let latest = answer
+        .get("versions")
+        .and_then(Value::as_array)
+        .and_then(|vs| vs.iter().filter_map(|v| fmt::int(v, "version")).max());
+    let Some(number) = version.or(latest) else {
+        return Ok(None);
+    };
+    let answer = client
+        .get(&format!("{base}/versions/{number}"), &[])
+        .await?;
+    Ok(find_source(&answer, Some(number)))
+}
+
 async fn start(
     client: &Client,
     playbook: &str,
@@ -413,12 +438,8 @@ async fn start(
     let parsed = if inputs.inputs.is_empty() {
         None
     } else {
-        match client
-            .get(&format!("/api/v1/playbooks/{}", segment(playbook)), &[])
-            .await
-        {
-            Ok(answer) => find_source(&answer, version)
-                .and_then(|source| Playbook::parse(&source, playbook).ok()),
+        match playbook_source(client, playbook, version).await {
+            Ok(source) => source.and_then(|source| Playbook::parse(&source, playbook).ok()),
             Err(e @ ClientError::Unreachable { .. }) => return Err(e),
             Err(_) => None,
         }
