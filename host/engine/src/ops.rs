@@ -55,21 +55,17 @@ pub(crate) async fn start<E: StepExecutor>(
     }
     // Unfinished runs: count the running ones against their playbooks' limits first, then resume them all.
     let unfinished = inner.store.unfinished_runs().await?;
-    let mut queued_playbooks = Vec::new();
-    for (id, status) in &unfinished {
-        if *status == RunStatus::Running {
-            if let Some(run) = inner.store.run(id).await? {
-                inner.limiter.occupy_anyway(&run.playbook, id);
-            }
-        } else if let Some(run) = inner.store.run(id).await?
-            && !queued_playbooks.contains(&run.playbook)
-        {
-            queued_playbooks.push(run.playbook);
+    let mut queued_playbooks: Vec<&str> = Vec::new();
+    for (id, status, playbook) in &unfinished {
+        match status {
+            RunStatus::Running => inner.limiter.occupy_anyway(playbook, id),
+            _ if !queued_playbooks.contains(&playbook.as_str()) => queued_playbooks.push(playbook),
+            _ => {}
         }
     }
     let resumed = unfinished
         .iter()
-        .filter(|(_, s)| *s == RunStatus::Running)
+        .filter(|(_, s, _)| *s == RunStatus::Running)
         .count();
     if !unfinished.is_empty() {
         tracing::info!(
@@ -78,7 +74,7 @@ pub(crate) async fn start<E: StepExecutor>(
             "resuming unfinished runs"
         );
     }
-    for (id, status) in &unfinished {
+    for (id, status, _) in &unfinished {
         if *status == RunStatus::Running {
             inner.wake(id);
         }
@@ -93,7 +89,9 @@ pub(crate) async fn start<E: StepExecutor>(
         }
     });
     for playbook in queued_playbooks {
-        let _ = inner.wake_tx.send(crate::limits::Wake::Queued(playbook));
+        let _ = inner
+            .wake_tx
+            .send(crate::limits::Wake::Queued(playbook.to_owned()));
     }
     tokio::spawn(timers_loop(inner.clone()));
     tokio::spawn(timers::run_schedules(inner.clone()));

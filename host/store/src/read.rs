@@ -128,10 +128,10 @@ impl Store {
             .collect()
     }
 
-    /// The ids of runs that have not ended, oldest first.
-    pub async fn unfinished_runs(&self) -> Result<Vec<(String, RunStatus)>, StoreError> {
+    /// The runs that have not ended, oldest first: (id, status, playbook).
+    pub async fn unfinished_runs(&self) -> Result<Vec<(String, RunStatus, String)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, status FROM runs WHERE status IN ('queued', 'running') ORDER BY id",
+            "SELECT id, status, playbook FROM runs WHERE status IN ('queued', 'running') ORDER BY id",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -141,6 +141,7 @@ impl Store {
                 Ok((
                     r.try_get("id")?,
                     RunStatus::parse(&status).unwrap_or(RunStatus::Running),
+                    r.try_get("playbook")?,
                 ))
             })
             .collect()
