@@ -21,6 +21,7 @@ pub mod expr;
 mod inputs;
 mod playbook;
 mod schema;
+mod tlp;
 mod yaml;
 
 #[cfg(test)]
@@ -38,3 +39,4 @@ pub use expr::{EvalContext, EvalError, Expression, SharedValue, Template};
 pub use indexmap::IndexMap;
 pub use inputs::{Format, InputSpec, InputType};
 pub use playbook::{Playbook, Step};
+pub use tlp::{Tlp, TlpError};
