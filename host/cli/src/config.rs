@@ -67,7 +67,9 @@ impl Settings {
 /// plugins:
 ///   notify:
 ///     egress: ["hooks.slack.com", "*.example.org:443"]
-///     secrets: [slack_token]
+///     secrets: [slack_token]        # injected into HTTP requests as bearer tokens
+///     reveal: [smtp_password]       # values the plugin may read (audited)
+///     packs: [kv]                   # host packs (default: kv)
 ///     limits: { memory: 64MiB, cpu: 2s, timeout: 30s, output: 1MiB }
 /// secrets:
 ///   slack_token: { env: SLACK_TOKEN }
@@ -91,12 +93,22 @@ pub struct PluginGrant {
     /// Host patterns the plugin may reach: `[scheme://]host[:port]`, `*.domain` for subdomains.
     #[serde(default)]
     pub egress: Vec<String>,
-    /// Secret names the plugin may use.
+    /// Secret names the host may inject into the plugin's HTTP requests.
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// Secret names whose values the plugin may read (audited on every use).
+    #[serde(default)]
+    pub reveal: Vec<String>,
+    /// Host packs the plugin may call [default: `kv`].
+    #[serde(default = "default_packs")]
+    pub packs: Vec<String>,
     /// Resource limits; unset ones keep their defaults.
     #[serde(default)]
     pub limits: LimitsConfig,
+}
+
+fn default_packs() -> Vec<String> {
+    vec!["kv".into()]
 }
 
 /// Resource limits as written in the file (`64MiB`, `2s`).
@@ -137,11 +149,16 @@ impl Config {
         Ok(config)
     }
 
-    /// The policy for the plugin `name`: its grants, or none.
+    /// The policy for the plugin `name`: its grants, or none but the `kv` pack.
     pub fn policy_for(&self, name: &str) -> anyhow::Result<PluginPolicy> {
-        self.plugins
-            .get(name)
-            .map_or_else(|| Ok(PluginPolicy::default()), PluginGrant::policy)
+        match self.plugins.get(name) {
+            Some(grant) => grant.policy(),
+            None => PluginGrant {
+                packs: default_packs(),
+                ..PluginGrant::default()
+            }
+            .policy(),
+        }
     }
 
     /// The values of every configured secret that has one.
@@ -194,6 +211,8 @@ impl PluginGrant {
         Ok(PluginPolicy {
             egress,
             secrets: self.secrets.clone(),
+            reveal: self.reveal.clone(),
+            packs: self.packs.clone(),
             limits,
         })
     }
@@ -269,6 +288,8 @@ mod tests {
         assert!(p.allows_secret("tok") && !p.allows_secret("other"));
         assert_eq!(p.limits.memory_bytes, 8 << 20);
         assert_eq!(p.limits.timeout, Duration::from_secs(3));
-        assert_eq!(config.policy_for("core").unwrap(), PluginPolicy::default());
+        let core = config.policy_for("core").unwrap();
+        assert!(core.egress.is_empty() && core.secrets.is_empty() && core.reveal.is_empty());
+        assert_eq!(core.packs, ["kv"]);
     }
 }

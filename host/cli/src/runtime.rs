@@ -205,7 +205,7 @@ fn component_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 impl ActionCatalog for Plugins {
-    fn input_schema(&self, plugin: &str, action: &str) -> Result<&Value, String> {
+    fn input_schema(&self, plugin: &str, action: &str) -> Result<Value, String> {
         let Some((p, _)) = self.loaded.get(plugin) else {
             return Err(format!(
                 "unknown plugin `{plugin}`{}",
@@ -213,7 +213,7 @@ impl ActionCatalog for Plugins {
             ));
         };
         match p.action(action) {
-            Some(a) => Ok(&a.input_schema),
+            Some(a) => Ok(a.input_schema.clone()),
             None => Err(format!(
                 "plugin `{plugin}` has no action `{action}`{}",
                 did_you_mean(action, p.manifest().actions.iter().map(|a| a.name.as_str()))

@@ -24,7 +24,7 @@ impl StepExecutor for Instant {
 struct Catalog(StaticCatalog);
 
 impl ActionCatalog for Catalog {
-    fn input_schema(&self, plugin: &str, action: &str) -> Result<&Value, String> {
+    fn input_schema(&self, plugin: &str, action: &str) -> Result<Value, String> {
         self.0.input_schema(plugin, action)
     }
 }
@@ -89,6 +89,7 @@ fn bench(c: &mut Criterion) {
                     inputs: json!({}),
                     trigger: TriggerKind::Manual,
                     actor: "bench".into(),
+                    tlp: Default::default(),
                 })
                 .await
                 .expect("start");

@@ -113,9 +113,9 @@ impl BuiltinCatalog {
 }
 
 impl ActionCatalog for BuiltinCatalog {
-    fn input_schema(&self, plugin: &str, action: &str) -> Result<&Value, String> {
+    fn input_schema(&self, plugin: &str, action: &str) -> Result<Value, String> {
         match Builtin::of(plugin, action) {
-            Some(builtin) => Ok(builtin.schema()),
+            Some(builtin) => Ok(builtin.schema().clone()),
             None => self.plugins.input_schema(plugin, action),
         }
     }
@@ -124,6 +124,10 @@ impl ActionCatalog for BuiltinCatalog {
 impl PluginCatalog for BuiltinCatalog {
     fn digest(&self, plugin: &str) -> Option<String> {
         self.plugins.digest(plugin)
+    }
+
+    fn max_tlp(&self, plugin: &str) -> qila_model::Tlp {
+        self.plugins.max_tlp(plugin)
     }
 }
 

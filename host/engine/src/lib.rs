@@ -18,6 +18,7 @@ mod orchestrator;
 mod run;
 mod state;
 mod timers;
+mod tlp;
 
 pub use builtin::{BUILTIN_PLUGIN, BuiltinCatalog};
 pub use error::{ActionError, EngineError, PublishError, StartError};

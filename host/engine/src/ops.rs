@@ -175,9 +175,11 @@ pub(crate) async fn publish(
         uuid::Uuid::new_v4().simple(),
         uuid::Uuid::new_v4().simple()
     );
+    let hook_name = qila_store::hook_secret_name(&name);
+    let sealed_secret = inner.store.vault().seal_text(&hook_name, &fresh_secret)?;
     let to_write = row.clone();
     let actor = actor.to_owned();
-    let (version, hook_secret) = inner
+    let (version, stored_secret) = inner
         .store
         .journal()
         .write(move |c| {
@@ -188,7 +190,7 @@ pub(crate) async fn publish(
                 }
                 write::drop_schedules(c, &to_write.name, schedules.len() as i64).await?;
                 let secret = if has_hook {
-                    Some(write::ensure_hook(c, &to_write.name, &fresh_secret).await?)
+                    Some(write::ensure_hook(c, &to_write.name, &sealed_secret).await?)
                 } else {
                     None
                 };
@@ -199,6 +201,16 @@ pub(crate) async fn publish(
             })
         })
         .await?;
+    let hook_secret = match stored_secret {
+        Some(stored) => Some(
+            inner
+                .store
+                .vault()
+                .open_text(&hook_name, &stored)?
+                .unwrap_or(stored),
+        ),
+        None => None,
+    };
     row.version = version;
     let loaded = Arc::new(Loaded {
         row: row.clone(),
@@ -242,6 +254,7 @@ pub(crate) async fn webhook(
         inputs,
         trigger: TriggerKind::Webhook,
         actor: format!("hook:{playbook}"),
+        tlp: Default::default(),
     };
     o.inner.create_from_request(request, None).await
 }
@@ -298,7 +311,16 @@ pub(crate) async fn emit(
             };
             if let Some(run) = o
                 .inner
-                .create_run(&loaded, inputs, TriggerKind::Event, actor, None, None, None)
+                .create_run(
+                    &loaded,
+                    inputs,
+                    None,
+                    TriggerKind::Event,
+                    actor,
+                    None,
+                    None,
+                    None,
+                )
                 .await?
             {
                 runs.push(run);
@@ -358,6 +380,7 @@ pub(crate) async fn rerun(o: &Orchestrator, id: &str, actor: &str) -> Result<Run
         .create_run(
             &loaded,
             inputs,
+            run.tlp.clone(),
             TriggerKind::Rerun,
             actor,
             None,

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use qila_model::ActionCatalog;
+use qila_model::{ActionCatalog, Tlp};
 use qila_store::{ApprovalRow, RunRow, Store, TriggerKind, VersionRow};
 use serde_json::Value;
 use tokio::sync::broadcast;
@@ -16,6 +16,13 @@ use crate::executor::StepExecutor;
 pub trait PluginCatalog: ActionCatalog + Send + Sync + 'static {
     /// The SHA-256 (hex) of `plugin`'s component, if it is loaded.
     fn digest(&self, plugin: &str) -> Option<String>;
+
+    /// The highest TLP of data `plugin` may receive. A step whose input carries more is refused before the
+    /// plugin runs. Default: [`Tlp::Red`] (no limit).
+    fn max_tlp(&self, plugin: &str) -> Tlp {
+        let _ = plugin;
+        Tlp::Red
+    }
 }
 
 /// How the orchestrator runs.
@@ -54,6 +61,9 @@ pub struct StartRun {
     pub trigger: TriggerKind,
     /// Who starts it (a token's name, `schedule`, `hook`).
     pub actor: String,
+    /// TLP marks on the inputs, by input name, `*` for every input: the data's sensitivity, which steps may not
+    /// pass to a plugin whose limit is lower. Empty: only what the playbook declares and the values carry.
+    pub tlp: std::collections::BTreeMap<String, Tlp>,
 }
 
 /// Who decides an approval.

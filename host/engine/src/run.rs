@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use qila_model::{EvalContext, OnError, Playbook, SharedValue};
+use qila_model::{EvalContext, OnError, Playbook, SharedValue, Tlp};
 use qila_store::write::{self, Settle, TaskKey, TaskShape};
 use qila_store::{RunRow, RunStatus, StepRow, StepStatus, now_ms};
 use serde_json::{Map, Value, json};
@@ -18,11 +18,13 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{Instrument, info_span};
 
+use crate::PluginCatalog;
 use crate::builtin::{Builtin, MAX_SLEEP, duration_field};
 use crate::error::EngineError;
 use crate::executor::{StepCall, StepError};
 use crate::limits::TaskPermit;
 use crate::state::{Inner, Loaded, ParentLink};
+use crate::tlp::Flow;
 
 /// The most items a `for_each` step may have.
 const MAX_ITEMS: usize = 10_000;
@@ -629,6 +631,28 @@ impl RunTask {
         self.consider_task((i, -1), input, None).await
     }
 
+    /// Why step `i` may not hand its input to its plugin, if the input's TLP is above the plugin's limit.
+    fn tlp_refusal(&self, i: usize) -> Option<String> {
+        let step = &self.loaded.playbook.steps[i];
+        let limit = PluginCatalog::max_tlp(self.inner.catalog.as_ref(), &step.plugin);
+        if limit == Tlp::Red {
+            return None;
+        }
+        let flow = Flow {
+            playbook: &self.loaded.playbook,
+            marks: self.run.tlp.as_ref(),
+            inputs: &self.run.inputs,
+            output: |j: usize| self.rows.get(&(j, -1)).and_then(|r| r.output.as_ref()),
+        };
+        let label = flow.step_input(i, &mut HashMap::new())?;
+        (label.level > limit).then(|| {
+            format!(
+                "refused before the plugin ran: step `{}` would hand {} data to plugin `{}`, which may receive data up to {limit}; the data comes from {}",
+                step.id, label.level, step.plugin, label.source
+            )
+        })
+    }
+
     /// The context step `i`'s expressions see (with `error` for a handler).
     fn step_ctx(&self, i: usize) -> EvalContext {
         match &self.errors[i] {
@@ -811,6 +835,18 @@ impl RunTask {
         let now = now_ms();
         if let Some(builtin) = Builtin::of(&step.plugin, &step.action) {
             return self.consider_builtin(slot, builtin, input, row).await;
+        }
+        if let Some(refusal) = self.tlp_refusal(slot.0) {
+            let settle = Settle {
+                status: StepStatus::Failed,
+                output: None,
+                error_kind: Some("denied"),
+                error: Some(&refusal),
+                wake_at: None,
+                input: Some(&input),
+            };
+            self.write_settle(slot, None, settle).await?;
+            return Ok(true);
         }
         match row.as_ref().map(|r| r.status) {
             Some(StepStatus::Waiting)
@@ -1341,12 +1377,24 @@ impl RunTask {
             wait,
             input: input.clone(),
         };
+        // The child's inputs carry the label of what this step hands it.
+        let flow = Flow {
+            playbook: &self.loaded.playbook,
+            marks: self.run.tlp.as_ref(),
+            inputs: &self.run.inputs,
+            output: |j: usize| self.rows.get(&(j, -1)).and_then(|r| r.output.as_ref()),
+        };
+        let tlp = flow
+            .step_input(slot.0, &mut HashMap::new())
+            .map(|label| std::collections::BTreeMap::from([("*".to_owned(), label.level)]))
+            .unwrap_or_default();
         let request = crate::StartRun {
             playbook: name,
             version,
             inputs,
             trigger: qila_store::TriggerKind::Playbook,
             actor: format!("run:{}", self.run.id),
+            tlp,
         };
         match self.inner.create_from_request(request, Some(parent)).await {
             Ok(child) => {

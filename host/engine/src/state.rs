@@ -366,9 +366,19 @@ impl Inner {
             .playbook
             .resolve_inputs(provided)
             .map_err(StartError::Inputs)?;
+        let marks = (!request.tlp.is_empty()).then(|| {
+            Value::Object(
+                request
+                    .tlp
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::String(v.as_str().to_owned())))
+                    .collect(),
+            )
+        });
         self.create_run(
             &loaded,
             inputs,
+            marks,
             request.trigger,
             &request.actor,
             parent,
@@ -388,6 +398,7 @@ impl Inner {
         self: &Arc<Self>,
         loaded: &Loaded,
         inputs: Map<String, Value>,
+        tlp: Option<Value>,
         trigger: TriggerKind,
         actor: &str,
         parent: Option<ParentLink>,
@@ -407,6 +418,7 @@ impl Inner {
             version: loaded.row.version,
             status,
             inputs: Value::Object(inputs),
+            tlp,
             outputs: None,
             error: None,
             trigger,

@@ -161,6 +161,7 @@ async fn fire_due(inner: &Arc<Inner>) -> Result<Option<i64>, String> {
                 .create_run(
                     &loaded,
                     inputs,
+                    None,
                     TriggerKind::Schedule,
                     // The firing instant it stands for (a made-up firing runs later than its instant).
                     &format!("schedule@{at}"),

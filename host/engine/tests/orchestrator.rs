@@ -67,7 +67,7 @@ impl StepExecutor for Exec {
 struct Catalog(StaticCatalog);
 
 impl ActionCatalog for Catalog {
-    fn input_schema(&self, plugin: &str, action: &str) -> Result<&Value, String> {
+    fn input_schema(&self, plugin: &str, action: &str) -> Result<Value, String> {
         self.0.input_schema(plugin, action)
     }
 }
@@ -76,6 +76,15 @@ impl PluginCatalog for Catalog {
     fn digest(&self, _plugin: &str) -> Option<String> {
         Some("digest-of-t".into())
     }
+
+    /// `ext` stands for a plugin with external egress: data up to TLP:AMBER.
+    fn max_tlp(&self, plugin: &str) -> qila_model::Tlp {
+        if plugin == "ext" {
+            qila_model::Tlp::Amber
+        } else {
+            qila_model::Tlp::Red
+        }
+    }
 }
 
 fn catalog() -> Arc<Catalog> {
@@ -83,6 +92,7 @@ fn catalog() -> Arc<Catalog> {
     for action in ["echo", "flaky", "fail", "slow", "block"] {
         c.add("t", action, json!({}));
     }
+    c.add("ext", "echo", json!({}));
     Arc::new(Catalog(c))
 }
 
@@ -100,6 +110,7 @@ async fn run(o: &Orchestrator, playbook: &str, inputs: Value) -> RunRow {
         inputs,
         trigger: TriggerKind::Manual,
         actor: "tester".into(),
+        tlp: Default::default(),
     })
     .await
     .unwrap()
@@ -773,6 +784,7 @@ async fn triggers_webhook_events_schedules_and_manual() {
             inputs: json!({}),
             trigger: TriggerKind::Manual,
             actor: "t".into(),
+            tlp: Default::default(),
         })
         .await;
     assert!(matches!(refused, Err(StartError::NotTriggerable { .. })));
@@ -949,4 +961,76 @@ fn a_schedule_neither_misses_nor_doubles_a_firing_across_a_restart() {
             "one firing per second, none missed or doubled: {fired:?}"
         );
     });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tlp_red_data_is_refused_to_a_plugin_limited_to_amber_before_it_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = Arc::new(Exec::default());
+    let o = start(dir.path(), exec.clone()).await;
+    let yaml = r#"name: flow
+version: 1
+inputs:
+  ip: { type: string }
+  case: { type: object, default: { id: 1 } }
+steps:
+  local: { uses: t.echo, with: { v: "${{ inputs.ip }}" } }
+  share:
+    needs: [local]
+    uses: ext.echo
+    with: { v: "${{ steps.local.output.v }}" }
+  harmless: { uses: ext.echo, with: { v: "static" } }
+  labelled: { uses: ext.echo, with: { c: "${{ inputs.case }}" } }
+"#;
+    o.publish(yaml, "flow.yaml", "tester").await.unwrap();
+    let request = |tlp: &[(&str, qila_model::Tlp)], case: Value| StartRun {
+        playbook: "flow".into(),
+        version: None,
+        inputs: json!({"ip": "192.0.2.1", "case": case}),
+        trigger: TriggerKind::Manual,
+        actor: "tester".into(),
+        tlp: tlp.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+    };
+    let red = o
+        .start_run(request(&[("ip", qila_model::Tlp::Red)], json!({"id": 1})))
+        .await
+        .unwrap();
+    let done = finish(&o, &red.id).await;
+    assert_eq!(done.status, RunStatus::Failed);
+    let s = steps(&o, &red.id).await;
+    let share = step(&s, "share");
+    assert_eq!(share.status, StepStatus::Failed);
+    assert_eq!(share.error_kind.as_deref(), Some("denied"));
+    let message = share.error.as_deref().unwrap();
+    for part in [
+        "TLP:RED",
+        "plugin `ext`",
+        "up to TLP:AMBER",
+        "inputs.ip",
+        "marked by the caller",
+        "via steps.local",
+    ] {
+        assert!(message.contains(part), "{part:?} missing from: {message}");
+    }
+    assert!(exec.calls_of("share").is_empty(), "the plugin must not run");
+    assert_eq!(step(&s, "harmless").status, StepStatus::Succeeded);
+    assert_eq!(
+        exec.calls_of("local").len(),
+        1,
+        "a plugin without a limit gets the data"
+    );
+
+    // A label inside a value counts like a mark; without either, the data flows.
+    let labelled = o
+        .start_run(request(&[], json!({"id": 2, "tlp": "red"})))
+        .await
+        .unwrap();
+    let s = steps(&o, &finish(&o, &labelled.id).await.id).await;
+    assert_eq!(step(&s, "labelled").error_kind.as_deref(), Some("denied"));
+    assert_eq!(step(&s, "share").status, StepStatus::Succeeded);
+    let amber = o
+        .start_run(request(&[("*", qila_model::Tlp::Amber)], json!({"id": 3})))
+        .await
+        .unwrap();
+    assert_eq!(finish(&o, &amber.id).await.status, RunStatus::Succeeded);
 }

@@ -9,7 +9,8 @@ pub trait ActionCatalog {
     /// The JSON Schema of `plugin.action`'s input, or an error message naming what is missing
     /// (unknown plugin / unknown action, with suggestions), e.g.
     /// ``unknown action `classify-ipp` in plugin `enrich` (did you mean `classify-ip`?)``.
-    fn input_schema(&self, plugin: &str, action: &str) -> Result<&Value, String>;
+    /// The schema is returned owned so that a catalog may change while the host runs (a plugin installed).
+    fn input_schema(&self, plugin: &str, action: &str) -> Result<Value, String>;
 }
 
 /// An in-memory catalog (`plugin -> action -> input schema`), for tests and simple hosts.
@@ -41,14 +42,14 @@ impl StaticCatalog {
 }
 
 impl ActionCatalog for StaticCatalog {
-    fn input_schema(&self, plugin: &str, action: &str) -> Result<&Value, String> {
+    fn input_schema(&self, plugin: &str, action: &str) -> Result<Value, String> {
         let Some(actions) = self.plugins.get(plugin) else {
             return Err(format!(
                 "unknown plugin `{plugin}`{}",
                 did_you_mean(plugin, self.plugins.keys().map(String::as_str))
             ));
         };
-        actions.get(action).ok_or_else(|| {
+        actions.get(action).cloned().ok_or_else(|| {
             format!(
                 "unknown action `{action}` in plugin `{plugin}`{}",
                 did_you_mean(action, actions.keys().map(String::as_str))

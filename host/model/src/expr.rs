@@ -215,6 +215,61 @@ impl Expression {
     }
 }
 
+/// The run values an expression or template reads: which inputs and which steps' results.
+///
+/// A step hands what its `with` (and `for_each`) read to its plugin, so this is what the engine checks against
+/// the plugin's TLP limit. It is conservative: `inputs` or `steps` used whole or through a subscript, and
+/// `error` (a handler's view of a failed step), count as reading all of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DataSources {
+    /// Inputs read by name.
+    pub inputs: std::collections::BTreeSet<String>,
+    /// Steps whose results are read, by id.
+    pub steps: std::collections::BTreeSet<String>,
+    /// Every input may be read.
+    pub all_inputs: bool,
+    /// Every step's result may be read.
+    pub all_steps: bool,
+}
+
+impl DataSources {
+    /// Adds what `expr` reads.
+    pub fn add_expression(&mut self, expr: &Expression) {
+        for var in expr.compiled.undeclared_variables(true) {
+            let mut parts = var.split('.');
+            match (parts.next().unwrap_or_default(), parts.next()) {
+                ("steps", Some(id)) => {
+                    self.steps.insert(id.to_owned());
+                }
+                ("inputs", Some(name)) => {
+                    self.inputs.insert(name.to_owned());
+                }
+                ("steps" | "error", None) | ("error", Some(_)) => self.all_steps = true,
+                ("inputs", None) => self.all_inputs = true,
+                _ => {}
+            }
+        }
+    }
+
+    /// Adds what every expression of `template` reads.
+    pub fn add_template(&mut self, template: &Template) {
+        fn walk(node: &TNode, out: &mut DataSources) {
+            match &node.kind {
+                TKind::Const(_) => {}
+                TKind::Expr(e) => out.add_expression(e),
+                TKind::Interp(parts) => parts.iter().for_each(|p| {
+                    if let Part::Expr(e) = p {
+                        out.add_expression(e);
+                    }
+                }),
+                TKind::Array(items) => items.iter().for_each(|n| walk(n, out)),
+                TKind::Object(fields) => fields.iter().for_each(|(_, n)| walk(n, out)),
+            }
+        }
+        walk(&template.root, self);
+    }
+}
+
 /// Finds `steps['id']` (optionally followed by `.field` or `['field']`) and `inputs['name']`
 /// outside string literals.
 fn scan_subscripts(src: &str, out: &mut Vec<Ref>) {

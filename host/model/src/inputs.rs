@@ -228,6 +228,8 @@ pub struct InputSpec {
     pub ty: InputType,
     /// For strings: a format to check.
     pub format: Option<Format>,
+    /// The TLP of the input's value (`tlp:`), unless the caller marks it higher.
+    pub tlp: Option<crate::Tlp>,
     /// Human description.
     pub description: Option<String>,
     /// Value used when the input is not given.

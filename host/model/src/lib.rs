@@ -35,7 +35,7 @@ pub use durable::{
     Backoff, ERROR_KINDS, EventTrigger, ForEach, OnError, Rate, RetryPolicy, Schedule,
     StepConcurrency, Triggers, WebhookTrigger, parse_duration,
 };
-pub use expr::{EvalContext, EvalError, Expression, SharedValue, Template};
+pub use expr::{DataSources, EvalContext, EvalError, Expression, SharedValue, Template};
 pub use indexmap::IndexMap;
 pub use inputs::{Format, InputSpec, InputType};
 pub use playbook::{Playbook, Step};

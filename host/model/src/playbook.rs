@@ -43,7 +43,14 @@ const STEP_KEYS: &[&str] = &[
     "on_error",
     "concurrency",
 ];
-const INPUT_KEYS: &[&str] = &["type", "format", "description", "default", "required"];
+const INPUT_KEYS: &[&str] = &[
+    "type",
+    "format",
+    "description",
+    "default",
+    "required",
+    "tlp",
+];
 const ID_RULE: &str = "lowercase letters, digits, `-` and `_`, starting with a letter or digit";
 const INPUT_RULE: &str = "lowercase letters, digits and `_`, not starting with a digit";
 
@@ -114,6 +121,18 @@ pub struct Step {
     pub for_each: Option<ForEach>,
     /// `concurrency:`: limits shared by all work with the same key.
     pub concurrency: Option<StepConcurrency>,
+}
+
+impl Step {
+    /// The run values this step hands to its plugin: what its `with` and `for_each` read.
+    pub fn data_sources(&self) -> crate::expr::DataSources {
+        let mut sources = crate::expr::DataSources::default();
+        sources.add_template(&self.with);
+        if let Some(each) = &self.for_each {
+            sources.add_template(&each.items);
+        }
+        sources
+    }
 }
 
 impl Playbook {
@@ -725,10 +744,21 @@ fn parse_inputs(node: &Node, sink: &mut Sink<'_>) -> IndexMap<String, InputSpec>
             },
             None => default.is_none(),
         };
+        let tlp = fields.get("tlp").and_then(|t| {
+            let s = as_str(&t.value, &format!("{path}.tlp"), sink)?;
+            match s.parse::<crate::Tlp>() {
+                Ok(level) => Some(level),
+                Err(e) => {
+                    sink.err(t.value.pos, format!("{path}.tlp: {e}"));
+                    None
+                }
+            }
+        });
         let Some(ty) = ty else { continue };
         let spec = InputSpec {
             ty,
             format,
+            tlp,
             description,
             default: default.as_ref().map(|(v, _)| v.clone()),
             required,

@@ -102,7 +102,7 @@ impl Playbook {
             let validator = validators.entry(key).or_insert_with(|| {
                 match jsonschema::options()
                     .should_validate_formats(true)
-                    .build(schema)
+                    .build(&schema)
                 {
                     Ok(v) => Some(v),
                     Err(e) => {

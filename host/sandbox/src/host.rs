@@ -184,10 +184,24 @@ impl log::Host for HostState {
 
 impl secrets::Host for HostState {
     async fn reveal(&mut self, name: String) -> Result<String, types::Error> {
-        if !self.scope.policy.allows_secret(&name) {
-            return Err(self.denied(format!("secret `{name}`")));
+        if !self.scope.policy.allows_reveal(&name) {
+            return Err(self.denied(format!("revealing secret `{name}`")));
         }
-        tracing::info!(target: "qila::audit", plugin = %self.scope.plugin, secret = %name, "secret revealed to plugin");
+        let services = self.scope.services.clone();
+        services
+            .secrets
+            .audit_reveal(
+                &self.scope.plugin,
+                &name,
+                &self.scope.run_id,
+                &self.scope.step_id,
+            )
+            .await
+            .map_err(|e| {
+                types::Error::Transient(format!(
+                    "cannot record the reveal of `{name}` in the audit log: {e}"
+                ))
+            })?;
         self.scope
             .services
             .secrets
@@ -198,6 +212,7 @@ impl secrets::Host for HostState {
 
 impl kv::Host for HostState {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, types::Error> {
+        self.check_kv()?;
         check_key(&key)?;
         let kv = self.scope.services.kv.clone();
         kv.get(&self.scope.plugin, &key)
@@ -206,6 +221,7 @@ impl kv::Host for HostState {
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), types::Error> {
+        self.check_kv()?;
         check_key(&key)?;
         if value.len() > KV_MAX_VALUE {
             return Err(types::Error::InvalidInput(format!(
@@ -220,11 +236,23 @@ impl kv::Host for HostState {
     }
 
     async fn delete(&mut self, key: String) -> Result<(), types::Error> {
+        self.check_kv()?;
         check_key(&key)?;
         let kv = self.scope.services.kv.clone();
         kv.delete(&self.scope.plugin, &key)
             .await
             .map_err(types::Error::Transient)
+    }
+}
+
+impl HostState {
+    /// Refuses key-value calls of a plugin that was not granted the `kv` pack.
+    fn check_kv(&self) -> Result<(), types::Error> {
+        if self.scope.policy.allows_pack("kv") {
+            Ok(())
+        } else {
+            Err(self.denied("the `kv` pack".to_string()))
+        }
     }
 }
 

@@ -33,21 +33,37 @@ impl Default for Limits {
 
 /// Everything one plugin is allowed to do beyond computing: its grants and its limits.
 ///
-/// The default grants nothing: no egress, no secrets; [`Limits::default`].
+/// The default grants nothing: no egress, no secrets, no packs; [`Limits::default`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PluginPolicy {
     /// Hosts the plugin may reach through the `http` interface.
     pub egress: Vec<HostPattern>,
-    /// Names of the secrets the plugin may use (as `bearer-secret` or through `secrets.reveal`).
+    /// Names of the secrets the host injects into the plugin's HTTP requests (`bearer-secret`); the plugin never
+    /// sees their values.
     pub secrets: Vec<String>,
+    /// Names of the secrets whose values the plugin may read (`secrets.reveal`): a separate grant, and every use is
+    /// audited through [`crate::SecretStore::audit_reveal`].
+    pub reveal: Vec<String>,
+    /// Host packs the plugin may call: `kv` (its private key-value store), `intel.read`, ...
+    pub packs: Vec<String>,
     /// Resource limits.
     pub limits: Limits,
 }
 
 impl PluginPolicy {
-    /// Whether the plugin may use the secret `name`.
+    /// Whether the host may inject the secret `name` into the plugin's HTTP requests.
     pub fn allows_secret(&self, name: &str) -> bool {
         self.secrets.iter().any(|s| s == name)
+    }
+
+    /// Whether the plugin may read the value of the secret `name`.
+    pub fn allows_reveal(&self, name: &str) -> bool {
+        self.reveal.iter().any(|s| s == name)
+    }
+
+    /// Whether the plugin may call the host pack `pack`.
+    pub fn allows_pack(&self, pack: &str) -> bool {
+        self.packs.iter().any(|p| p == pack)
     }
 
     /// The first egress pattern that allows `host:port` for `scheme`, if any.

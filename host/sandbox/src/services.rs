@@ -63,6 +63,20 @@ impl KvBackend for MemoryKv {
 pub trait SecretStore: Send + Sync + 'static {
     /// The value of the secret `name`, if it has one.
     fn resolve(&self, name: &str) -> Option<String>;
+
+    /// Records durably that `plugin` reads the value of `secret` in run `run_id`, step `step_id`; called before
+    /// the value is handed over, which is refused if recording fails. The default records only a `qila::audit`
+    /// trace event.
+    fn audit_reveal<'a>(
+        &'a self,
+        plugin: &'a str,
+        secret: &'a str,
+        run_id: &'a str,
+        step_id: &'a str,
+    ) -> KvFuture<'a, ()> {
+        tracing::info!(target: "qila::audit", %plugin, %secret, run = %run_id, step = %step_id, "secret revealed to plugin");
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// A [`SecretStore`] over a fixed map, for tests and configuration loaded at start-up.

@@ -201,6 +201,7 @@ pub(crate) async fn start_run(
             inputs: body.inputs,
             trigger: TriggerKind::Manual,
             actor: caller.name().to_owned(),
+            tlp: Default::default(),
         })
         .await?;
     Ok((StatusCode::CREATED, Json(json!(run))))

@@ -30,7 +30,7 @@ impl StepExecutor for Echo {
 struct Catalog(StaticCatalog);
 
 impl ActionCatalog for Catalog {
-    fn input_schema(&self, plugin: &str, action: &str) -> Result<&Value, String> {
+    fn input_schema(&self, plugin: &str, action: &str) -> Result<Value, String> {
         self.0.input_schema(plugin, action)
     }
 }

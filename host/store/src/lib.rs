@@ -10,8 +10,10 @@ mod access;
 mod error;
 mod journal;
 mod kv;
+mod plugins;
 mod read;
 mod record;
+mod vault;
 pub mod write;
 
 use std::path::{Path, PathBuf};
@@ -24,12 +26,14 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 pub use access::{AuditEntry, Role, TokenInfo};
 pub use error::StoreError;
 pub use journal::{Journal, WriteFuture};
+pub use plugins::{InstallRow, SecretInfo, TrustedKeyRow};
 pub use read::{RunFilter, ScheduleRow};
 pub use record::{
     ApprovalRow, RunRow, RunStatus, StepRow, StepStatus, Transition, TriggerKind, VersionRow,
     now_ms, now_us,
 };
 pub use sqlx::SqliteConnection;
+pub use vault::{KEY_FILE, Vault};
 
 /// The file name of the database inside the data directory.
 pub const DATABASE_FILE: &str = "qila.db";
@@ -40,6 +44,7 @@ pub struct Store {
     pool: SqlitePool,
     path: PathBuf,
     journal: Journal,
+    vault: Vault,
 }
 
 impl Store {
@@ -63,11 +68,14 @@ impl Store {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
+        let vault = Vault::open(data_dir)?;
+        seal_plain_hook_secrets(&pool, &vault).await?;
         let journal = Journal::spawn(&pool).await?;
         Ok(Self {
             pool,
             path,
             journal,
+            vault,
         })
     }
 
@@ -81,6 +89,11 @@ impl Store {
         &self.journal
     }
 
+    /// The vault that seals secrets at rest (webhook secrets, plugin secrets).
+    pub fn vault(&self) -> &Vault {
+        &self.vault
+    }
+
     /// The connection pool, for reads.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
@@ -91,4 +104,26 @@ impl Store {
         self.journal.close().await;
         self.pool.close().await;
     }
+}
+
+/// The name a webhook secret is sealed under.
+pub fn hook_secret_name(playbook: &str) -> String {
+    format!("hook:{playbook}")
+}
+
+/// Seals webhook secrets stored in plain text by a version before encryption at rest.
+async fn seal_plain_hook_secrets(pool: &SqlitePool, vault: &Vault) -> Result<(), StoreError> {
+    let plain: Vec<(String, String)> =
+        sqlx::query_as("SELECT playbook, secret FROM hooks WHERE secret NOT LIKE 'sealed1:%'")
+            .fetch_all(pool)
+            .await?;
+    for (playbook, secret) in plain {
+        let sealed = vault.seal_text(&hook_secret_name(&playbook), &secret)?;
+        sqlx::query("UPDATE hooks SET secret = ? WHERE playbook = ?")
+            .bind(sealed)
+            .bind(&playbook)
+            .execute(pool)
+            .await?;
+    }
+    Ok(())
 }

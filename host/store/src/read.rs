@@ -235,14 +235,20 @@ impl Store {
             .collect()
     }
 
-    /// The webhook secret of `playbook`.
+    /// The webhook secret of `playbook`, opened (it is sealed at rest).
     pub async fn hook_secret(&self, playbook: &str) -> Result<Option<String>, StoreError> {
-        Ok(
+        let stored: Option<String> =
             sqlx::query_scalar("SELECT secret FROM hooks WHERE playbook = ?")
                 .bind(playbook)
                 .fetch_optional(&self.pool)
-                .await?,
-        )
+                .await?;
+        match stored {
+            Some(text) => {
+                let name = crate::hook_secret_name(playbook);
+                Ok(Some(self.vault().open_text(&name, &text)?.unwrap_or(text)))
+            }
+            None => Ok(None),
+        }
     }
 
     /// Queued runs of `playbook`, oldest first.

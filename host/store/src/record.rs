@@ -154,6 +154,8 @@ pub struct RunRow {
     pub status: RunStatus,
     /// Resolved inputs.
     pub inputs: Value,
+    /// TLP marks the caller put on the inputs (`{"<input>": "red", "*": "amber"}`), if any.
+    pub tlp: Option<Value>,
     /// Rendered outputs, once succeeded.
     pub outputs: Option<Value>,
     /// Why it failed.
@@ -332,6 +334,7 @@ impl RunRow {
             version: row.try_get("version")?,
             status: parse_enum(row, "status", "runs", RunStatus::parse)?,
             inputs: json(row, "inputs", "runs")?,
+            tlp: json_opt(row, "tlp", "runs")?,
             outputs: json_opt(row, "outputs", "runs")?,
             error: row.try_get("error")?,
             trigger: parse_enum(row, "trigger", "runs", TriggerKind::parse)?,

@@ -44,8 +44,8 @@ pub async fn insert_version(c: &mut Conn, v: &VersionRow) -> Result<i64, StoreEr
 pub async fn insert_run(c: &mut Conn, r: &RunRow) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO runs (id, playbook, version, status, inputs, outputs, error, trigger, started_by, parent_run, \
-         parent_step, parent_item, parent_wait, rerun_of, cancel_requested, created_at, started_at, finished_at) \
-         VALUES (?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, NULL)",
+         parent_step, parent_item, parent_wait, rerun_of, cancel_requested, created_at, started_at, finished_at, tlp) \
+         VALUES (?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, NULL, ?)",
     )
     .bind(&r.id)
     .bind(&r.playbook)
@@ -61,6 +61,7 @@ pub async fn insert_run(c: &mut Conn, r: &RunRow) -> Result<(), StoreError> {
     .bind(&r.rerun_of)
     .bind(r.created_at)
     .bind(r.started_at)
+    .bind(r.tlp.as_ref().map(text))
     .execute(&mut *c)
     .await?;
     transition(c, &r.id, None, -1, r.status.as_str(), 0, None).await
@@ -599,13 +600,18 @@ pub async fn advance_schedule(
         == 1)
 }
 
-/// The webhook secret of `playbook`, created from `fresh` if it has none.
-pub async fn ensure_hook(c: &mut Conn, playbook: &str, fresh: &str) -> Result<String, StoreError> {
+/// The webhook secret of `playbook` as stored (sealed: open it with [`crate::Vault::open_text`] under
+/// [`crate::hook_secret_name`]), stored from `fresh_sealed` if it has none.
+pub async fn ensure_hook(
+    c: &mut Conn,
+    playbook: &str,
+    fresh_sealed: &str,
+) -> Result<String, StoreError> {
     sqlx::query(
         "INSERT INTO hooks (playbook, secret, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
     )
     .bind(playbook)
-    .bind(fresh)
+    .bind(fresh_sealed)
     .bind(now_ms())
     .execute(&mut *c)
     .await?;

@@ -199,6 +199,7 @@ async fn run_once(orchestrator: &Orchestrator, playbook: &str) -> anyhow::Result
             inputs: Value::Object(Default::default()),
             trigger: TriggerKind::Manual,
             actor: "bench".into(),
+            tlp: Default::default(),
         })
         .await?;
     Ok(orchestrator.wait(&run.id).await?)

@@ -180,6 +180,7 @@ async fn drive(
             inputs: Value::Object(inputs),
             trigger: TriggerKind::Manual,
             actor: ACTOR.to_string(),
+            tlp: Default::default(),
         })
         .await
     {
@@ -411,6 +412,7 @@ mod tests {
             version: 1,
             status: RunStatus::Failed,
             inputs: json!({}),
+            tlp: None,
             outputs: None,
             error: None,
             trigger: TriggerKind::Manual,
