@@ -195,6 +195,29 @@ impl Client {
         self.send(self.request(Method::POST, path).json(body)).await
     }
 
+    /// `POST path` with a raw body and extra headers.
+    pub async fn post_bytes(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        content_type: &str,
+        headers: &[(&str, String)],
+    ) -> Result<Value, ClientError> {
+        let mut req = self
+            .request(Method::POST, path)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body);
+        for (name, value) in headers {
+            req = req.header(*name, value);
+        }
+        self.send(req).await
+    }
+
+    /// `DELETE path`.
+    pub async fn delete(&self, path: &str) -> Result<Value, ClientError> {
+        self.send(self.request(Method::DELETE, path)).await
+    }
+
     /// `GET path` as a server-sent event stream, resuming after the event with id `last_id` when given.
     pub async fn events(
         &self,

@@ -21,6 +21,10 @@ pub struct Settings {
     /// [default: DATA_DIR/plugins].
     #[arg(long, global = true, env = "QILA_PLUGINS_DIR")]
     plugins_dir: Option<PathBuf>,
+    /// Development mode: accept unsigned and untrusted plugin packages, and load loose components (`*.wasm`)
+    /// from the plugins directory. Never on a production server.
+    #[arg(long, global = true, env = "QILA_DEV")]
+    dev: bool,
 }
 
 impl Settings {
@@ -36,6 +40,11 @@ impl Settings {
             Some(home) => PathBuf::from(home).join(".local/share/qila"),
             None => PathBuf::from(".qila"),
         }
+    }
+
+    /// Whether development mode is on.
+    pub fn dev(&self) -> bool {
+        self.dev
     }
 
     /// The directory of extra plugins.
@@ -70,6 +79,7 @@ impl Settings {
 ///     secrets: [slack_token]        # injected into HTTP requests as bearer tokens
 ///     reveal: [smtp_password]       # values the plugin may read (audited)
 ///     packs: [kv]                   # host packs (default: kv)
+///     tlp: green                    # highest TLP it may receive (default: amber with egress, red without)
 ///     limits: { memory: 64MiB, cpu: 2s, timeout: 30s, output: 1MiB }
 /// secrets:
 ///   slack_token: { env: SLACK_TOKEN }
@@ -102,6 +112,9 @@ pub struct PluginGrant {
     /// Host packs the plugin may call [default: `kv`].
     #[serde(default = "default_packs")]
     pub packs: Vec<String>,
+    /// The highest TLP of data the plugin may receive [default: `amber` with egress, `red` without].
+    #[serde(default)]
+    pub tlp: Option<String>,
     /// Resource limits; unset ones keep their defaults.
     #[serde(default)]
     pub limits: LimitsConfig,
@@ -158,6 +171,18 @@ impl Config {
                 ..PluginGrant::default()
             }
             .policy(),
+        }
+    }
+
+    /// The highest TLP of data plugin `name` may receive: its `tlp:` grant, else `amber` when it has egress and
+    /// `red` when it has none.
+    pub fn max_tlp_for(&self, name: &str, policy: &PluginPolicy) -> anyhow::Result<qila_model::Tlp> {
+        match self.plugins.get(name).and_then(|g| g.tlp.as_deref()) {
+            Some(text) => text
+                .parse()
+                .with_context(|| format!("plugins.{name}.tlp")),
+            None if policy.egress.is_empty() => Ok(qila_model::Tlp::Red),
+            None => Ok(qila_model::Tlp::Amber),
         }
     }
 

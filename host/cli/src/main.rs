@@ -7,6 +7,7 @@ mod config;
 mod fmt;
 mod inputs;
 mod lock;
+mod registry;
 mod runtime;
 mod scaffold;
 mod signals;
@@ -62,10 +63,15 @@ enum Command {
     /// Measure the engine with the real sandbox and store: per-step overhead, fan-out throughput, and the time and
     /// memory of a `qila run` process.
     Bench(commands::bench::BenchArgs),
-    /// Work with plugins: list, inspect, scaffold and build them.
+    /// Work with plugins: scaffold, build, package, sign, test, and install them with grants.
     Plugin {
         #[command(subcommand)]
         command: commands::plugin::PluginCommand,
+    },
+    /// Set, list and delete the secrets plugins use, on a running server (admin). Values are sealed at rest.
+    Secret {
+        #[command(subcommand)]
+        command: commands::install::SecretCommand,
     },
 }
 
@@ -113,7 +119,10 @@ fn main() -> ExitCode {
             Command::Validate { files } => {
                 commands::validate::validate(&cli.settings, &files).await
             }
-            Command::Plugin { command } => commands::plugin::plugin(&cli.settings, command).await,
+            Command::Plugin { command } => {
+                commands::plugin::plugin(&cli.settings, &cli.client, command).await
+            }
+            Command::Secret { command } => commands::install::secret(&cli.client, command).await,
         }
     });
     if std::env::var_os("QILA_REPORT_PEAK_RSS").is_some() {

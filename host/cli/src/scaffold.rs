@@ -47,9 +47,22 @@ pub fn create(name: &str, dir: &Path, sdk: &Path) -> anyhow::Result<()> {
     let (cargo_toml, lib_rs) = render(name, &sdk.display().to_string());
     write("Cargo.toml", cargo_toml)?;
     write("src/lib.rs", lib_rs)?;
-    write(".gitignore", "/target\n".into())?;
+    write(".gitignore", "/target\n*.qpkg\n*.key\n".into())?;
+    write("plugin.yaml", PLUGIN_YAML.into())?;
     Ok(())
 }
+
+/// The capabilities file of a new plugin: it asks for nothing, which a pure plugin needs.
+const PLUGIN_YAML: &str = "\
+# What this plugin asks an administrator to grant (`qila plugin pack` records it in the package).
+# A component may only import the host interfaces these capabilities cover.
+egress: []      # host patterns it calls through `http`, e.g. [\"api.example.com:443\"]
+secrets: []     # secrets the host injects into its HTTP requests as bearer tokens
+reveal: []      # secrets whose values it reads (audited on every use)
+packs: []       # host packs: kv (its private key-value store), ...
+# tlp: red      # highest TLP of data it may receive (default: amber with egress, red without)
+limits: { memory: 64MiB, cpu: 2s, timeout: 10s, output: 1MiB }
+";
 
 /// The scaffold's `Cargo.toml` and `src/lib.rs` for plugin `name` using the SDK at `sdk`.
 fn render(name: &str, sdk: &str) -> (String, String) {

@@ -10,6 +10,7 @@ mod error;
 mod extract;
 mod hooks;
 pub mod openapi;
+mod plugins;
 mod routes;
 mod sse;
 
@@ -25,16 +26,33 @@ use axum::response::Response;
 use axum::routing::MethodRouter;
 use qila_engine::Orchestrator;
 
+pub use axum::body::Bytes;
 pub use error::ApiError;
+pub use plugins::{AdminFuture, GrantChoice, PluginAdmin};
 
 /// How the server behaves.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServerOptions {
     /// The largest request body accepted by the JSON routes and publishing (a playbook's YAML); larger bodies
     /// get `413 too_large`.
     pub max_body_bytes: usize,
     /// The largest webhook payload accepted.
     pub max_hook_bytes: usize,
+    /// The largest plugin package accepted for install.
+    pub max_package_bytes: usize,
+    /// Plugin administration (install, grants, secrets); without it those routes answer 503.
+    pub plugins: Option<Arc<dyn PluginAdmin>>,
+}
+
+impl std::fmt::Debug for ServerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerOptions")
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_hook_bytes", &self.max_hook_bytes)
+            .field("max_package_bytes", &self.max_package_bytes)
+            .field("plugins", &self.plugins.is_some())
+            .finish()
+    }
 }
 
 impl Default for ServerOptions {
@@ -42,6 +60,8 @@ impl Default for ServerOptions {
         Self {
             max_body_bytes: 1024 * 1024,
             max_hook_bytes: 4 * 1024 * 1024,
+            max_package_bytes: 256 * 1024 * 1024,
+            plugins: None,
         }
     }
 }
@@ -51,6 +71,7 @@ impl Default for ServerOptions {
 pub struct AppState {
     pub(crate) orchestrator: Orchestrator,
     pub(crate) hooks: Arc<hooks::HookCache>,
+    pub(crate) plugins: Option<Arc<dyn PluginAdmin>>,
 }
 
 /// The API's router.
@@ -58,6 +79,7 @@ pub fn router(orchestrator: Orchestrator, options: ServerOptions) -> Router {
     let state = AppState {
         orchestrator,
         hooks: Arc::new(hooks::HookCache::default()),
+        plugins: options.plugins.clone(),
     };
     table(&options)
         .router
@@ -133,6 +155,20 @@ fn table(options: &ServerOptions) -> Table {
         .post("/api/v1/tokens", routes::create_token)
         .delete("/api/v1/tokens/{id}", routes::revoke_token)
         .get("/api/v1/audit", routes::audit)
+        .get("/api/v1/plugins", plugins::list)
+        .at(
+            "POST",
+            "/api/v1/plugins",
+            axum::routing::post(plugins::install)
+                .layer(DefaultBodyLimit::max(options.max_package_bytes)),
+        )
+        .post("/api/v1/plugins/{name}/grants", plugins::regrant)
+        .get("/api/v1/plugin-keys", plugins::keys)
+        .post("/api/v1/plugin-keys", plugins::trust)
+        .delete("/api/v1/plugin-keys/{id}", plugins::distrust)
+        .get("/api/v1/secrets", plugins::secrets)
+        .post("/api/v1/secrets/{name}", plugins::set_secret)
+        .delete("/api/v1/secrets/{name}", plugins::delete_secret)
 }
 
 /// Logs each request (at debug level: method, path, status, time taken) under the `qila_server` target.

@@ -184,6 +184,9 @@ struct StartBody {
     version: Option<i64>,
     #[serde(default)]
     inputs: Value,
+    /// TLP marks on the inputs: `{"<input>": "red", "*": "amber"}`.
+    #[serde(default)]
+    tlp: std::collections::BTreeMap<String, String>,
 }
 
 pub(crate) async fn start_run(
@@ -193,6 +196,16 @@ pub(crate) async fn start_run(
 ) -> Answer {
     caller.require(Role::Analyst)?;
     let body: StartBody = json_body(&body)?;
+    let tlp = body
+        .tlp
+        .iter()
+        .map(|(input, level)| {
+            level
+                .parse::<qila_model::Tlp>()
+                .map(|l| (input.clone(), l))
+                .map_err(|e| ApiError::invalid(format!("tlp.{input}: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
     let run = s
         .orchestrator
         .start_run(StartRun {
@@ -201,7 +214,7 @@ pub(crate) async fn start_run(
             inputs: body.inputs,
             trigger: TriggerKind::Manual,
             actor: caller.name().to_owned(),
-            tlp: Default::default(),
+            tlp,
         })
         .await?;
     Ok((StatusCode::CREATED, Json(json!(run))))

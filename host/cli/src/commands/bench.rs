@@ -128,12 +128,12 @@ pub async fn bench(settings: &Settings, args: BenchArgs) -> anyhow::Result<ExitC
     }
 
     // The sandbox alone: a fresh instance + call + drop of core.echo, sequentially.
-    let (echo, _) = driver
-        .runtime
-        .plugins
+    let plugins = driver.runtime.registry.snapshot();
+    let echo = &plugins
         .loaded
         .get("core")
-        .context("the bundled core plugin is missing")?;
+        .context("the bundled core plugin is missing")?
+        .plugin;
     let ctx = InvocationContext::adhoc("bench");
     let input = json!({"v": 1});
     let mut sandbox_us = Vec::with_capacity(args.steps);

@@ -2,6 +2,9 @@
 
 pub mod approve;
 pub mod bench;
+pub mod conformance;
+pub mod install;
+pub mod package;
 pub mod playbook;
 pub mod plugin;
 pub mod run;

@@ -1,4 +1,4 @@
-//! `qila plugin`: list, inspect, new, build.
+//! `qila plugin`: list, inspect, new, build; keygen, pack, sign, verify, test; trust, keys, install, grant.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -6,7 +6,11 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use qila_sandbox::{PluginPolicy, Sandbox, SandboxConfig};
 
+use crate::client::ClientArgs;
+use crate::commands::install::GrantArgs;
+use crate::commands::{conformance, install, package};
 use crate::config::Settings;
+use crate::registry::describe;
 use crate::runtime::Runtime;
 use crate::scaffold;
 
@@ -44,11 +48,108 @@ pub enum PluginCommand {
         #[arg(default_value = ".")]
         dir: PathBuf,
     },
+    /// Create a vendor signing key pair: PREFIX.key (secret, mode 0600) and PREFIX.pub.
+    Keygen {
+        /// The vendor's name, recorded in the public key.
+        #[arg(long)]
+        vendor: String,
+        /// The files' path without extension [default: the vendor's name in lower case].
+        #[arg(long, value_name = "PREFIX")]
+        out: Option<PathBuf>,
+    },
+    /// Pack a component and the capabilities it asks for into a package file (signed with --key).
+    Pack {
+        /// The component (`.wasm`).
+        component: PathBuf,
+        /// The capabilities file [default: ./plugin.yaml when it exists, else none].
+        #[arg(long, value_name = "FILE")]
+        capabilities: Option<PathBuf>,
+        /// The package file to write [default: NAME-VERSION.qpkg].
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+        /// Sign with this secret key.
+        #[arg(long, value_name = "KEY")]
+        key: Option<PathBuf>,
+    },
+    /// Sign a package with a vendor's secret key (in place unless --out).
+    Sign {
+        /// The package file.
+        package: PathBuf,
+        /// The secret key file (`.key`).
+        #[arg(long, value_name = "KEY")]
+        key: PathBuf,
+        /// Write the signed package here instead.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
+    /// Check a package's signature against public keys (--key), or else the data directory's trusted keys; show
+    /// what it asks for. Exit 0 when it verifies, 1 when not.
+    Verify {
+        /// The package file.
+        package: PathBuf,
+        /// A vendor's public key file (`.pub`); repeatable.
+        #[arg(long = "key", value_name = "PUB")]
+        keys: Vec<PathBuf>,
+    },
+    /// Check a plugin (package or component) against the contract: manifest, schemas, imports, examples, typed
+    /// errors, limits. Exit 0 when nothing fails.
+    Test {
+        /// The package (`.qpkg`) or component (`.wasm`).
+        file: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Trust a vendor's public key on the server (admin).
+    Trust {
+        /// The public key file (`.pub`).
+        key: PathBuf,
+    },
+    /// List the vendor keys the server trusts.
+    Keys {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Install a package on the server (admin): shows what it asks for and records what you grant.
+    Install {
+        /// The package file.
+        package: PathBuf,
+        #[command(flatten)]
+        grants: GrantArgs,
+    },
+    /// Replace an installed plugin's grants on the server (admin).
+    Grant {
+        /// The plugin's name.
+        name: String,
+        #[command(flatten)]
+        grants: GrantArgs,
+    },
 }
 
 /// Runs a `qila plugin` subcommand.
-pub async fn plugin(settings: &Settings, command: PluginCommand) -> anyhow::Result<ExitCode> {
+pub async fn plugin(
+    settings: &Settings,
+    client: &ClientArgs,
+    command: PluginCommand,
+) -> anyhow::Result<ExitCode> {
     match command {
+        PluginCommand::Keygen { vendor, out } => package::keygen(&vendor, out),
+        PluginCommand::Pack {
+            component,
+            capabilities,
+            out,
+            key,
+        } => package::pack(&component, capabilities, out, key).await,
+        PluginCommand::Sign { package, key, out } => package::sign(&package, &key, out),
+        PluginCommand::Verify { package, keys } => package::verify(settings, &package, &keys).await,
+        PluginCommand::Test { file, json } => conformance::test(&file, json).await,
+        PluginCommand::Trust { key } => install::trust(client, &key).await,
+        PluginCommand::Keys { json } => install::keys(client, json).await,
+        PluginCommand::Install { package, grants } => {
+            install::install(client, &package, &grants).await
+        }
+        PluginCommand::Grant { name, grants } => install::grant(client, &name, &grants).await,
         PluginCommand::List { json } => list(settings, json).await,
         PluginCommand::Inspect { plugin, json } => inspect(settings, &plugin, json).await,
         PluginCommand::New {
@@ -72,23 +173,13 @@ pub async fn plugin(settings: &Settings, command: PluginCommand) -> anyhow::Resu
 
 async fn list(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
     let runtime = Runtime::open(settings).await?;
-    let plugins = &runtime.plugins;
+    let plugins = runtime.registry.snapshot();
     if json {
-        let loaded: Vec<_> = plugins
-            .loaded
-            .values()
-            .map(|(p, origin)| {
-                let m = p.manifest();
-                serde_json::json!({
-                    "name": m.name, "version": m.version, "vendor": m.vendor, "origin": origin.to_string(),
-                    "digest": p.digest(), "actions": m.actions.iter().map(|a| &a.name).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
+        let loaded: Vec<_> = plugins.loaded.values().map(describe).collect();
         let failed: Vec<_> = plugins
             .failures
             .iter()
-            .map(|f| serde_json::json!({"origin": f.origin.to_string(), "error": f.error}))
+            .map(|f| serde_json::json!({"origin": f.origin, "error": f.error}))
             .collect();
         println!(
             "{}",
@@ -98,18 +189,19 @@ async fn list(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
         );
     } else {
         println!(
-            "{:<12} {:<9} {:<14} {:<10} ACTIONS",
-            "NAME", "VERSION", "VENDOR", "ORIGIN"
+            "{:<12} {:<9} {:<14} {:<10} {:<7} ACTIONS",
+            "NAME", "VERSION", "VENDOR", "ORIGIN", "TLP"
         );
-        for (p, origin) in plugins.loaded.values() {
-            let m = p.manifest();
+        for p in plugins.loaded.values() {
+            let m = p.plugin.manifest();
             let actions: Vec<&str> = m.actions.iter().map(|a| a.name.as_str()).collect();
             println!(
-                "{:<12} {:<9} {:<14} {:<10} {}",
+                "{:<12} {:<9} {:<14} {:<10} {:<7} {}",
                 m.name,
                 m.version,
                 m.vendor,
-                origin.to_string(),
+                p.origin.to_string(),
+                p.max_tlp.as_str(),
                 actions.join(", ")
             );
         }
@@ -123,15 +215,29 @@ async fn list(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
 async fn inspect(settings: &Settings, target: &str, json: bool) -> anyhow::Result<ExitCode> {
     let plugin = if Path::new(target).is_file() {
         let bytes = std::fs::read(target).with_context(|| format!("cannot read {target}"))?;
+        let component = if bytes.starts_with(b"QILAPKG") {
+            let parsed = qila_package::Package::parse(&bytes).with_context(|| target.to_owned())?;
+            if !json {
+                package::print_capabilities(&parsed.manifest().capabilities);
+                match parsed.signature() {
+                    Some(sig) => println!("signed by key {}", sig.key_id),
+                    None => println!("unsigned"),
+                }
+            }
+            parsed.component().to_vec()
+        } else {
+            bytes
+        };
         let sandbox = Sandbox::new(SandboxConfig::default())?;
-        sandbox.load(&bytes, PluginPolicy::default()).await?
+        sandbox.load(&component, PluginPolicy::default()).await?
     } else {
         let runtime = Runtime::open(settings).await?;
-        match runtime.plugins.loaded.get(target) {
-            Some((p, _)) => p.clone(),
+        let plugins = runtime.registry.snapshot();
+        match plugins.loaded.get(target) {
+            Some(p) => p.plugin.clone(),
             None => bail!(
                 "no plugin named `{target}`{}",
-                qila_model::did_you_mean(target, runtime.plugins.loaded.keys().map(String::as_str))
+                qila_model::did_you_mean(target, plugins.loaded.keys().map(String::as_str))
             ),
         }
     };
@@ -146,6 +252,8 @@ async fn inspect(settings: &Settings, target: &str, json: bool) -> anyhow::Resul
             "grants": {
                 "egress": policy.egress.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "secrets": policy.secrets,
+                "reveal": policy.reveal,
+                "packs": policy.packs,
                 "limits": {
                     "memory_bytes": policy.limits.memory_bytes,
                     "cpu_ms": policy.limits.cpu.as_millis() as u64,
@@ -167,9 +275,11 @@ async fn inspect(settings: &Settings, target: &str, json: bool) -> anyhow::Resul
     println!("imports: {}", plugin.imports().join(", "));
     let egress: Vec<String> = policy.egress.iter().map(ToString::to_string).collect();
     println!(
-        "grants:  egress [{}], secrets [{}]",
+        "grants:  egress [{}], secrets [{}], reveal [{}], packs [{}]",
         egress.join(", "),
-        policy.secrets.join(", ")
+        policy.secrets.join(", "),
+        policy.reveal.join(", "),
+        policy.packs.join(", ")
     );
     let l = &policy.limits;
     println!(

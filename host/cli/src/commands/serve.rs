@@ -12,6 +12,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -49,7 +50,7 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitC
     let orchestrator = driver.orchestrator.clone();
     tracing::info!(
         data_dir = %settings.data_dir().display(),
-        plugins = driver.runtime.plugins.loaded.len(),
+        plugins = driver.runtime.registry.snapshot().loaded.len(),
         "orchestrator started"
     );
 
@@ -71,7 +72,16 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitC
     let addr = listener
         .local_addr()
         .context("cannot read the address listened on")?;
-    let router = qila_server::router(orchestrator.clone(), qila_server::ServerOptions::default());
+    let options = qila_server::ServerOptions {
+        plugins: Some(Arc::new(crate::registry::Admin(
+            driver.runtime.registry.clone(),
+        ))),
+        ..qila_server::ServerOptions::default()
+    };
+    let router = qila_server::router(orchestrator.clone(), options);
+    if settings.dev() {
+        tracing::warn!("development mode: unsigned plugin packages and loose components are accepted");
+    }
     println!("listening on http://{addr}");
 
     tokio::spawn(return_freed_memory());
