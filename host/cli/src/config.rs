@@ -176,11 +176,13 @@ impl Config {
 
     /// The highest TLP of data plugin `name` may receive: its `tlp:` grant, else `amber` when it has egress and
     /// `red` when it has none.
-    pub fn max_tlp_for(&self, name: &str, policy: &PluginPolicy) -> anyhow::Result<qila_model::Tlp> {
+    pub fn max_tlp_for(
+        &self,
+        name: &str,
+        policy: &PluginPolicy,
+    ) -> anyhow::Result<qila_model::Tlp> {
         match self.plugins.get(name).and_then(|g| g.tlp.as_deref()) {
-            Some(text) => text
-                .parse()
-                .with_context(|| format!("plugins.{name}.tlp")),
+            Some(text) => text.parse().with_context(|| format!("plugins.{name}.tlp")),
             None if policy.egress.is_empty() => Ok(qila_model::Tlp::Red),
             None => Ok(qila_model::Tlp::Amber),
         }

@@ -39,7 +39,9 @@ impl std::fmt::Display for Origin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Origin::Bundled => f.write_str("bundled"),
-            Origin::Package { signer: Some(_), .. } => f.write_str("package"),
+            Origin::Package {
+                signer: Some(_), ..
+            } => f.write_str("package"),
             Origin::Package { signer: None, .. } => f.write_str("package (unsigned, dev)"),
             Origin::File(p) => write!(f, "{}", p.display()),
         }
@@ -107,6 +109,20 @@ impl From<InstallError> for ApiError {
     }
 }
 
+/// Where [`Registry::open`] finds plugins and their grants.
+pub struct Sources<'a> {
+    /// The data directory (installed packages live in `packages/`).
+    pub data_dir: &'a Path,
+    /// Loose components, loaded in development mode only.
+    pub plugins_dir: &'a Path,
+    /// Grants for bundled plugins and loose components.
+    pub config: &'a Config,
+    /// The plugins embedded in the binary, by file name.
+    pub bundled: &'a [(&'a str, &'a [u8])],
+    /// Development mode.
+    pub dev: bool,
+}
+
 /// The plugins in use, and how to change them.
 pub struct Registry {
     sandbox: Sandbox,
@@ -125,13 +141,16 @@ impl Registry {
     pub async fn open(
         sandbox: Sandbox,
         store: Store,
-        data_dir: &Path,
-        plugins_dir: &Path,
-        config: &Config,
-        bundled: &[(&str, &[u8])],
         secrets: Arc<HostSecrets>,
-        dev: bool,
+        sources: Sources<'_>,
     ) -> anyhow::Result<Self> {
+        let Sources {
+            data_dir,
+            plugins_dir,
+            config,
+            bundled,
+            dev,
+        } = sources;
         let mut plugins = Plugins::default();
         for (name, bytes) in bundled {
             match sandbox.load(bytes, PluginPolicy::default()).await {
@@ -359,8 +378,10 @@ impl Registry {
             .into_iter()
             .find(|r| r.name == name)
             .ok_or_else(|| InstallError::Refused(format!("`{name}` has no install record")))?;
-        let manifest: qila_package::Manifest = serde_json::from_value(row.manifest)
-            .map_err(|e| InstallError::Refused(format!("the recorded manifest is unreadable: {e}")))?;
+        let manifest: qila_package::Manifest =
+            serde_json::from_value(row.manifest).map_err(|e| {
+                InstallError::Refused(format!("the recorded manifest is unreadable: {e}"))
+            })?;
         let grants = resolve_grants(choice, &manifest.capabilities)?;
         let (policy, max_tlp) = policy_from_grants(&grants)?;
         let grants_json = serde_json::to_value(&grants).unwrap_or_default();
@@ -379,6 +400,16 @@ impl Registry {
     pub fn describe(&self, name: &str) -> Option<Value> {
         let snapshot = self.snapshot();
         snapshot.loaded.get(name).map(describe)
+    }
+
+    /// The names and values of the secrets `plugin` may reveal, to keep out of what it returns.
+    pub fn revealable(&self, plugin: &Plugin) -> Vec<(String, String)> {
+        plugin
+            .policy()
+            .reveal
+            .iter()
+            .filter_map(|name| self.secrets.resolve(name).map(|v| (name.clone(), v)))
+            .collect()
     }
 
     /// Sets a secret's value in the store (sealed) and in memory.
@@ -571,7 +602,9 @@ async fn trusted_keys(store: &Store) -> Result<TrustedKeys, StoreError> {
     for row in store.trusted_keys().await? {
         match PublicKey::parse(&row.public_key) {
             Ok(key) => keys.push(key),
-            Err(e) => tracing::warn!(key = %row.id, error = %e, "a trusted key is unreadable; ignored"),
+            Err(e) => {
+                tracing::warn!(key = %row.id, error = %e, "a trusted key is unreadable; ignored")
+            }
         }
     }
     Ok(TrustedKeys::new(keys))

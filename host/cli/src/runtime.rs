@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::config::Settings;
 use crate::lock::DataDirLock;
-use crate::registry::{HostSecrets, Registry};
+use crate::registry::{HostSecrets, Registry, Sources};
 
 mod bundled {
     include!(concat!(env!("OUT_DIR"), "/bundled.rs"));
@@ -82,12 +82,14 @@ impl Runtime {
         let registry = Registry::open(
             sandbox,
             store.clone(),
-            &data_dir,
-            &settings.plugins_dir(),
-            &config,
-            BUNDLED_PLUGINS,
             secrets,
-            settings.dev(),
+            Sources {
+                data_dir: &data_dir,
+                plugins_dir: &settings.plugins_dir(),
+                config: &config,
+                bundled: BUNDLED_PLUGINS,
+                dev: settings.dev(),
+            },
         )
         .await?;
         Ok(Self {
@@ -140,10 +142,42 @@ impl StepExecutor for SandboxExecutor {
             attempt: call.attempt,
             idempotency_key: call.idempotency_key,
         };
-        plugin
-            .invoke(&call.action, &call.input, &ctx)
-            .await
-            .map_err(|e| StepError::new(e.kind.as_str(), e.message))
+        let result = plugin.invoke(&call.action, &call.input, &ctx).await;
+        // A plugin granted to reveal secrets could echo them: their values never reach a run record.
+        let revealed = self.registry.revealable(&plugin);
+        match result {
+            Ok(mut output) => {
+                redact(&mut output, &revealed);
+                Ok(output)
+            }
+            Err(e) => {
+                let mut message = Value::String(e.message);
+                redact(&mut message, &revealed);
+                Err(StepError::new(
+                    e.kind.as_str(),
+                    message.as_str().unwrap_or_default(),
+                ))
+            }
+        }
+    }
+}
+
+/// Replaces every occurrence of a secret's value in the strings of `value` with `[secret NAME]`.
+fn redact(value: &mut Value, secrets: &[(String, String)]) {
+    if secrets.is_empty() {
+        return;
+    }
+    match value {
+        Value::String(s) => {
+            for (name, secret) in secrets {
+                if !secret.is_empty() && s.contains(secret.as_str()) {
+                    *s = s.replace(secret.as_str(), &format!("[secret {name}]"));
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| redact(v, secrets)),
+        Value::Object(map) => map.values_mut().for_each(|v| redact(v, secrets)),
+        _ => {}
     }
 }
 

@@ -309,7 +309,7 @@ steps:
             "pb.yaml:8:45: inputs.d.default: \"nope\" is not a valid IPv4 address",
             "pb.yaml:9:32: inputs.e.default: expected integer, found \"1\"",
             "pb.yaml:9:47: inputs.e.required: an input with a `default` cannot be required",
-            "pb.yaml:10:22: inputs.f: unknown key `color`; allowed keys: type, format, description, default, required",
+            "pb.yaml:10:22: inputs.f: unknown key `color`; allowed keys: type, format, description, default, required, tlp",
             "pb.yaml:11:3: inputs.g: missing required key `type`",
         ]
     );
@@ -489,4 +489,34 @@ fn hostile_inputs_do_not_panic() {
 fn catalog_trait_is_object_safe() {
     let c: &dyn ActionCatalog = &catalog();
     assert!(c.input_schema("intel", "lookup").is_ok());
+}
+
+#[test]
+fn input_tlp_is_checked_and_data_sources_follow_the_with() {
+    let src = r#"name: x
+version: 1
+inputs:
+  ip: { type: string, tlp: amber }
+  bad: { type: string, tlp: orange }
+steps:
+  a: { uses: p.a, with: { v: "${{ inputs.ip }}" } }
+  b:
+    needs: [a]
+    uses: p.a
+    for_each: "${{ steps.a.output.list }}"
+    with: { all: "${{ inputs }}" }
+"#;
+    let errs = errors(src);
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("inputs.bad.tlp") && e.contains("orange")),
+        "{errs:?}"
+    );
+    let ok = src.replace("  bad: { type: string, tlp: orange }\n", "");
+    let pb = Playbook::parse(&ok, "pb.yaml").unwrap();
+    assert_eq!(pb.inputs["ip"].tlp, Some(crate::Tlp::Amber));
+    let a = pb.steps[0].data_sources();
+    assert!(a.inputs.contains("ip") && a.steps.is_empty() && !a.all_inputs);
+    let b = pb.steps[1].data_sources();
+    assert!(b.steps.contains("a") && b.all_inputs, "{b:?}");
 }

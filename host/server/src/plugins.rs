@@ -41,7 +41,8 @@ pub trait PluginAdmin: Send + Sync + 'static {
     fn list(&self) -> AdminFuture<'_, Value>;
     /// Verifies a package against the trusted keys, checks its component against its manifest, records the
     /// grants, and puts the plugin in use. Answers what was installed.
-    fn install(&self, package: Bytes, grants: GrantChoice, actor: String) -> AdminFuture<'_, Value>;
+    fn install(&self, package: Bytes, grants: GrantChoice, actor: String)
+    -> AdminFuture<'_, Value>;
     /// Replaces the grants of an installed plugin (within what it asks for) and applies them to new steps.
     fn regrant(&self, name: String, grants: GrantChoice, actor: String) -> AdminFuture<'_, Value>;
     /// Sets a secret's value (sealed at rest) and makes it available to the plugins granted it.
@@ -150,10 +151,16 @@ pub(crate) async fn distrust(
     Path(id): Path<String>,
 ) -> Answer {
     caller.require(Role::Admin)?;
-    if s.orchestrator.store().distrust_key(&id, caller.name()).await? {
+    if s.orchestrator
+        .store()
+        .distrust_key(&id, caller.name())
+        .await?
+    {
         Ok((StatusCode::OK, Json(json!({ "id": id, "trusted": false }))))
     } else {
-        Err(ApiError::not_found(format!("no trusted key with id `{id}`")))
+        Err(ApiError::not_found(format!(
+            "no trusted key with id `{id}`"
+        )))
     }
 }
 
@@ -203,7 +210,10 @@ pub(crate) async fn delete_secret(
         .delete_secret(name.clone(), caller.name().to_owned())
         .await?
     {
-        Ok((StatusCode::OK, Json(json!({ "name": name, "deleted": true }))))
+        Ok((
+            StatusCode::OK,
+            Json(json!({ "name": name, "deleted": true })),
+        ))
     } else {
         Err(ApiError::not_found(format!("no secret named `{name}`")))
     }

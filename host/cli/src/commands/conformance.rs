@@ -63,8 +63,16 @@ pub async fn test(file: &Path, json_out: bool) -> anyhow::Result<ExitCode> {
     if let Err(e) = checks {
         report.push("the kit ran to the end", Outcome::Fail, format!("{e:#}"));
     }
-    let failed = report.0.iter().filter(|c| c.outcome == Outcome::Fail).count();
-    let skipped = report.0.iter().filter(|c| c.outcome == Outcome::Skip).count();
+    let failed = report
+        .0
+        .iter()
+        .filter(|c| c.outcome == Outcome::Fail)
+        .count();
+    let skipped = report
+        .0
+        .iter()
+        .filter(|c| c.outcome == Outcome::Skip)
+        .count();
     let passed = report.0.len() - failed - skipped;
     if json_out {
         println!(
@@ -106,7 +114,11 @@ async fn run(bytes: &[u8], report: &mut Report) -> anyhow::Result<()> {
                     (p.component().to_vec(), Some(p.manifest().clone()))
                 }
                 Err(e) => {
-                    report.push("package format and component digest", Outcome::Fail, e.to_string());
+                    report.push(
+                        "package format and component digest",
+                        Outcome::Fail,
+                        e.to_string(),
+                    );
                     return Ok(());
                 }
             }
@@ -127,7 +139,11 @@ async fn run(bytes: &[u8], report: &mut Report) -> anyhow::Result<()> {
     let sandbox = Sandbox::new(SandboxConfig::default())?;
     let plugin = match sandbox.load(&component, policy).await {
         Ok(p) => {
-            report.push("loads in the sandbox as a qila:plugin component", Outcome::Pass, "");
+            report.push(
+                "loads in the sandbox as a qila:plugin component",
+                Outcome::Pass,
+                "",
+            );
             p
         }
         Err(e) => {
@@ -147,11 +163,19 @@ async fn run(bytes: &[u8], report: &mut Report) -> anyhow::Result<()> {
         Err(e) => report.push("manifest is well-formed", Outcome::Fail, e.to_string()),
     }
     if described.description.trim().is_empty() {
-        report.push("manifest has a description", Outcome::Fail, "the description is empty");
+        report.push(
+            "manifest has a description",
+            Outcome::Fail,
+            "the description is empty",
+        );
     }
     for a in &described.actions {
         if a.summary.trim().is_empty() {
-            report.push(format!("action `{}` has a summary", a.name), Outcome::Fail, "empty");
+            report.push(
+                format!("action `{}` has a summary", a.name),
+                Outcome::Fail,
+                "empty",
+            );
         }
     }
     if let Some(m) = &declared {
@@ -179,14 +203,25 @@ async fn run(bytes: &[u8], report: &mut Report) -> anyhow::Result<()> {
         }
     }
     for a in &described.actions {
-        example(report, &plugin, &a.name, a.example_input.as_ref(), &a.input_schema).await;
+        example(
+            report,
+            &plugin,
+            &a.name,
+            a.example_input.as_ref(),
+            &a.input_schema,
+        )
+        .await;
     }
     let ctx = InvocationContext::adhoc("conformance");
     let unknown = "qila-conformance-no-such-action";
     let name = "an unknown action is answered `not-found`";
     match plugin.invoke(unknown, &json!({}), &ctx).await {
         Err(e) if e.kind == ErrorKind::NotFound => report.push(name, Outcome::Pass, ""),
-        Err(e) => report.push(name, Outcome::Fail, format!("answered `{}`: {}", e.kind.as_str(), e.message)),
+        Err(e) => report.push(
+            name,
+            Outcome::Fail,
+            format!("answered `{}`: {}", e.kind.as_str(), e.message),
+        ),
         Ok(v) => report.push(name, Outcome::Fail, format!("answered with output {v}")),
     }
     Ok(())
@@ -231,18 +266,27 @@ async fn example(
         Err(e) if matches!(e.kind, ErrorKind::Denied | ErrorKind::Transient) => report.push(
             name,
             Outcome::Skip,
-            format!("needs a capability the kit does not grant (`{}`: {})", e.kind.as_str(), e.message),
+            format!(
+                "needs a capability the kit does not grant (`{}`: {})",
+                e.kind.as_str(),
+                e.message
+            ),
         ),
         Err(e) => {
             let what = match e.kind {
-                ErrorKind::CpuLimit | ErrorKind::MemoryLimit | ErrorKind::Timeout | ErrorKind::OutputTooLarge => {
-                    "it broke the limits it asks for"
-                }
+                ErrorKind::CpuLimit
+                | ErrorKind::MemoryLimit
+                | ErrorKind::Timeout
+                | ErrorKind::OutputTooLarge => "it broke the limits it asks for",
                 ErrorKind::InvalidOutput => "its output breaks its output schema",
                 ErrorKind::Trap | ErrorKind::StackOverflow => "it crashed",
                 _ => "it failed",
             };
-            report.push(name, Outcome::Fail, format!("{what}: `{}`: {}", e.kind.as_str(), e.message));
+            report.push(
+                name,
+                Outcome::Fail,
+                format!("{what}: `{}`: {}", e.kind.as_str(), e.message),
+            );
         }
     }
 }

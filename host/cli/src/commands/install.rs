@@ -52,7 +52,9 @@ impl GrantArgs {
             && self.packs.is_empty()
             && self.tlp.is_none());
         match (&self.grant, picked) {
-            (Some(_), true) => bail!("--grant all|none cannot be combined with --egress, --secret, --reveal, --pack or --tlp"),
+            (Some(_), true) => bail!(
+                "--grant all|none cannot be combined with --egress, --secret, --reveal, --pack or --tlp"
+            ),
             (Some(g), false) => Ok(Some(g.clone())),
             (None, false) => Ok(None),
             (None, true) => {
@@ -121,7 +123,10 @@ pub async fn install(
 ) -> anyhow::Result<ExitCode> {
     let package = read_package(file)?;
     let m = package.manifest();
-    println!("{} {} by {}: {}", m.name, m.version, m.vendor, m.description);
+    println!(
+        "{} {} by {}: {}",
+        m.name, m.version, m.vendor, m.description
+    );
     match package.signature() {
         Some(sig) => println!("signed by key {}", sig.key_id),
         None => println!("UNSIGNED (a server installs it only in development mode)"),
@@ -151,16 +156,27 @@ pub async fn install(
 }
 
 /// `qila plugin grant NAME`: replaces an installed plugin's grants.
-pub async fn grant(client: &ClientArgs, name: &str, grants: &GrantArgs) -> anyhow::Result<ExitCode> {
+pub async fn grant(
+    client: &ClientArgs,
+    name: &str,
+    grants: &GrantArgs,
+) -> anyhow::Result<ExitCode> {
     let Some(header) = grants.header()? else {
-        bail!("choose what to grant: --grant all, --grant none, or pick with --egress, --secret, --reveal, --pack and --tlp");
+        bail!(
+            "choose what to grant: --grant all, --grant none, or pick with --egress, --secret, --reveal, --pack and --tlp"
+        );
     };
     let path = format!("/api/v1/plugins/{}/grants", segment(name));
     let has_token = client.token.is_some();
     let client = api!(Client::new(client), has_token);
     let answer = api!(
         client
-            .post_bytes(&path, Vec::new(), "application/json", &[("X-Qila-Grants", header)])
+            .post_bytes(
+                &path,
+                Vec::new(),
+                "application/json",
+                &[("X-Qila-Grants", header)]
+            )
             .await,
         has_token
     );
@@ -210,7 +226,9 @@ pub async fn secret(client: &ClientArgs, command: SecretCommand) -> anyhow::Resu
             let value = value.strip_suffix('\n').unwrap_or(&value);
             let value = value.strip_suffix('\r').unwrap_or(value);
             if value.is_empty() {
-                bail!("the value is empty: pipe it in, e.g. `printf %s \"$TOKEN\" | qila secret set {name}`");
+                bail!(
+                    "the value is empty: pipe it in, e.g. `printf %s \"$TOKEN\" | qila secret set {name}`"
+                );
             }
             api!(
                 client

@@ -137,8 +137,15 @@ pub fn keygen(vendor: &str, out: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let public = key.public(vendor);
     std::fs::write(&public_path, public.to_text())
         .with_context(|| format!("cannot write {}", public_path.display()))?;
-    println!("secret key: {} (keep it secret; mode 0600)", secret_path.display());
-    println!("public key: {} (give it to administrators: `qila plugin trust {}`)", public_path.display(), public_path.display());
+    println!(
+        "secret key: {} (keep it secret; mode 0600)",
+        secret_path.display()
+    );
+    println!(
+        "public key: {} (give it to administrators: `qila plugin trust {}`)",
+        public_path.display(),
+        public_path.display()
+    );
     println!("key id:     {}", public.id());
     Ok(ExitCode::SUCCESS)
 }
@@ -150,8 +157,8 @@ pub async fn pack(
     out: Option<PathBuf>,
     key: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
-    let bytes = std::fs::read(component)
-        .with_context(|| format!("cannot read {}", component.display()))?;
+    let bytes =
+        std::fs::read(component).with_context(|| format!("cannot read {}", component.display()))?;
     let caps_path = capabilities.or_else(|| {
         let beside = PathBuf::from("plugin.yaml");
         beside.exists().then_some(beside)
@@ -266,12 +273,16 @@ pub fn print_capabilities(c: &Capabilities) {
     };
     println!("asks for:");
     println!("  egress:  {}", list(&c.egress));
-    println!("  secrets: {} (injected into HTTP requests)", list(&c.secrets));
+    println!(
+        "  secrets: {} (injected into HTTP requests)",
+        list(&c.secrets)
+    );
     println!("  reveal:  {} (values it reads; audited)", list(&c.reveal));
     println!("  packs:   {}", list(&c.packs));
     println!("  tlp:     data up to {}", c.max_tlp());
     let l = &c.limits;
-    let show = |v: Option<u64>, unit: &str| v.map_or("default".to_string(), |v| format!("{v}{unit}"));
+    let show =
+        |v: Option<u64>, unit: &str| v.map_or("default".to_string(), |v| format!("{v}{unit}"));
     println!(
         "  limits:  memory {}, cpu {}, timeout {}, output {}",
         show(l.memory_bytes, " B"),

@@ -80,7 +80,9 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitC
     };
     let router = qila_server::router(orchestrator.clone(), options);
     if settings.dev() {
-        tracing::warn!("development mode: unsigned plugin packages and loose components are accepted");
+        tracing::warn!(
+            "development mode: unsigned plugin packages and loose components are accepted"
+        );
     }
     println!("listening on http://{addr}");
 
