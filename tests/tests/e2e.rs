@@ -4,6 +4,7 @@ mod e2e {
     pub mod cli;
     pub mod egress;
     pub mod hostile;
+    pub mod packages;
     pub mod serve;
     pub mod support;
     pub mod vendor;

@@ -157,7 +157,11 @@ fn a_hostile_step_fails_its_run_with_its_kind_while_an_independent_step_succeeds
         "burn.yaml",
         "name: burn\nversion: 1\nsteps:\n  burn: { uses: spin.spin }\n  after: { uses: core.echo, needs: [burn] }\n  fine: { uses: core.echo, with: { ok: true } }\n  pop: { uses: balloon.inflate }\n",
     );
-    let (out, stdout, stderr) = run(qila(data.path()).arg("run").arg(&pb).arg("--json"));
+    // Loose components load in development mode only.
+    let (out, stdout, stderr) = run(qila(data.path())
+        .args(["--dev", "run"])
+        .arg(&pb)
+        .arg("--json"));
     assert_eq!(code(&out), 1, "{stdout}{stderr}");
     let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
     assert_eq!(report["status"], "failed");
@@ -199,7 +203,7 @@ fn a_hostile_step_fails_its_run_with_its_kind_while_an_independent_step_succeeds
     assert_eq!(by_id("fine").output, Some(json!({"ok": true})));
 
     // Without `--json` the same run says the same on stderr, and still exits 1.
-    let (out, _, stderr) = run(qila(data.path()).arg("run").arg(&pb));
+    let (out, _, stderr) = run(qila(data.path()).args(["--dev", "run"]).arg(&pb));
     assert_eq!(code(&out), 1, "{stderr}");
     assert!(stderr.contains("burn cpu-limit:"), "{stderr}");
 }
@@ -375,7 +379,27 @@ fn plugin_list_shows_loaded_plugins_and_files_that_failed() {
         "notes.txt",
         "ignored: not *.wasm",
     );
+    // Without development mode a loose component is refused, and the failure says what to do.
     let (out, stdout, stderr) = run(qila(data.path()).args(["plugin", "list", "--json"]));
+    assert_eq!(code(&out), 0, "{stderr}");
+    let list: Value = serde_json::from_str(&stdout).unwrap();
+    assert!(
+        list["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["name"] != "spin"),
+        "{list}"
+    );
+    assert!(
+        list["failed"].as_array().unwrap().iter().any(|f| {
+            let e = f["error"].as_str().unwrap();
+            e.contains("unsigned") && e.contains("qila plugin install") && e.contains("--dev")
+        }),
+        "{list}"
+    );
+
+    let (out, stdout, stderr) = run(qila(data.path()).args(["--dev", "plugin", "list", "--json"]));
     assert_eq!(code(&out), 0, "{stderr}");
     let list: Value = serde_json::from_str(&stdout).unwrap();
     let loaded: Vec<(&str, &str)> = list["plugins"]
@@ -402,7 +426,7 @@ fn plugin_list_shows_loaded_plugins_and_files_that_failed() {
         }])
     );
 
-    let (out, stdout, stderr) = run(qila(data.path()).args(["plugin", "list"]));
+    let (out, stdout, stderr) = run(qila(data.path()).args(["--dev", "plugin", "list"]));
     assert_eq!(code(&out), 0, "{stderr}");
     for name in ["core", "enrich", "notify", "spin"] {
         assert!(

@@ -1,8 +1,12 @@
 //! Helpers shared by the end-to-end tests.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 /// The workspace root.
 pub fn root() -> &'static Path {
@@ -74,6 +78,9 @@ pub fn qila(data_dir: &Path) -> Command {
         .arg(data_dir)
         .env_remove("QILA_CONFIG")
         .env_remove("QILA_PLUGINS_DIR")
+        .env_remove("QILA_DEV")
+        .env_remove("QILA_SERVER")
+        .env_remove("QILA_TOKEN")
         .current_dir(root());
     cmd
 }
@@ -107,4 +114,153 @@ pub fn data_dir_with_plugins(plugins: &[(&str, &Path)]) -> tempfile::TempDir {
             .unwrap_or_else(|e| panic!("{}: {e}", from.display()));
     }
     data
+}
+
+/// A running `qila serve`; killed (SIGKILL) when dropped.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// The admin token printed on the first start.
+    pub admin: Option<String>,
+}
+
+impl Server {
+    /// Starts `qila serve` on a free port of loopback and waits until it listens.
+    pub fn start(data_dir: &Path) -> Self {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// Starts it with extra arguments (`--dev`).
+    pub fn start_with(data_dir: &Path, extra: &[&str]) -> Self {
+        let mut child = qila(data_dir)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("QILA_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("cannot start qila serve");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut admin = None;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let base = loop {
+            assert!(
+                Instant::now() < deadline,
+                "qila serve did not start listening"
+            );
+            let line = lines
+                .next()
+                .expect("qila serve exited before listening")
+                .unwrap();
+            if let Some(token) = line.strip_prefix("admin token (shown once): ") {
+                admin = Some(token.trim().to_owned());
+            }
+            if let Some(url) = line.strip_prefix("listening on ") {
+                break url.trim().to_owned();
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Self { child, base, admin }
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A blocking client of the API with one token.
+pub struct Api {
+    /// The server's base URL.
+    pub base: String,
+    token: String,
+    /// The HTTP client.
+    pub http: reqwest::Client,
+    /// The runtime requests run on.
+    pub rt: tokio::runtime::Runtime,
+}
+
+impl Api {
+    /// A client of `base` with `token`.
+    pub fn new(base: &str, token: &str) -> Self {
+        Self {
+            base: base.to_owned(),
+            token: token.to_owned(),
+            http: reqwest::Client::new(),
+            rt: tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap(),
+        }
+    }
+
+    /// A JSON request; the status and the answer (JSON, or text as a string).
+    pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.send(
+            method,
+            path,
+            body.map(|b| (b.to_string().into_bytes(), "application/json")),
+            &[],
+        )
+    }
+
+    /// A request with a raw body and headers.
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(Vec<u8>, &str)>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
+        self.rt.block_on(async {
+            let mut req = self
+                .http
+                .request(method.parse().unwrap(), format!("{}{path}", self.base))
+                .bearer_auth(&self.token);
+            if let Some((bytes, content_type)) = body {
+                req = req.header("content-type", content_type).body(bytes);
+            }
+            for (name, value) in headers {
+                req = req.header(*name, *value);
+            }
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap();
+            (
+                status,
+                serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            )
+        })
+    }
+
+    /// A run as `GET /api/v1/runs/{id}` answers it.
+    pub fn run(&self, id: &str) -> Value {
+        self.call("GET", &format!("/api/v1/runs/{id}"), None).1
+    }
+
+    /// Polls a run until `pred` holds (60 s at most).
+    pub fn wait_for(&self, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let body = self.run(id);
+            if pred(&body) {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "run {id} never got to {what}: {body}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }

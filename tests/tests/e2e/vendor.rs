@@ -1,11 +1,13 @@
-//! A vendor's path: scaffold a plugin, test it natively, build it, inspect it, use it in a playbook.
+//! A vendor's path, as docs/plugin-guide.md walks it: scaffold a plugin, test it natively, build it, inspect it,
+//! sign and package it, check it with the conformance kit; an administrator trusts the key, installs it, and a
+//! playbook uses it.
 
 use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::{Value, json};
 
-use super::support::{code, qila, root, run, without_test_env, write};
+use super::support::{Server, code, qila, root, run, without_test_env, write};
 
 #[test]
 fn a_scaffolded_plugin_tests_builds_and_runs_in_a_playbook() {
@@ -72,18 +74,119 @@ fn a_scaffolded_plugin_tests_builds_and_runs_in_a_playbook() {
     );
     assert!(info["digest"].as_str().unwrap().starts_with("sha256:"));
 
-    std::fs::create_dir_all(data.join("plugins")).unwrap();
-    std::fs::copy(&component, data.join("plugins/acme-greeter.wasm")).unwrap();
+    // Package and sign it, as docs/plugin-guide.md says, from the crate's directory.
+    let in_crate = |args: &[&str]| {
+        let mut cmd = qila(&data);
+        cmd.current_dir(&crate_dir).args(args);
+        cmd
+    };
+    assert!(
+        crate_dir.join("plugin.yaml").is_file(),
+        "the scaffold writes plugin.yaml"
+    );
+    let (out, stdout, stderr) = run(&mut in_crate(&[
+        "plugin",
+        "keygen",
+        "--vendor",
+        "Acme Corp",
+        "--out",
+        "acme",
+    ]));
+    assert_eq!(code(&out), 0, "{stdout}{stderr}");
+    let component_arg = component.display().to_string();
+    let (out, stdout, stderr) = run(&mut in_crate(&[
+        "plugin",
+        "pack",
+        &component_arg,
+        "--key",
+        "acme.key",
+    ]));
+    assert_eq!(code(&out), 0, "{stdout}{stderr}");
+    assert!(
+        stdout.starts_with("acme-greeter-0.1.0.qpkg (acme-greeter 0.1.0, 1 actions, signed by key"),
+        "{stdout}"
+    );
+    // Re-signing in place works as well (a package packed without --key is signed this way).
+    let (out, stdout, stderr) = run(&mut in_crate(&[
+        "plugin",
+        "sign",
+        "acme-greeter-0.1.0.qpkg",
+        "--key",
+        "acme.key",
+    ]));
+    assert_eq!(code(&out), 0, "{stdout}{stderr}");
+    let (out, stdout, stderr) = run(&mut in_crate(&[
+        "plugin",
+        "verify",
+        "acme-greeter-0.1.0.qpkg",
+        "--key",
+        "acme.pub",
+    ]));
+    assert_eq!(code(&out), 0, "{stdout}{stderr}");
+    assert!(stdout.contains("signature: good"), "{stdout}");
+    let (out, stdout, stderr) = run(&mut in_crate(&[
+        "plugin",
+        "test",
+        "acme-greeter-0.1.0.qpkg",
+    ]));
+    assert_eq!(
+        code(&out),
+        0,
+        "the conformance kit passes: {stdout}{stderr}"
+    );
+    assert!(
+        stdout.contains("PASS  `greet` answers its example input"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("0 failed"), "{stdout}");
+
+    // An administrator trusts the key and installs the package on a running server; a playbook uses it.
+    let server = Server::start(&data);
+    let as_admin = |args: &[&str]| {
+        let mut cmd = in_crate(args);
+        cmd.env("QILA_SERVER", &server.base)
+            .env("QILA_TOKEN", server.admin.as_deref().unwrap());
+        cmd
+    };
+    let (out, stdout, stderr) = run(&mut as_admin(&["plugin", "trust", "acme.pub"]));
+    assert_eq!(code(&out), 0, "{stdout}{stderr}");
+    let (out, stdout, stderr) = run(&mut as_admin(&["plugin", "keys"]));
+    assert_eq!(code(&out), 0, "{stdout}{stderr}");
+    assert!(stdout.contains("Acme Corp"), "{stdout}");
+    let (out, stdout, stderr) = run(&mut as_admin(&[
+        "plugin",
+        "install",
+        "acme-greeter-0.1.0.qpkg",
+        "--grant",
+        "all",
+    ]));
+    assert_eq!(code(&out), 0, "{stdout}{stderr}");
+    assert!(stdout.contains("installed acme-greeter 0.1.0"), "{stdout}");
     let pb = write(
         work.path(),
         "greet.yaml",
-        "name: greet\nversion: 1\nsteps:\n  hi:\n    uses: acme-greeter.greet\n    with: { name: Ada }\noutputs:\n  text: \"${{ steps.hi.output.greeting }}\"\n",
+        "name: greet\nversion: 1\ninputs:\n  who: { type: string, default: Ada }\nsteps:\n  hi:\n    uses: acme-greeter.greet\n    with: { name: \"${{ inputs.who }}\" }\noutputs:\n  text: \"${{ steps.hi.output.greeting }}\"\n",
     );
-    let (out, stdout, stderr) = run(qila(&data).arg("run").arg(&pb).arg("--json"));
+    let pb_arg = pb.display().to_string();
+    let (out, stdout, stderr) = run(&mut as_admin(&["playbook", "publish", &pb_arg]));
     assert_eq!(code(&out), 0, "{stdout}{stderr}");
-    let report: Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(report["status"], "succeeded");
-    assert_eq!(report["outputs"], json!({"text": "Hello, Ada!"}));
+    let (out, stdout, stderr) = run(&mut as_admin(&[
+        "runs",
+        "start",
+        "greet",
+        "--input",
+        "who=Grace",
+        "--wait",
+        "--json",
+    ]));
+    assert_eq!(code(&out), 0, "{stdout}{stderr}");
+    let started: Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    let id = started["id"].as_str().unwrap();
+    let (out, stdout, stderr) = run(&mut as_admin(&["runs", "show", id, "--json"]));
+    assert_eq!(code(&out), 0, "{stdout}{stderr}");
+    let shown: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(shown["run"]["outputs"], json!({"text": "Hello, Grace!"}), "{stdout}");
+    drop(server);
 
     // The plugin's input schema reaches validation: a misspelt key is caught before anything runs.
     let bad = write(
