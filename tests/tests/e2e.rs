@@ -5,6 +5,7 @@ mod e2e {
     pub mod egress;
     pub mod hostile;
     pub mod packages;
+    pub mod python;
     pub mod serve;
     pub mod support;
     pub mod vendor;
