@@ -12,7 +12,9 @@ use std::path::PathBuf;
 use qila_wasm_build::ComponentBuild;
 
 /// Hostile plugin crates; each builds `hostile_<name>.wasm`.
-const HOSTILE: &[&str] = &["spin", "balloon", "recurse", "flood", "egress", "snoop"];
+const HOSTILE: &[&str] = &[
+    "spin", "balloon", "recurse", "flood", "egress", "snoop", "probe",
+];
 
 /// The bundled plugins, built into `target/wasm-plugins` by `host/cli/build.rs` (not by this script: the tests
 /// build the `qila` binary first, which builds them).

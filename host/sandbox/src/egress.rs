@@ -9,6 +9,10 @@ use std::str::FromStr;
 ///   `example.com` (not `example.com` itself); `*` alone matches every host.
 /// - `port` is a number or `*`; when absent, any port is allowed.
 /// - `scheme` is `http` or `https`; when absent, both are allowed.
+/// - `host` may also be an address range, `10.20.0.0/16` (`[fd00::/8]` for IPv6).
+///
+/// A name pattern (and `*`) never opens a loopback, private or link-local address: only an IP or range pattern
+/// that contains the address does (see [`crate::address`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostPattern {
     scheme: Option<String>,
@@ -22,6 +26,8 @@ enum HostMatch {
     Any,
     Exact(String),
     Subdomains(String),
+    /// An address range, `10.20.0.0/16` or `[fd00::]/8`-style `[fd00::/8]`.
+    Cidr(ipnet::IpNet),
 }
 
 /// Why a host pattern could not be parsed.
@@ -56,11 +62,21 @@ impl FromStr for HostPattern {
             }
             None => (None, trimmed),
         };
-        if rest.contains('/') {
-            return Err(err("a pattern names a host, not a path"));
-        }
         let (host, port) =
             split_host_port(rest).ok_or_else(|| err("the port must be a number or *"))?;
+        if host.contains('/') {
+            return match host.parse::<ipnet::IpNet>() {
+                Ok(net) => Ok(Self {
+                    scheme,
+                    host: HostMatch::Cidr(net.trunc()),
+                    port,
+                    source: trimmed.to_string(),
+                }),
+                Err(_) => Err(err(
+                    "a pattern names a host or an address range (10.0.0.0/8), not a path",
+                )),
+            };
+        }
         if host.is_empty() {
             return Err(err("the host is empty"));
         }
@@ -140,6 +156,23 @@ impl HostPattern {
                     && host[host.len() - d.len()..].eq_ignore_ascii_case(d)
                     && host.as_bytes()[host.len() - d.len() - 1] == b'.'
             }
+            HostMatch::Cidr(net) => host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| net.contains(&ip)),
+        }
+    }
+
+    /// Whether this pattern names the address `ip` itself (an IP literal or a range containing it): what opens a
+    /// loopback, private or link-local address, which no name pattern and no `*` does.
+    pub fn grants_address(&self, ip: std::net::IpAddr) -> bool {
+        match &self.host {
+            HostMatch::Exact(h) => h
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|granted| granted == ip),
+            HostMatch::Cidr(net) => net.contains(&ip),
+            HostMatch::Any | HostMatch::Subdomains(_) => false,
         }
     }
 }
@@ -188,11 +221,25 @@ mod tests {
     }
 
     #[test]
+    fn address_ranges_match_and_grant_addresses() {
+        let net = p("10.20.0.0/16:443");
+        assert!(net.matches("https", "10.20.1.2", 443));
+        assert!(!net.matches("https", "10.21.1.2", 443));
+        assert!(!net.matches("https", "10.20.1.2", 80));
+        assert!(net.grants_address("10.20.9.9".parse().unwrap()));
+        assert!(p("[fd00::/8]").grants_address("fd12::1".parse().unwrap()));
+        assert!(p("127.0.0.1:8080").grants_address("127.0.0.1".parse().unwrap()));
+        assert!(!p("*").grants_address("127.0.0.1".parse().unwrap()));
+        assert!(!p("*.internal").grants_address("10.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
     fn malformed_patterns_are_rejected_with_a_reason() {
         for (bad, why) in [
             ("", "empty"),
             ("ftp://x.com", "scheme"),
             ("x.com/path", "path"),
+            ("10.0.0.0/33", "address range"),
             ("x.com:http", "port"),
             ("a.*.com", "wildcard"),
             ("*.", "wildcard"),

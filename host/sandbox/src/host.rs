@@ -26,6 +26,8 @@ const KV_MAX_VALUE: usize = 1 << 20;
 #[derive(Debug, Clone)]
 pub(crate) struct CallScope {
     pub plugin: Arc<str>,
+    /// The plugin's HTTP client, whose resolver enforces its policy's addresses.
+    pub http: reqwest::Client,
     pub policy: Arc<PluginPolicy>,
     pub services: HostServices,
     pub run_id: String,
@@ -283,12 +285,22 @@ impl http::Host for HostState {
         if !self.scope.policy.allows_egress(scheme, host, port) {
             return Err(self.denied(format!("egress to {host}:{port}")));
         }
+        // After DNS: loopback, private and link-local addresses only when granted by address.
+        crate::address::resolve_checked(&self.scope.policy, host, port)
+            .await
+            .map_err(|why| {
+                if why.starts_with("egress to") {
+                    types::Error::Denied(format!("{why} (plugin `{}`)", self.scope.plugin))
+                } else {
+                    types::Error::Transient(why)
+                }
+            })?;
         let method = reqwest::Method::from_bytes(request.method.to_ascii_uppercase().as_bytes())
             .map_err(|_| {
                 types::Error::InvalidInput(format!("invalid HTTP method {:?}", request.method))
             })?;
 
-        let mut builder = self.scope.services.http.request(method, url.clone());
+        let mut builder = self.scope.http.request(method, url.clone());
         for (name, value) in &request.headers {
             if name.eq_ignore_ascii_case("authorization") && request.bearer_secret.is_some() {
                 return Err(types::Error::InvalidInput(
@@ -319,32 +331,43 @@ impl http::Host for HostState {
             None => remaining,
         };
         let started = Instant::now();
-        let mut response = builder
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(|e| http_error(&url, e))?;
-        let status = response.status().as_u16();
-        let headers = response
-            .headers()
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
         let cap = self.scope.policy.limits.max_http_body_bytes;
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| http_error(&url, e))? {
-            if body.len() + chunk.len() > cap {
-                return Err(types::Error::Failed(format!(
-                    "response body from {host} is larger than the plugin's {cap}-byte limit"
-                )));
+        // The exchange runs as a task of its own, bounded by its own timeout: if the plugin's call is stopped
+        // (timeout, trap) while it waits, the guard aborts the task and the connection closes, and even a call
+        // whose future is never dropped cannot keep a connection past the step's deadline.
+        let host_name = host.to_string();
+        let url = url.clone();
+        let exchange = tokio::spawn(async move {
+            let mut response = builder
+                .timeout(timeout)
+                .send()
+                .await
+                .map_err(|e| http_error(&url, e))?;
+            let status = response.status().as_u16();
+            let headers: Vec<(String, String)> = response
+                .headers()
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect();
+            let mut body = Vec::new();
+            while let Some(chunk) = response.chunk().await.map_err(|e| http_error(&url, e))? {
+                if body.len() + chunk.len() > cap {
+                    return Err(types::Error::Failed(format!(
+                        "response body from {host_name} is larger than the plugin's {cap}-byte limit"
+                    )));
+                }
+                body.extend_from_slice(&chunk);
             }
-            body.extend_from_slice(&chunk);
-        }
+            Ok((status, headers, body))
+        });
+        let (status, headers, body) = AbortOnDrop(exchange).join().await.map_err(|e| {
+            types::Error::Transient(format!("the request to {host} was interrupted: {e}"))
+        })??;
         tracing::debug!(
             target: "qila::plugin",
             plugin = %self.scope.plugin,
@@ -356,6 +379,21 @@ impl http::Host for HostState {
             headers,
             body,
         })
+    }
+}
+
+/// Aborts a spawned task when dropped before it ended.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> AbortOnDrop<T> {
+    async fn join(mut self) -> Result<T, tokio::task::JoinError> {
+        (&mut self.0).await
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

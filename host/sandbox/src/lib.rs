@@ -20,6 +20,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod address;
 mod bindings;
 mod cache;
 mod egress;

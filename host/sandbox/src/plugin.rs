@@ -75,6 +75,8 @@ impl InvocationContext {
 pub struct Plugin {
     inner: Arc<PluginInner>,
     policy: Arc<PluginPolicy>,
+    /// The HTTP client that enforces this policy's addresses (see [`crate::address`]).
+    http: reqwest::Client,
 }
 
 struct PluginInner {
@@ -150,9 +152,11 @@ impl Plugin {
         let pre = ActionPluginPre::new(instance_pre)
             .map_err(|e| SandboxError::Contract(format!("{e:#}")))?;
         let policy = Arc::new(clamp(policy, &sandbox));
+        let http = crate::address::client_for(&policy);
 
         let scope = CallScope {
             plugin: Arc::from("(loading)"),
+            http: http.clone(),
             policy: policy.clone(),
             services: sandbox.inner.services.clone(),
             run_id: String::new(),
@@ -177,14 +181,17 @@ impl Plugin {
                 actions,
             }),
             policy,
+            http,
         })
     }
 
     /// The same plugin under another policy (the grants an administrator configured for it).
     pub fn with_policy(&self, policy: PluginPolicy) -> Self {
+        let policy = Arc::new(clamp(policy, &self.inner.sandbox));
         Self {
             inner: self.inner.clone(),
-            policy: Arc::new(clamp(policy, &self.inner.sandbox)),
+            http: crate::address::client_for(&policy),
+            policy,
         }
     }
 
@@ -251,6 +258,7 @@ impl Plugin {
         let limits = &self.policy.limits;
         let scope = CallScope {
             plugin: self.inner.name.clone(),
+            http: self.http.clone(),
             policy: self.policy.clone(),
             services: self.inner.sandbox.inner.services.clone(),
             run_id: ctx.run_id.clone(),

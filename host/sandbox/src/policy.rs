@@ -66,6 +66,11 @@ impl PluginPolicy {
         self.packs.iter().any(|p| p == pack)
     }
 
+    /// Whether an egress pattern names the address `ip` itself (an IP or a range containing it).
+    pub fn grants_address(&self, ip: std::net::IpAddr) -> bool {
+        self.egress.iter().any(|p| p.grants_address(ip))
+    }
+
     /// The first egress pattern that allows `host:port` for `scheme`, if any.
     pub fn allows_egress(&self, scheme: &str, host: &str, port: u16) -> bool {
         self.egress.iter().any(|p| p.matches(scheme, host, port))

@@ -96,21 +96,13 @@ pub struct HostServices {
     pub secrets: Arc<dyn SecretStore>,
     /// Plugin key-value storage.
     pub kv: Arc<dyn KvBackend>,
-    pub(crate) http: reqwest::Client,
 }
 
 impl HostServices {
-    /// Services over the given secrets and key-value storage, with the host's HTTP client.
-    ///
-    /// The HTTP client follows no redirects: a redirect to a host the plugin was not granted would bypass its
-    /// egress allow-list, so plugins see 3xx responses and decide themselves.
+    /// Services over the given secrets and key-value storage. (Each plugin has an HTTP client of its own, whose
+    /// resolver enforces its policy: see [`crate::address`].)
     pub fn new(secrets: Arc<dyn SecretStore>, kv: Arc<dyn KvBackend>) -> Self {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("qila/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
-        Self { secrets, kv, http }
+        Self { secrets, kv }
     }
 }
 

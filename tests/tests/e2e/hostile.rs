@@ -303,7 +303,7 @@ async fn egress_to_a_host_not_granted_is_denied() {
 }
 
 #[tokio::test]
-async fn a_secret_not_granted_is_denied_and_a_granted_one_is_revealed() {
+async fn a_secret_not_granted_is_denied_and_revealing_needs_its_own_grant() {
     let sandbox = sandbox();
     let snoop = load(&sandbox, qila_e2e::HOSTILE_SNOOP, tight()).await;
     let err = call(&snoop, "reveal", json!({"name": "granted_key"}))
@@ -311,13 +311,23 @@ async fn a_secret_not_granted_is_denied_and_a_granted_one_is_revealed() {
         .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Denied, "{err}");
     assert_eq!(
-        err.message, "secret `granted_key` is not granted to plugin `snoop`",
+        err.message, "revealing secret `granted_key` is not granted to plugin `snoop`",
         "{err}"
     );
+    // The grant to inject a secret into HTTP requests does not let the plugin read it.
+    let inject_only = PluginPolicy {
+        secrets: vec!["granted_key".into()],
+        ..tight()
+    };
+    let snoop = load(&sandbox, qila_e2e::HOSTILE_SNOOP, inject_only).await;
+    let err = call(&snoop, "reveal", json!({"name": "granted_key"}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Denied, "{err}");
     host_still_healthy(&sandbox).await;
 
     let granted = PluginPolicy {
-        secrets: vec!["granted_key".into()],
+        reveal: vec!["granted_key".into()],
         ..tight()
     };
     let snoop = load(&sandbox, qila_e2e::HOSTILE_SNOOP, granted).await;
@@ -379,4 +389,234 @@ async fn core_modules_and_garbage_are_not_components() {
         }
     }
     host_still_healthy(&sandbox).await;
+}
+
+/// A loopback server that answers every request `200 ok`.
+fn answering_server() -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn loopback_private_and_metadata_addresses_are_denied_even_under_a_wildcard_grant() {
+    let sandbox = sandbox();
+    let mut policy = tight();
+    policy.egress = vec!["*".parse().unwrap()];
+    let egress = load(&sandbox, qila_e2e::HOSTILE_EGRESS, policy).await;
+    for (url, kind) in [
+        ("http://127.0.0.1:9/", "loopback"),
+        ("http://169.254.169.254/latest/meta-data/", "link-local"),
+        ("http://localhost:9/", "loopback"),
+        ("http://[::1]:9/", "loopback"),
+        ("http://[::ffff:169.254.169.254]/", "link-local"),
+        ("http://10.0.0.1/", "private"),
+        ("http://0.0.0.0:9/", "unspecified"),
+    ] {
+        let err = call(&egress, "fetch", json!({"url": url}))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Denied, "{url}: {err}");
+        assert!(
+            err.message.contains(kind) && err.message.contains("grant the address"),
+            "{url}: {err}"
+        );
+    }
+    host_still_healthy(&sandbox).await;
+}
+
+#[tokio::test]
+async fn an_address_grant_opens_that_address_and_nothing_else() {
+    let port = answering_server();
+    let sandbox = sandbox();
+    let mut policy = tight();
+    policy.egress = vec![format!("127.0.0.1:{port}").parse().unwrap()];
+    let egress = load(&sandbox, qila_e2e::HOSTILE_EGRESS, policy).await;
+    let out = call(
+        &egress,
+        "fetch",
+        json!({"url": format!("http://127.0.0.1:{port}/")}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out, json!({"status": 200}));
+    // The same address by another name, or another port, is not the grant.
+    for url in [
+        format!("http://localhost:{port}/"),
+        "http://127.0.0.1:9/".to_string(),
+    ] {
+        let err = call(&egress, "fetch", json!({"url": url}))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Denied, "{url}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn files_and_environment_are_invisible_to_a_plugin() {
+    let sandbox = sandbox();
+    let probe = load(&sandbox, qila_e2e::HOSTILE_PROBE, tight()).await;
+    for path in ["/etc/passwd", "./Cargo.toml", "../../../../etc/hostname"] {
+        let out = call(&probe, "read-file", json!({"path": path}))
+            .await
+            .unwrap();
+        assert_eq!(out["content"], Value::Null, "{path}: {out}");
+        assert!(out["error"].is_string(), "{path}: {out}");
+    }
+    for path in ["/", ".", "/tmp"] {
+        let out = call(&probe, "list-dir", json!({"path": path}))
+            .await
+            .unwrap();
+        assert_eq!(out["content"], Value::Null, "{path}: {out}");
+    }
+    // The host has an environment; the plugin must not see it.
+    assert!(std::env::vars().next().is_some());
+    let out = call(&probe, "environment", json!({})).await.unwrap();
+    assert_eq!(out["vars"], json!([]), "{out}");
+    assert!(
+        out["args"].as_array().unwrap().len() <= 1,
+        "at most a program name: {out}"
+    );
+    host_still_healthy(&sandbox).await;
+}
+
+#[tokio::test]
+async fn clocks_are_readable_and_a_sleep_counts_against_the_wall_clock_not_the_cpu() {
+    let sandbox = sandbox();
+    let probe = load(&sandbox, qila_e2e::HOSTILE_PROBE, tight()).await;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let out = call(&probe, "clock", json!({"sleep_ms": 50}))
+        .await
+        .unwrap();
+    assert!(
+        out["wall_ms"].as_u64().unwrap().abs_diff(now_ms) < 60_000,
+        "{out}"
+    );
+    assert!(out["slept_ms"].as_u64().unwrap() >= 45, "{out}");
+    // 1 s of sleep against a 200 ms CPU budget: sleeping is not computing.
+    let out = call(&probe, "clock", json!({"sleep_ms": 1000}))
+        .await
+        .unwrap();
+    assert!(out["slept_ms"].as_u64().unwrap() >= 990, "{out}");
+    // Past the 2 s wall-clock timeout, it is stopped.
+    let started = Instant::now();
+    let err = call(&probe, "clock", json!({"sleep_ms": 10_000}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Timeout, "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    host_still_healthy(&sandbox).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_in_the_middle_of_an_http_call_ends_the_call_and_drops_the_connection() {
+    use std::io::Read;
+    // Accepts, never answers, and reports when the client hangs up.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (hung_up, closed) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if let Ok((mut stream, _)) = listener.accept() {
+            let mut buf = [0u8; 4096];
+            while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+            let _ = hung_up.send(());
+        }
+    });
+    let sandbox = sandbox();
+    let mut policy = tight();
+    policy.limits.timeout = Duration::from_secs(1);
+    policy.egress = vec![format!("127.0.0.1:{port}").parse().unwrap()];
+    let egress = load(&sandbox, qila_e2e::HOSTILE_EGRESS, policy).await;
+    let err = call(
+        &egress,
+        "fetch",
+        json!({"url": format!("http://127.0.0.1:{port}/slow")}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Timeout, "{err}");
+    // Wait off the runtime's threads, which must stay free to close the connection.
+    tokio::task::spawn_blocking(move || closed.recv_timeout(Duration::from_secs(5)))
+        .await
+        .unwrap()
+        .expect("the host dropped the connection of the stopped call");
+    host_still_healthy(&sandbox).await;
+}
+
+#[tokio::test]
+async fn a_trap_right_after_an_http_call_fails_the_call_not_the_host() {
+    let port = answering_server();
+    let sandbox = sandbox();
+    let mut policy = tight();
+    policy.egress = vec![format!("127.0.0.1:{port}").parse().unwrap()];
+    let probe = load(&sandbox, qila_e2e::HOSTILE_PROBE, policy).await;
+    let err = call(
+        &probe,
+        "fetch-then-trap",
+        json!({"url": format!("http://127.0.0.1:{port}/")}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Trap, "{err}");
+    assert!(err.message.contains("trapping with an HTTP 200"), "{err}");
+    host_still_healthy(&sandbox).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_well_behaved_plugin_is_unaffected_by_hostile_neighbours() {
+    let sandbox = sandbox();
+    let mut wildcard = tight();
+    wildcard.egress = vec!["*".parse().unwrap()];
+    let spin = load(&sandbox, qila_e2e::HOSTILE_SPIN, tight()).await;
+    let balloon = load(&sandbox, qila_e2e::HOSTILE_BALLOON, tight()).await;
+    let probe = load(&sandbox, qila_e2e::HOSTILE_PROBE, tight()).await;
+    let egress = load(&sandbox, qila_e2e::HOSTILE_EGRESS, wildcard).await;
+    let core = core(&sandbox).await;
+    let hostile = async {
+        tokio::join!(
+            call(&spin, "spin", json!({})),
+            call(&balloon, "inflate", json!({})),
+            call(&probe, "clock", json!({"sleep_ms": 10_000})),
+            call(&egress, "fetch", json!({"url": "http://169.254.169.254/"})),
+        )
+    };
+    let good = async {
+        let handles: Vec<_> = (0..200)
+            .map(|i| {
+                let core = core.clone();
+                tokio::spawn(async move { (i, call(&core, "echo", json!({"i": i})).await) })
+            })
+            .collect();
+        let mut outputs = Vec::new();
+        for handle in handles {
+            outputs.push(handle.await.unwrap());
+        }
+        outputs
+    };
+    let ((spun, inflated, slept, fetched), echoes) = tokio::join!(hostile, good);
+    assert_eq!(spun.unwrap_err().kind, ErrorKind::CpuLimit);
+    assert_eq!(inflated.unwrap_err().kind, ErrorKind::MemoryLimit);
+    assert_eq!(slept.unwrap_err().kind, ErrorKind::Timeout);
+    assert_eq!(fetched.unwrap_err().kind, ErrorKind::Denied);
+    assert_eq!(echoes.len(), 200);
+    for (i, out) in echoes {
+        assert_eq!(out.unwrap(), json!({"i": i}), "echo {i}");
+    }
 }

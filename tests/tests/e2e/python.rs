@@ -446,3 +446,43 @@ fn python_plugin_qila_plugin_inspect() {
     assert!(stdout.contains("iocextract.extract"), "{stdout}");
     assert!(stdout.contains("iocextract.refang"), "{stdout}");
 }
+
+#[test]
+fn python_plugin_passes_the_conformance_kit_packed_and_signed_like_a_rust_plugin() {
+    // The same path as a Rust plugin (docs/plugin-guide.md steps 7 to 9): the kit on the bare component, then a
+    // signed package of it, verified and checked again.
+    let wasm = &built().wasm;
+    let work = tempfile::tempdir().unwrap();
+    let (out, stdout, stderr) = run(qila(work.path()).args(["plugin", "test"]).arg(wasm));
+    assert_eq!(code(&out), 0, "{stdout}{stderr}");
+    assert!(stdout.contains("0 failed"), "{stdout}");
+    let (out, stdout, stderr) = run(qila(work.path())
+        .current_dir(work.path())
+        .args(["plugin", "keygen", "--vendor", "Qila", "--out", "qila"]));
+    assert_eq!(code(&out), 0, "{stdout}{stderr}");
+    std::fs::write(work.path().join("plugin.yaml"), "tlp: red\n").unwrap();
+    let (out, stdout, stderr) = run(qila(work.path())
+        .current_dir(work.path())
+        .args(["plugin", "pack"])
+        .arg(wasm)
+        .args(["--key", "qila.key", "--out", "iocextract.qpkg"]));
+    assert_eq!(code(&out), 0, "{stdout}{stderr}");
+    let (out, stdout, stderr) = run(qila(work.path()).current_dir(work.path()).args([
+        "plugin",
+        "verify",
+        "iocextract.qpkg",
+        "--key",
+        "qila.pub",
+    ]));
+    assert_eq!(code(&out), 0, "{stdout}{stderr}");
+    let (out, stdout, stderr) = run(qila(work.path()).current_dir(work.path()).args([
+        "plugin",
+        "test",
+        "iocextract.qpkg",
+        "--json",
+    ]));
+    assert_eq!(code(&out), 0, "{stdout}{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["failed"], 0, "{report}");
+    assert_eq!(report["skipped"], 0, "{report}");
+}

@@ -185,7 +185,11 @@ fn a_scaffolded_plugin_tests_builds_and_runs_in_a_playbook() {
     let (out, stdout, stderr) = run(&mut as_admin(&["runs", "show", id, "--json"]));
     assert_eq!(code(&out), 0, "{stdout}{stderr}");
     let shown: Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(shown["run"]["outputs"], json!({"text": "Hello, Grace!"}), "{stdout}");
+    assert_eq!(
+        shown["run"]["outputs"],
+        json!({"text": "Hello, Grace!"}),
+        "{stdout}"
+    );
     drop(server);
 
     // The plugin's input schema reaches validation: a misspelt key is caught before anything runs.
