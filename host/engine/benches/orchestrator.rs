@@ -33,6 +33,32 @@ impl PluginCatalog for Catalog {
     fn digest(&self, _plugin: &str) -> Option<String> {
         Some("bench".into())
     }
+
+    /// `x` is limited to TLP:AMBER, so every step that uses it pays the TLP check.
+    fn max_tlp(&self, plugin: &str) -> qila_model::Tlp {
+        if plugin == "x" {
+            qila_model::Tlp::Amber
+        } else {
+            qila_model::Tlp::Red
+        }
+    }
+}
+
+/// A chain whose every step reads the previous step's output (and the first, a marked input), using `plugin`.
+fn data_chain(name: &str, plugin: &str, n: usize) -> String {
+    let mut s = format!(
+        "name: {name}\nversion: 1\ninputs:\n  seed: {{ type: integer, default: 1 }}\nsteps:\n"
+    );
+    s +=
+        &format!("  s0:\n    uses: {plugin}.echo\n    with: {{ n: \"${{{{ inputs.seed }}}}\" }}\n");
+    for i in 1..n {
+        s += &format!(
+            "  s{i}:\n    uses: {plugin}.echo\n    needs: [s{}]\n    with: {{ n: \"${{{{ steps.s{}.output.n }}}}\" }}\n",
+            i - 1,
+            i - 1
+        );
+    }
+    s
 }
 
 fn chain(n: usize) -> String {
@@ -62,7 +88,10 @@ fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let orchestrator = rt.block_on(async {
         let store = Store::open(dir.path()).await.expect("store");
-        let catalog = StaticCatalog::new().with("t", "echo", json!({}));
+        let catalog =
+            StaticCatalog::new()
+                .with("t", "echo", json!({}))
+                .with("x", "echo", json!({}));
         let o = Orchestrator::start(
             store,
             Arc::new(Instant),
@@ -77,6 +106,11 @@ fn bench(c: &mut Criterion) {
         o.publish(&fan_out(100), "fan.yaml", "bench")
             .await
             .expect("fan");
+        for (name, plugin) in [("open", "t"), ("limited", "x")] {
+            o.publish(&data_chain(name, plugin, 100), "data.yaml", "bench")
+                .await
+                .expect("data chain");
+        }
         o
     });
     let run = |name: &'static str| {
@@ -89,7 +123,7 @@ fn bench(c: &mut Criterion) {
                     inputs: json!({}),
                     trigger: TriggerKind::Manual,
                     actor: "bench".into(),
-                    tlp: Default::default(),
+                    tlp: [("seed".to_owned(), qila_model::Tlp::Green)].into(),
                 })
                 .await
                 .expect("start");
@@ -104,6 +138,12 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements(100));
     group.bench_function("chain of 100 steps", |b| {
         b.iter(|| rt.block_on(run("chain")))
+    });
+    group.bench_function("data chain of 100 steps, no TLP limit", |b| {
+        b.iter(|| rt.block_on(run("open")))
+    });
+    group.bench_function("data chain of 100 steps, TLP check on every step", |b| {
+        b.iter(|| rt.block_on(run("limited")))
     });
     group.bench_function("fan-out of 100 steps", |b| {
         b.iter(|| rt.block_on(run("fan")))

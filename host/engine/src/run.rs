@@ -144,6 +144,8 @@ struct RunTask {
     pending: Vec<Op>,
     /// Queued claims: the input and concurrency slot each execution gets once its claim is committed.
     claims: HashMap<Slot, (Value, Option<TaskPermit>)>,
+    /// TLP labels of what ended steps received, which no longer change (see [`crate::tlp`]).
+    tlp_known: HashMap<usize, Option<crate::tlp::Label>>,
 }
 
 /// A write the run task has decided and not yet committed.
@@ -215,6 +217,7 @@ impl RunTask {
             flying: HashSet::new(),
             pending: Vec::new(),
             claims: HashMap::new(),
+            tlp_known: HashMap::new(),
         };
         let rows = if is_fresh {
             Vec::new()
@@ -632,7 +635,7 @@ impl RunTask {
     }
 
     /// Why step `i` may not hand its input to its plugin, if the input's TLP is above the plugin's limit.
-    fn tlp_refusal(&self, i: usize) -> Option<String> {
+    fn tlp_refusal(&mut self, i: usize) -> Option<String> {
         let step = &self.loaded.playbook.steps[i];
         let limit = PluginCatalog::max_tlp(self.inner.catalog.as_ref(), &step.plugin);
         if limit == Tlp::Red {
@@ -643,12 +646,23 @@ impl RunTask {
             marks: self.run.tlp.as_ref(),
             inputs: &self.run.inputs,
             output: |j: usize| self.rows.get(&(j, -1)).and_then(|r| r.output.as_ref()),
+            known: Some(&self.tlp_known),
         };
-        let label = flow.step_input(i, &mut HashMap::new())?;
+        let mut memo = HashMap::new();
+        let label = flow.step_input(i, &mut memo);
+        for (j, found) in memo {
+            if j != i && self.ended(j) {
+                self.tlp_known.entry(j).or_insert(found);
+            }
+        }
+        let label = label?;
         (label.level > limit).then(|| {
             format!(
                 "refused before the plugin ran: step `{}` would hand {} data to plugin `{}`, which may receive data up to {limit}; the data comes from {}",
-                step.id, label.level, step.plugin, label.source
+                step.id,
+                label.level,
+                step.plugin,
+                label.source()
             )
         })
     }
@@ -1383,6 +1397,7 @@ impl RunTask {
             marks: self.run.tlp.as_ref(),
             inputs: &self.run.inputs,
             output: |j: usize| self.rows.get(&(j, -1)).and_then(|r| r.output.as_ref()),
+            known: Some(&self.tlp_known),
         };
         let tlp = flow
             .step_input(slot.0, &mut HashMap::new())

@@ -17,7 +17,20 @@ use serde_json::Value;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Label {
     pub level: Tlp,
-    pub source: String,
+    /// Where the level comes from: `inputs.ip (TLP:RED, marked by the caller)`.
+    pub origin: String,
+    /// The step whose output last carried it, if it came through steps.
+    pub via: Option<String>,
+}
+
+impl Label {
+    /// The source as a message names it: `inputs.ip (...), via steps.enrich`.
+    pub fn source(&self) -> String {
+        match &self.via {
+            Some(step) => format!("{}, via steps.{step}", self.origin),
+            None => self.origin.clone(),
+        }
+    }
 }
 
 impl Label {
@@ -35,6 +48,8 @@ pub(crate) struct Flow<'a, F: Fn(usize) -> Option<&'a Value>> {
     pub marks: Option<&'a Value>,
     pub inputs: &'a Value,
     pub output: F,
+    /// Labels already known (of steps that ended), consulted before computing.
+    pub known: Option<&'a HashMap<usize, Option<Label>>>,
 }
 
 impl<'a, F: Fn(usize) -> Option<&'a Value>> Flow<'a, F> {
@@ -64,7 +79,8 @@ impl<'a, F: Fn(usize) -> Option<&'a Value>> Flow<'a, F> {
                     best,
                     Some(Label {
                         level,
-                        source: format!("inputs.{name} ({level}, {how})"),
+                        origin: format!("inputs.{name} ({level}, {how})"),
+                        via: None,
                     }),
                 );
             }
@@ -74,8 +90,8 @@ impl<'a, F: Fn(usize) -> Option<&'a Value>> Flow<'a, F> {
 
     /// The label of what step `i` hands to its plugin. `memo` keeps the labels of steps already computed.
     pub fn step_input(&self, i: usize, memo: &mut HashMap<usize, Option<Label>>) -> Option<Label> {
-        if let Some(known) = memo.get(&i) {
-            return known.clone();
+        if let Some(found) = memo.get(&i).or_else(|| self.known.and_then(|k| k.get(&i))) {
+            return found.clone();
         }
         // Guards against a cycle through `all_steps` (a handler reading `error`): a step in progress counts as
         // unlabelled while it is being computed.
@@ -116,12 +132,13 @@ impl<'a, F: Fn(usize) -> Option<&'a Value>> Flow<'a, F> {
     fn step_output(&self, j: usize, memo: &mut HashMap<usize, Option<Label>>) -> Option<Label> {
         let id = &self.playbook.steps[j].id;
         let received = self.step_input(j, memo).map(|l| Label {
-            source: format!("{}, via steps.{id}", l.source),
+            via: Some(id.clone()),
             ..l
         });
         let carried = (self.output)(j).and_then(Tlp::found_in).map(|level| Label {
             level,
-            source: format!("steps.{id}.output ({level}, labelled in the value)"),
+            origin: format!("steps.{id}.output ({level}, labelled in the value)"),
+            via: None,
         });
         Label::max(received, carried)
     }
@@ -168,14 +185,15 @@ steps:
             marks: None,
             inputs: &inputs,
             output: |j| outputs.get(j),
+            known: None,
         };
         let mut memo = HashMap::new();
         let l = flow.step_input(0, &mut memo).unwrap();
         assert_eq!(l.level, Tlp::Green);
         assert!(
-            l.source.contains("declared by the playbook"),
+            l.source().contains("declared by the playbook"),
             "{}",
-            l.source
+            l.source()
         );
         assert_eq!(flow.step_input(2, &mut memo), None);
 
@@ -185,11 +203,12 @@ steps:
             marks: Some(&marks),
             inputs: &inputs,
             output: |j| outputs.get(j),
+            known: None,
         };
         let l = flow.step_input(1, &mut HashMap::new()).unwrap();
         assert_eq!(l.level, Tlp::Red);
         assert_eq!(
-            l.source,
+            l.source(),
             "inputs.ip (TLP:RED, marked by the caller), via steps.lookup"
         );
     }
@@ -204,9 +223,14 @@ steps:
             marks: None,
             inputs: &inputs,
             output: |j| outputs.get(j),
+            known: None,
         };
         let l = flow.step_input(1, &mut HashMap::new()).unwrap();
         assert_eq!(l.level, Tlp::AmberStrict);
-        assert!(l.source.starts_with("steps.lookup.output"), "{}", l.source);
+        assert!(
+            l.source().starts_with("steps.lookup.output"),
+            "{}",
+            l.source()
+        );
     }
 }

@@ -121,17 +121,21 @@ pub struct Step {
     pub for_each: Option<ForEach>,
     /// `concurrency:`: limits shared by all work with the same key.
     pub concurrency: Option<StepConcurrency>,
+    /// What `with` and `for_each` read, found on first use.
+    sources: std::sync::OnceLock<crate::expr::DataSources>,
 }
 
 impl Step {
-    /// The run values this step hands to its plugin: what its `with` and `for_each` read.
-    pub fn data_sources(&self) -> crate::expr::DataSources {
-        let mut sources = crate::expr::DataSources::default();
-        sources.add_template(&self.with);
-        if let Some(each) = &self.for_each {
-            sources.add_template(&each.items);
-        }
-        sources
+    /// The run values this step hands to its plugin: what its `with` and `for_each` read (found once).
+    pub fn data_sources(&self) -> &crate::expr::DataSources {
+        self.sources.get_or_init(|| {
+            let mut sources = crate::expr::DataSources::default();
+            sources.add_template(&self.with);
+            if let Some(each) = &self.for_each {
+                sources.add_template(&each.items);
+            }
+            sources
+        })
     }
 }
 
@@ -877,6 +881,7 @@ fn parse_step<'n>(entry: &'n Entry, sink: &mut Sink<'_>) -> Option<RawStep<'n>> 
             on_error: OnError::Fail,
             for_each,
             concurrency,
+            sources: std::sync::OnceLock::new(),
         },
         needs,
         on_error,

@@ -43,13 +43,16 @@ pub struct Package {
     manifest: Manifest,
     manifest_bytes: Vec<u8>,
     component: Vec<u8>,
+    /// SHA-256 of `component`, computed once: hashing a large component dominates verification.
+    component_digest: [u8; 32],
     signature: Option<Signature>,
 }
 
 impl Package {
     /// A new, unsigned package. Records the component's digest and size in the manifest.
     pub fn new(mut manifest: Manifest, component: Vec<u8>) -> Result<Self, PackageError> {
-        manifest.component.sha256 = hex::encode(Sha256::digest(&component));
+        let component_digest: [u8; 32] = Sha256::digest(&component).into();
+        manifest.component.sha256 = hex::encode(component_digest);
         manifest.component.size = component.len() as u64;
         manifest.check()?;
         let manifest_bytes = manifest.to_json();
@@ -57,6 +60,7 @@ impl Package {
             manifest,
             manifest_bytes,
             component,
+            component_digest,
             signature: None,
         })
     }
@@ -106,7 +110,8 @@ impl Package {
             Some(Signature { key_id, bytes })
         };
         let manifest = Manifest::from_json(&manifest_bytes)?;
-        let actual = hex::encode(Sha256::digest(&component));
+        let component_digest: [u8; 32] = Sha256::digest(&component).into();
+        let actual = hex::encode(component_digest);
         if actual != manifest.component.sha256 || component.len() as u64 != manifest.component.size
         {
             return Err(PackageError::ComponentAltered {
@@ -118,6 +123,7 @@ impl Package {
             manifest,
             manifest_bytes,
             component,
+            component_digest,
             signature,
         })
     }
@@ -189,7 +195,7 @@ impl Package {
         let mut m = Vec::with_capacity(DOMAIN.len() + 64);
         m.extend_from_slice(DOMAIN);
         m.extend_from_slice(&Sha256::digest(&self.manifest_bytes));
-        m.extend_from_slice(&Sha256::digest(&self.component));
+        m.extend_from_slice(&self.component_digest);
         m
     }
 }

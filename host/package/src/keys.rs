@@ -55,6 +55,18 @@ impl SigningKey {
         format!("{SECRET_TAG} {}\n", BASE64.encode(self.0.to_bytes()))
     }
 
+    /// Writes the key file at `path`, readable by its owner only (mode 0600); never overwrites a file.
+    pub fn save(&self, path: &std::path::Path) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(path)?;
+        file.write_all(self.to_text().as_bytes())?;
+        file.sync_all()
+    }
+
     /// The public half, labelled with the vendor's name.
     pub fn public(&self, vendor: &str) -> PublicKey {
         PublicKey {

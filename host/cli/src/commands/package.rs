@@ -132,7 +132,7 @@ pub fn keygen(vendor: &str, out: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         }
     }
     let key = SigningKey::generate()?;
-    write_private(&secret_path, key.to_text().as_bytes())
+    key.save(&secret_path)
         .with_context(|| format!("cannot write {}", secret_path.display()))?;
     let public = key.public(vendor);
     std::fs::write(&public_path, public.to_text())
@@ -333,21 +333,4 @@ pub fn manifest_of(plugin: &Plugin, capabilities: Capabilities) -> Manifest {
         capabilities,
         component: ComponentInfo::default(),
     }
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(bytes)
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    std::fs::write(path, bytes)
 }
