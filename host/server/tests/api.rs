@@ -869,3 +869,118 @@ async fn a_webhook_that_requires_a_signature_refuses_the_bare_secret() {
         assert_eq!(resp.status(), expected, "{size} bytes");
     }
 }
+
+#[tokio::test]
+async fn plugin_keys_and_secrets_routes_check_roles_and_input() {
+    let s = Server::start().await;
+    let viewer = s.token(Role::Viewer).await;
+    let engineer = s.token(Role::Engineer).await;
+    // Without the binary's plugin administration, installing answers 503 in the API's error shape.
+    let (status, body) = s.call("GET", "/api/v1/plugins", Some(&viewer), None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "unavailable");
+    let (status, _) = s
+        .call("POST", "/api/v1/plugins", Some(&engineer), None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // Keys: an engineer reads, only an admin trusts; a malformed key says what a key file looks like.
+    let key = qila_package::SigningKey::generate().unwrap();
+    let public = key.public("Acme Corp").to_text();
+    let trust = |token: String, text: String| {
+        let http = s.http.clone();
+        let url = s.url("/api/v1/plugin-keys");
+        async move {
+            let resp = http
+                .post(url)
+                .bearer_auth(token)
+                .body(text)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status();
+            (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, _) = trust(engineer.clone(), public.clone()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = trust(s.admin.clone(), "ssh-ed25519 AAAA".into()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("qila-ed25519"),
+        "{body}"
+    );
+    let (status, body) = trust(s.admin.clone(), public).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["id"], key.id());
+    let (status, body) = s
+        .call("GET", "/api/v1/plugin-keys", Some(&engineer), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["keys"][0]["vendor"], "Acme Corp");
+    let path = format!("/api/v1/plugin-keys/{}", key.id());
+    let (status, _) = s.call("DELETE", &path, Some(&s.admin), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = s.call("DELETE", &path, Some(&s.admin), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Secrets are admin-only, and a bad name is refused before anything is stored.
+    let (status, _) = s
+        .call("GET", "/api/v1/secrets", Some(&engineer), None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = s
+        .call(
+            "POST",
+            "/api/v1/secrets/bad%20name",
+            Some(&s.admin),
+            Some(json!({"value": "x"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = s.call("GET", "/api/v1/secrets", Some(&s.admin), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["secrets"], json!([]));
+    let log = s.store.audit_log(0, 100).await.unwrap();
+    let actions: Vec<&str> = log.iter().map(|e| e.action.as_str()).collect();
+    assert!(
+        actions.contains(&"plugin.trust") && actions.contains(&"plugin.distrust"),
+        "{actions:?}"
+    );
+}
+
+#[tokio::test]
+async fn tlp_marks_on_a_run_are_checked_and_recorded() {
+    let s = Server::start().await;
+    s.publish("name: p\nversion: 1\ninputs:\n  ip: { type: string }\nsteps:\n  a: { uses: t.echo, with: { v: \"${{ inputs.ip }}\" } }\n")
+        .await;
+    let (status, body) = s
+        .call(
+            "POST",
+            "/api/v1/runs",
+            Some(&s.admin),
+            Some(json!({"playbook": "p", "inputs": {"ip": "192.0.2.1"}, "tlp": {"ip": "orange"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("tlp.ip"),
+        "{body}"
+    );
+    let (status, body) = s
+        .call(
+            "POST",
+            "/api/v1/runs",
+            Some(&s.admin),
+            Some(json!({"playbook": "p", "inputs": {"ip": "192.0.2.1"}, "tlp": {"ip": "TLP:AMBER+STRICT"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["tlp"], json!({"ip": "amber+strict"}));
+}
