@@ -297,13 +297,29 @@ impl Registry {
         }
         let grants = resolve_grants(choice, caps)?;
         let (policy, max_tlp) = policy_from_grants(&grants)?;
-        if let Some(existing) = self.snapshot().loaded.get(&manifest.name)
-            && !matches!(existing.origin, Origin::Package { .. })
-        {
-            return Err(InstallError::Conflict(format!(
-                "a plugin named `{}` is already loaded ({}); a package cannot replace it",
-                manifest.name, existing.origin
-            )));
+        if let Some(existing) = self.snapshot().loaded.get(&manifest.name) {
+            match &existing.origin {
+                Origin::Package {
+                    signer: Some(before),
+                    ..
+                } if signer.as_ref() != Some(before) => {
+                    return Err(InstallError::Conflict(format!(
+                        "plugin `{}` is installed from a package signed by key {before}; a package signed by {} \
+                         cannot replace it (another vendor may not take over a plugin's name)",
+                        manifest.name,
+                        signer
+                            .as_deref()
+                            .map_or("no key".to_string(), |k| format!("key {k}")),
+                    )));
+                }
+                Origin::Package { .. } => {}
+                other => {
+                    return Err(InstallError::Conflict(format!(
+                        "a plugin named `{}` is already loaded ({other}); a package cannot replace it",
+                        manifest.name
+                    )));
+                }
+            }
         }
         let plugin = self
             .sandbox

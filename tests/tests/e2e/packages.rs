@@ -405,6 +405,20 @@ fn forged_altered_unsigned_and_overreaching_packages_are_refused() {
     let (status, body) = install(bytes, "none");
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["grants"]["egress"], json!([]));
+    // Another trusted vendor may not take over the name.
+    let (o, _, stderr) = run(admin(&data, &server)
+        .args(["plugin", "trust"])
+        .arg(work.path().join("mallory.pub")));
+    assert_eq!(code(&o), 0, "{stderr}");
+    let (status, body) = install(std::fs::read(&by_stranger).unwrap(), "all");
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("another vendor may not take over"),
+        "{body}"
+    );
 
     // A development server takes the unsigned package, and says so.
     drop(server);
