@@ -780,14 +780,7 @@ impl RunTask {
                     Ok(input) => input,
                     Err(e) => {
                         let message = format!("with (item {n}): {e}");
-                        let settle = Settle {
-                            status: StepStatus::Failed,
-                            output: None,
-                            error_kind: Some("expression"),
-                            error: Some(&message),
-                            wake_at: None,
-                            input: None,
-                        };
+                        let settle = Settle::failed("expression", &message);
                         self.write_settle(slot, None, settle).await?;
                         changed = true;
                         continue;
@@ -851,14 +844,7 @@ impl RunTask {
             return self.consider_builtin(slot, builtin, input, row).await;
         }
         if let Some(refusal) = self.tlp_refusal(slot.0) {
-            let settle = Settle {
-                status: StepStatus::Failed,
-                output: None,
-                error_kind: Some("denied"),
-                error: Some(&refusal),
-                wake_at: None,
-                input: Some(&input),
-            };
+            let settle = Settle::failed("denied", &refusal).with_input(&input);
             self.write_settle(slot, None, settle).await?;
             return Ok(true);
         }
@@ -896,14 +882,7 @@ impl RunTask {
                         Ok(other) => other.to_string(),
                         Err(e) => {
                             let message = format!("concurrency.key: {e}");
-                            let settle = Settle {
-                                status: StepStatus::Failed,
-                                output: None,
-                                error_kind: Some("expression"),
-                                error: Some(&message),
-                                wake_at: None,
-                                input: Some(&input),
-                            };
+                            let settle = Settle::failed("expression", &message).with_input(&input);
                             self.write_settle(slot, None, settle).await?;
                             return Ok(true);
                         }
@@ -923,14 +902,8 @@ impl RunTask {
                     if row.as_ref().is_some_and(|r| r.status == StepStatus::Queued) {
                         return Ok(false);
                     }
-                    let settle = Settle {
-                        status: StepStatus::Queued,
-                        output: None,
-                        error_kind: None,
-                        error: Some("waiting for a concurrency slot"),
-                        wake_at: None,
-                        input: Some(&input),
-                    };
+                    let settle =
+                        Settle::queued("waiting for a concurrency slot").with_input(&input);
                     self.write_settle(slot, None, settle).await?;
                     return Ok(true);
                 }
@@ -1094,14 +1067,7 @@ impl RunTask {
                     }
                     None => {
                         let message = format!("{}: {}", e.kind, e.message);
-                        let settle = Settle {
-                            status: StepStatus::Failed,
-                            output: None,
-                            error_kind: Some(&e.kind),
-                            error: Some(&message),
-                            wake_at: None,
-                            input: None,
-                        };
+                        let settle = Settle::failed(&e.kind, &message);
                         self.write_settle(slot, owner, settle).await?
                     }
                 }

@@ -458,6 +458,38 @@ pub struct Settle<'a> {
     pub input: Option<&'a Value>,
 }
 
+impl<'a> Settle<'a> {
+    /// A failure of `kind` with `message`.
+    pub fn failed(kind: &'a str, message: &'a str) -> Self {
+        Self {
+            status: StepStatus::Failed,
+            output: None,
+            error_kind: Some(kind),
+            error: Some(message),
+            wake_at: None,
+            input: None,
+        }
+    }
+
+    /// Waiting in a queue (a concurrency slot), with the reason.
+    pub fn queued(reason: &'a str) -> Self {
+        Self {
+            status: StepStatus::Queued,
+            output: None,
+            error_kind: None,
+            error: Some(reason),
+            wake_at: None,
+            input: None,
+        }
+    }
+
+    /// The same, recording the rendered input (a task that never ran).
+    pub fn with_input(mut self, input: &'a Value) -> Self {
+        self.input = Some(input);
+        self
+    }
+}
+
 /// Moves a task that has not ended to `settle.status`. With `owner`, only if that worker holds it (a worker whose
 /// lease was taken over cannot record a result); without, whoever holds it. Returns false if nothing changed
 /// (with `owner`, the failed guard has aborted the statement batch: roll back the transaction).
