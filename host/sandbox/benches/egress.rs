@@ -1,9 +1,11 @@
-//! The cost of the egress check per `http` call: the host-pattern match, the address classification, and the
-//! whole pre-request check for an IP literal and for a name (which includes the system resolver's lookup).
+//! The cost of the egress check per `http` call: the host-pattern match, the address classification, the check of
+//! an IP literal, and the check of a name in the plugin client's resolver (which includes the system resolver's
+//! lookup); and the cost of building a plugin's HTTP client, which the host pays once per loaded plugin rather
+//! than per call.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use qila_sandbox::PluginPolicy;
-use qila_sandbox::address::{check, resolve_checked};
+use qila_sandbox::address::{PolicyResolver, check, literal, resolve_checked};
 
 fn policy() -> PluginPolicy {
     let patterns = [
@@ -42,18 +44,36 @@ fn egress(c: &mut Criterion) {
     let public = "93.184.216.34".parse().expect("ip");
     let metadata = "169.254.169.254".parse().expect("ip");
     c.bench_function("address check (public address)", |b| {
-        b.iter(|| check(&policy, "x", public))
+        b.iter(|| check(&policy, "x", public, true))
     });
     c.bench_function("address check (link-local, refused)", |b| {
-        b.iter(|| check(&policy, "x", metadata))
-    });
-    c.bench_function("pre-request check of an IP literal", |b| {
-        b.iter(|| rt.block_on(resolve_checked(&policy, "10.20.1.2", 443)))
+        b.iter(|| check(&policy, "x", metadata, true))
     });
     c.bench_function(
-        "pre-request check of a name (resolver lookup of localhost)",
+        "whole check of an IP literal URL host (pattern + classification)",
+        |b| {
+            b.iter(|| {
+                let host = std::hint::black_box("10.20.1.2");
+                policy.allows_egress("https", host, 443)
+                    && literal(host).is_some_and(|ip| check(&policy, host, ip, false).is_ok())
+            })
+        },
+    );
+    c.bench_function(
+        "resolver check of a name (system lookup of localhost + classification)",
         |b| b.iter(|| rt.block_on(resolve_checked(&policy, "localhost", 8080))),
     );
+    let shared = std::sync::Arc::new(policy.clone());
+    c.bench_function("HTTP client with the policy's resolver (build)", |b| {
+        b.iter(|| {
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .no_proxy()
+                .dns_resolver(std::sync::Arc::new(PolicyResolver::new(shared.clone())))
+                .build()
+                .expect("the client builds")
+        })
+    });
 }
 
 criterion_group!(benches, egress);

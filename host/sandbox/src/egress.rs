@@ -9,7 +9,8 @@ use std::str::FromStr;
 ///   `example.com` (not `example.com` itself); `*` alone matches every host.
 /// - `port` is a number or `*`; when absent, any port is allowed.
 /// - `scheme` is `http` or `https`; when absent, both are allowed.
-/// - `host` may also be an address range, `10.20.0.0/16` (`[fd00::/8]` for IPv6).
+/// - `host` may also be an address range, `10.20.0.0/16` (for IPv6 `[fd00::]/8` or `[fd00::/8]`, with a port
+///   `[fd00::]/8:443`).
 ///
 /// A name pattern (and `*`) never opens a loopback, private or link-local address: only an IP or range pattern
 /// that contains the address does (see [`crate::address`]).
@@ -26,7 +27,9 @@ enum HostMatch {
     Any,
     Exact(String),
     Subdomains(String),
-    /// An address range, `10.20.0.0/16` or `[fd00::]/8`-style `[fd00::/8]`.
+    /// An IP address, `127.0.0.1` or `[::1]`.
+    Ip(std::net::IpAddr),
+    /// An address range, `10.20.0.0/16` or `[fd00::]/8`.
     Cidr(ipnet::IpNet),
 }
 
@@ -94,6 +97,9 @@ impl FromStr for HostPattern {
             return Err(err(
                 "a wildcard may only stand as the first label, as in *.example.com",
             ));
+        } else if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+            // Parsed, so that `0:0::1` matches the URL host `[::1]` and the address check compares addresses.
+            HostMatch::Ip(ip)
         } else {
             HostMatch::Exact(host)
         };
@@ -106,7 +112,7 @@ impl FromStr for HostPattern {
     }
 }
 
-/// Splits `host[:port]`, understanding `[v6]:port`. `None` when the port is malformed.
+/// Splits `host[:port]`, understanding `[v6]:port` and `[v6]/prefix:port`. `None` when the port is malformed.
 fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
     let parse_port = |p: &str| -> Option<Option<u16>> {
         if p == "*" {
@@ -117,9 +123,17 @@ fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
     };
     if let Some(rest) = s.strip_prefix('[') {
         let (host, after) = rest.split_once(']')?;
+        // `[fd00::]/8`: the prefix length belongs to the host part.
+        let (host, after) = match after.strip_prefix('/') {
+            Some(tail) => {
+                let (len, after) = tail.split_at(tail.find(':').unwrap_or(tail.len()));
+                (format!("{host}/{len}"), after)
+            }
+            None => (host.to_string(), after),
+        };
         return match after.strip_prefix(':') {
-            Some(p) => Some((host.to_string(), parse_port(p)?)),
-            None if after.is_empty() => Some((host.to_string(), None)),
+            Some(p) => Some((host, parse_port(p)?)),
+            None if after.is_empty() => Some((host, None)),
             None => None,
         };
     }
@@ -152,10 +166,15 @@ impl HostPattern {
             HostMatch::Any => true,
             HostMatch::Exact(h) => h.eq_ignore_ascii_case(host),
             HostMatch::Subdomains(d) => {
+                // Bytes, not `str` slices: a non-ASCII host must not split a character.
+                let (host, d) = (host.as_bytes(), d.as_bytes());
                 host.len() > d.len() + 1
                     && host[host.len() - d.len()..].eq_ignore_ascii_case(d)
-                    && host.as_bytes()[host.len() - d.len() - 1] == b'.'
+                    && host[host.len() - d.len() - 1] == b'.'
             }
+            HostMatch::Ip(granted) => host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip == *granted),
             HostMatch::Cidr(net) => host
                 .parse::<std::net::IpAddr>()
                 .is_ok_and(|ip| net.contains(&ip)),
@@ -166,13 +185,9 @@ impl HostPattern {
     /// loopback, private or link-local address, which no name pattern and no `*` does.
     pub fn grants_address(&self, ip: std::net::IpAddr) -> bool {
         match &self.host {
-            HostMatch::Exact(h) => h
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|granted| granted == ip),
+            HostMatch::Ip(granted) => *granted == ip,
             HostMatch::Cidr(net) => net.contains(&ip),
-            HostMatch::Any | HostMatch::Subdomains(_) => false,
+            HostMatch::Any | HostMatch::Exact(_) | HostMatch::Subdomains(_) => false,
         }
     }
 }
@@ -207,6 +222,9 @@ mod tests {
         assert!(pat.matches("https", "a.b.example.com", 443));
         assert!(!pat.matches("https", "example.com", 443));
         assert!(!pat.matches("https", "badexample.com", 443));
+        // A host whose suffix would split a multi-byte character is no match, not a panic.
+        assert!(!pat.matches("https", "aé.example.coé", 443));
+        assert!(!pat.matches("https", "éxample.com", 443));
     }
 
     #[test]
@@ -228,6 +246,21 @@ mod tests {
         assert!(!net.matches("https", "10.20.1.2", 80));
         assert!(net.grants_address("10.20.9.9".parse().unwrap()));
         assert!(p("[fd00::/8]").grants_address("fd12::1".parse().unwrap()));
+        assert!(p("[fd00::]/8").grants_address("fd12::1".parse().unwrap()));
+        assert!(p("fd00::/8").grants_address("fd12::1".parse().unwrap()));
+        assert!(!p("[fd00::]/8").grants_address("fe80::1".parse().unwrap()));
+        let v6_port = p("[fd00::]/8:443");
+        assert!(v6_port.matches("https", "[fd00::5]", 443));
+        assert!(!v6_port.matches("https", "[fd00::5]", 80));
+        // A range is normalised to its network: 10.20.3.4/16 is 10.20.0.0/16.
+        assert!(p("10.20.3.4/16").grants_address("10.20.200.1".parse().unwrap()));
+        assert!(p("http://192.168.0.0/24:8080").matches("http", "192.168.0.7", 8080));
+        assert!(!p("http://192.168.0.0/24:8080").matches("https", "192.168.0.7", 8080));
+        // A range never matches a name, not even one that looks like it.
+        assert!(!p("10.0.0.0/8").matches("https", "10.0.0.1.example.com", 443));
+        // IP literals match in canonical form.
+        assert!(p("0:0::1").matches("http", "[::1]", 80));
+        assert!(p("0:0::1").grants_address("::1".parse().unwrap()));
         assert!(p("127.0.0.1:8080").grants_address("127.0.0.1".parse().unwrap()));
         assert!(!p("*").grants_address("127.0.0.1".parse().unwrap()));
         assert!(!p("*.internal").grants_address("10.0.0.1".parse().unwrap()));
@@ -240,6 +273,9 @@ mod tests {
             ("ftp://x.com", "scheme"),
             ("x.com/path", "path"),
             ("10.0.0.0/33", "address range"),
+            ("[fd00::]/129", "address range"),
+            ("[fd00::]/8x", "address range"),
+            ("[fd00::]/8:x", "port"),
             ("x.com:http", "port"),
             ("a.*.com", "wildcard"),
             ("*.", "wildcard"),

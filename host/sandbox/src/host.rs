@@ -8,6 +8,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::address;
 use crate::bindings::qila::plugin::{http, kv, log, secrets, types};
 use crate::error::LimitTrap;
 use crate::policy::PluginPolicy;
@@ -27,7 +28,7 @@ const KV_MAX_VALUE: usize = 1 << 20;
 pub(crate) struct CallScope {
     pub plugin: Arc<str>,
     /// The plugin's HTTP client, whose resolver enforces its policy's addresses.
-    pub http: reqwest::Client,
+    pub http: crate::address::PolicyClient,
     pub policy: Arc<PluginPolicy>,
     pub services: HostServices,
     pub run_id: String,
@@ -285,22 +286,22 @@ impl http::Host for HostState {
         if !self.scope.policy.allows_egress(scheme, host, port) {
             return Err(self.denied(format!("egress to {host}:{port}")));
         }
-        // After DNS: loopback, private and link-local addresses only when granted by address.
-        crate::address::resolve_checked(&self.scope.policy, host, port)
-            .await
-            .map_err(|why| {
-                if why.starts_with("egress to") {
-                    types::Error::Denied(format!("{why} (plugin `{}`)", self.scope.plugin))
-                } else {
-                    types::Error::Transient(why)
-                }
-            })?;
+        // After DNS, loopback, private, link-local and other restricted addresses only when granted by address.
+        // The client connects to an IP literal without resolving it, so a literal is checked here; a name is
+        // checked by the client's resolver, on exactly the addresses it connects to.
+        if let Some(ip) = address::literal(host) {
+            address::check(&self.scope.policy, host, ip, false)
+                .map_err(|refused| egress_refused(&self.scope.plugin, &refused))?;
+        }
+        let client = self.scope.http.get().map_err(|e| {
+            types::Error::Failed(format!("the host has no HTTP client for this plugin: {e}"))
+        })?;
         let method = reqwest::Method::from_bytes(request.method.to_ascii_uppercase().as_bytes())
             .map_err(|_| {
                 types::Error::InvalidInput(format!("invalid HTTP method {:?}", request.method))
             })?;
 
-        let mut builder = self.scope.http.request(method, url.clone());
+        let mut builder = client.request(method, url.clone());
         for (name, value) in &request.headers {
             if name.eq_ignore_ascii_case("authorization") && request.bearer_secret.is_some() {
                 return Err(types::Error::InvalidInput(
@@ -337,12 +338,13 @@ impl http::Host for HostState {
         // whose future is never dropped cannot keep a connection past the step's deadline.
         let host_name = host.to_string();
         let url = url.clone();
+        let plugin = self.scope.plugin.clone();
         let exchange = tokio::spawn(async move {
             let mut response = builder
                 .timeout(timeout)
                 .send()
                 .await
-                .map_err(|e| http_error(&url, e))?;
+                .map_err(|e| http_error(&plugin, &url, e))?;
             let status = response.status().as_u16();
             let headers: Vec<(String, String)> = response
                 .headers()
@@ -355,7 +357,11 @@ impl http::Host for HostState {
                 })
                 .collect();
             let mut body = Vec::new();
-            while let Some(chunk) = response.chunk().await.map_err(|e| http_error(&url, e))? {
+            while let Some(chunk) = response
+                .chunk()
+                .await
+                .map_err(|e| http_error(&plugin, &url, e))?
+            {
                 if body.len() + chunk.len() > cap {
                     return Err(types::Error::Failed(format!(
                         "response body from {host_name} is larger than the plugin's {cap}-byte limit"
@@ -397,10 +403,20 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
+/// The `denied` error of a restricted address refused to `plugin`.
+fn egress_refused(plugin: &str, refused: &address::EgressRefused) -> types::Error {
+    types::Error::Denied(format!("{refused} (plugin `{plugin}`)"))
+}
+
 /// Classifies a client error; the message names the host, never headers (which may carry a secret).
-fn http_error(url: &url::Url, e: reqwest::Error) -> types::Error {
+fn http_error(plugin: &str, url: &url::Url, e: reqwest::Error) -> types::Error {
     let host = url.host_str().unwrap_or("?");
     let e = e.without_url();
+    match address::resolve_error(&e) {
+        Some(address::ResolveError::Refused(refused)) => return egress_refused(plugin, refused),
+        Some(other) => return types::Error::Transient(other.to_string()),
+        None => {}
+    }
     if e.is_timeout() {
         types::Error::Transient(format!("request to {host} timed out"))
     } else if e.is_connect() {

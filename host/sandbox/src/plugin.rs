@@ -76,7 +76,7 @@ pub struct Plugin {
     inner: Arc<PluginInner>,
     policy: Arc<PluginPolicy>,
     /// The HTTP client that enforces this policy's addresses (see [`crate::address`]).
-    http: reqwest::Client,
+    http: crate::address::PolicyClient,
 }
 
 struct PluginInner {
@@ -152,7 +152,7 @@ impl Plugin {
         let pre = ActionPluginPre::new(instance_pre)
             .map_err(|e| SandboxError::Contract(format!("{e:#}")))?;
         let policy = Arc::new(clamp(policy, &sandbox));
-        let http = crate::address::client_for(&policy);
+        let http = crate::address::PolicyClient::new(&policy);
 
         let scope = CallScope {
             plugin: Arc::from("(loading)"),
@@ -190,7 +190,7 @@ impl Plugin {
         let policy = Arc::new(clamp(policy, &self.inner.sandbox));
         Self {
             inner: self.inner.clone(),
-            http: crate::address::client_for(&policy),
+            http: crate::address::PolicyClient::new(&policy),
             policy,
         }
     }

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use qila_sandbox::testing::Harness;
@@ -408,31 +409,176 @@ fn answering_server() -> u16 {
     port
 }
 
+/// A loopback server that answers every request `200 ok` and counts the connections it accepts.
+fn counting_server() -> (u16, Arc<AtomicUsize>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            count.fetch_add(1, Ordering::SeqCst);
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+        }
+    });
+    (port, accepted)
+}
+
 #[tokio::test]
 async fn loopback_private_and_metadata_addresses_are_denied_even_under_a_wildcard_grant() {
+    // A live server on loopback: a refusal must come before any connection, not from a closed port.
+    let (port, accepted) = counting_server();
     let sandbox = sandbox();
     let mut policy = tight();
     policy.egress = vec!["*".parse().unwrap()];
     let egress = load(&sandbox, qila_e2e::HOSTILE_EGRESS, policy).await;
     for (url, kind) in [
-        ("http://127.0.0.1:9/", "loopback"),
-        ("http://169.254.169.254/latest/meta-data/", "link-local"),
-        ("http://localhost:9/", "loopback"),
-        ("http://[::1]:9/", "loopback"),
-        ("http://[::ffff:169.254.169.254]/", "link-local"),
-        ("http://10.0.0.1/", "private"),
-        ("http://0.0.0.0:9/", "unspecified"),
+        (format!("http://127.0.0.1:{port}/"), "loopback"),
+        (
+            "http://169.254.169.254/latest/meta-data/".into(),
+            "link-local",
+        ),
+        // A name: refused by the plugin's HTTP client resolver, after DNS.
+        (format!("http://localhost:{port}/"), "loopback"),
+        ("http://[::1]:9/".into(), "loopback"),
+        ("http://[::ffff:169.254.169.254]/".into(), "link-local"),
+        (format!("http://[::ffff:127.0.0.1]:{port}/"), "loopback"),
+        ("http://10.0.0.1/".into(), "private"),
+        ("http://192.168.1.1/".into(), "private"),
+        ("http://100.64.0.1/".into(), "shared (carrier-grade NAT)"),
+        (format!("http://0.0.0.0:{port}/"), "unspecified"),
+        // Integer and hex spellings of 127.0.0.1 are the same address.
+        (format!("http://2130706433:{port}/"), "loopback"),
+        (format!("http://0x7f.1:{port}/"), "loopback"),
     ] {
         let err = call(&egress, "fetch", json!({"url": url}))
             .await
             .unwrap_err();
         assert_eq!(err.kind, ErrorKind::Denied, "{url}: {err}");
         assert!(
-            err.message.contains(kind) && err.message.contains("grant the address"),
+            err.message.starts_with("egress to ")
+                && err.message.contains(&format!(" {kind} address"))
+                && err.message.contains("grant the address")
+                && err.message.ends_with("(plugin `egress`)"),
             "{url}: {err}"
         );
     }
+    // The metadata address, in full: the host, the address, why, and what to grant.
+    let err = call(
+        &egress,
+        "fetch",
+        json!({"url": "http://169.254.169.254/latest/meta-data/"}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err.message,
+        "egress to 169.254.169.254: a link-local address, which a name pattern or `*` never opens; grant the \
+         address (`169.254.169.254` or a range containing it) to allow it (plugin `egress`)"
+    );
+    let err = call(
+        &egress,
+        "fetch",
+        json!({"url": format!("http://localhost:{port}/")}),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.message.starts_with("egress to localhost: resolves to ")
+            && err.message.contains("a loopback address"),
+        "names the host, the address it resolves to and why: {err}"
+    );
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        0,
+        "a refused request connected"
+    );
     host_still_healthy(&sandbox).await;
+}
+
+#[tokio::test]
+async fn a_name_grant_never_opens_a_restricted_address_and_the_refusal_carries_no_secret() {
+    let (port, accepted) = counting_server();
+    let sandbox = sandbox();
+    let mut policy = tight();
+    // The name itself is granted, and the secret too: the address still is not.
+    policy.egress = vec![
+        format!("localhost:{port}").parse().unwrap(),
+        "*.localhost".parse().unwrap(),
+    ];
+    policy.secrets = vec!["granted_key".into()];
+    let egress = load(&sandbox, qila_e2e::HOSTILE_EGRESS, policy.clone()).await;
+    let err = call(
+        &egress,
+        "fetch",
+        json!({"url": format!("http://localhost:{port}/"), "bearer_secret": "granted_key"}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Denied, "{err}");
+    assert!(
+        err.message.starts_with("egress to localhost: resolves to ")
+            && err.message.contains("loopback"),
+        "{err}"
+    );
+    assert!(!err.message.contains(SECRET_VALUE), "{err}");
+    assert!(
+        !err.message.to_ascii_lowercase().contains("bearer"),
+        "{err}"
+    );
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        0,
+        "a refused request connected"
+    );
+
+    // Granting the addresses as well opens the name: the resolver hands the client the granted addresses.
+    policy.egress.push("127.0.0.1".parse().unwrap());
+    policy.egress.push("[::1]".parse().unwrap());
+    let egress = load(&sandbox, qila_e2e::HOSTILE_EGRESS, policy).await;
+    let out = call(
+        &egress,
+        "fetch",
+        json!({"url": format!("http://localhost:{port}/")}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out, json!({"status": 200}));
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    host_still_healthy(&sandbox).await;
+}
+
+#[tokio::test]
+async fn an_address_range_grant_opens_the_addresses_in_it() {
+    let (port, accepted) = counting_server();
+    let sandbox = sandbox();
+    let mut policy = tight();
+    policy.egress = vec![format!("127.0.0.0/8:{port}").parse().unwrap()];
+    let egress = load(&sandbox, qila_e2e::HOSTILE_EGRESS, policy).await;
+    let out = call(
+        &egress,
+        "fetch",
+        json!({"url": format!("http://127.0.0.1:{port}/")}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out, json!({"status": 200}));
+    // Outside the range, or the range on another port: not granted.
+    for url in [
+        format!("http://10.0.0.1:{port}/"),
+        "http://127.0.0.1:9/".to_string(),
+    ] {
+        let err = call(&egress, "fetch", json!({"url": url}))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Denied, "{url}: {err}");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]
