@@ -859,14 +859,20 @@ async fn a_webhook_that_requires_a_signature_refuses_the_bare_secret() {
         (2 << 20, StatusCode::UNAUTHORIZED),
         (5 << 20, StatusCode::PAYLOAD_TOO_LARGE),
     ] {
-        let resp = once
+        let sent = once
             .post(s.url("/api/v1/hooks/signed"))
             .header("x-qila-signature", format!("sha256={}", "0".repeat(64)))
             .body(format!("\"{}\"", "x".repeat(size)))
             .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), expected, "{size} bytes");
+            .await;
+        match sent {
+            Ok(resp) => assert_eq!(resp.status(), expected, "{size} bytes"),
+            // The server may answer 413 from the Content-Length and close the connection while the client is still
+            // writing the oversized body: the client then sees the write fail instead of the answer. Refused either
+            // way; a body within the limit must always get an answer.
+            Err(e) if expected == StatusCode::PAYLOAD_TOO_LARGE && e.is_request() => {}
+            Err(e) => panic!("{size} bytes: {e}"),
+        }
     }
 }
 
