@@ -1,0 +1,1 @@
+//! The SIEM service for Qila (being written).
