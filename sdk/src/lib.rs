@@ -77,7 +77,26 @@ pub mod bindings {
     });
 }
 
+/// The bindings `wit-bindgen` generates for the detector world (`qila:plugin/detector-plugin`), sharing `types`
+/// and `log` with [`bindings`].
+///
+/// Detectors do not need them directly: [`detector!`] implements [`detector_bindings::Guest`] and exports it.
+#[allow(missing_docs, clippy::all)]
+pub mod detector_bindings {
+    wit_bindgen::generate!({
+        world: "detector-plugin",
+        path: "../wit",
+        pub_export_macro: true,
+        default_bindings_module: "qila_sdk::detector_bindings",
+        with: {
+            "qila:plugin/types@0.1.0": crate::bindings::qila::plugin::types,
+            "qila:plugin/log@0.1.0": crate::bindings::qila::plugin::log,
+        },
+    });
+}
+
 mod context;
+pub mod detect;
 mod error;
 pub mod http;
 pub mod kv;
@@ -117,6 +136,63 @@ pub use plugin::Plugin;
 /// # assert_eq!(echo_value(serde_json::json!(1)).unwrap(), 1);
 /// ```
 pub use qila_sdk_macros::action;
+
+/// Declares a detector plugin and exports it as the component's `describe-detector` and `detect`.
+///
+/// Invoke it once, at the root of the detector's crate (a `cdylib` built for `wasm32-wasip2`):
+///
+/// ```ignore
+/// qila_sdk::detector! {
+///     name: "detect-dns",                      // lower-case letters, digits, `-` and `_`
+///     description: "DNS tunnelling and DGA-style names.",
+///     rules: &[LONG_LABEL, HIGH_ENTROPY],      // `qila_sdk::detect::Rule` constants
+///     detect: detect,                          // fn(&[Event]) -> Result<Vec<Finding>, Error>
+/// }
+/// ```
+///
+/// The version is the crate's `CARGO_PKG_VERSION`. The macro also declares `pub static DETECTOR:
+/// qila_sdk::detect::Detector` for tests: [`detect::Detector::detect_values`] and [`detect::Detector::check`].
+/// See [`detect`] for a complete example.
+#[macro_export]
+macro_rules! detector {
+    (
+        name: $name:expr,
+        description: $description:expr,
+        rules: $rules:expr,
+        detect: $detect:expr $(,)?
+    ) => {
+        /// The detector, as the SDK sees it: its rules, and its detection behind the JSON boundary.
+        pub static DETECTOR: $crate::detect::Detector = $crate::detect::Detector::new(
+            $name,
+            ::core::env!("CARGO_PKG_VERSION"),
+            $description,
+            $rules,
+            $detect,
+        );
+
+        #[doc(hidden)]
+        pub struct __QilaDetector;
+
+        impl $crate::detector_bindings::Guest for __QilaDetector {
+            fn describe_detector() -> $crate::detector_bindings::DetectorInfo {
+                DETECTOR.info()
+            }
+
+            fn detect(
+                batch: ::std::vec::Vec<$crate::detector_bindings::Json>,
+            ) -> ::core::result::Result<
+                ::std::vec::Vec<$crate::detector_bindings::Finding>,
+                $crate::detector_bindings::Error,
+            > {
+                DETECTOR.detect(&batch).map_err(::core::convert::Into::into)
+            }
+        }
+
+        // Only WebAssembly builds export the symbols: natively, several detectors can link into one test binary.
+        #[cfg(target_arch = "wasm32")]
+        $crate::detector_bindings::export!(__QilaDetector with_types_in $crate::detector_bindings);
+    };
+}
 
 /// What an action module needs: `use qila_sdk::prelude::*;`.
 pub mod prelude {
