@@ -4,6 +4,21 @@
 
 use std::net::IpAddr;
 
+pub mod asterisk;
+mod common;
+pub mod files;
+pub mod freeswitch;
+pub mod json;
+pub mod linux_auth;
+pub mod parse;
+pub mod syslog;
+pub mod windows;
+pub mod zeek;
+
+pub use common::{ParseError, parse_ip, rfc3339_us};
+pub use files::{FileError, FileFormat, FileRecords, Location, Record, count_hint, read_file};
+pub use parse::{parse_json, parse_syslog, parse_text};
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
