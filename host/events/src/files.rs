@@ -317,7 +317,12 @@ fn evtx_records(
             .unwrap_or_else(|_| vec![Err("the EVTX parser failed on this chunk".to_string())]);
             for item in rendered {
                 pending.push_back(match item {
-                    Ok((id, data)) => {
+                    Ok((header_id, data)) => {
+                        // The event's own EventRecordID, as evtx_dump and Chainsaw show it.
+                        let id = data
+                            .pointer("/Event/System/EventRecordID")
+                            .and_then(Value::as_u64)
+                            .unwrap_or(header_id);
                         last_id = id;
                         let raw = data.to_string();
                         Record {

@@ -93,13 +93,13 @@ const RULES: &[(&str, &str, &str, Judge)] = &[
         Judge::Failure,
     ),
     (
-        r"^Connection (?:closed|reset) by (?:(?:authenticating|invalid) user (?P<user>.*) )?(?P<h>[^\s\[]+)(?: port (?P<port>\d+))?\s*(?:\[preauth\])?$",
+        r"^Connection (?:closed|reset) by (?:(?:authenticating|invalid) user (?P<user>.*?) )?(?P<h>[^\s\[]+)(?: port (?P<port>\d+))?\s*(?:\[preauth\])?$",
         "connection_closed",
         "ssh-disconnect",
         Judge::PreauthFailure,
     ),
     (
-        r"^Disconnected from (?:(?:authenticating|invalid) user (?P<user>.*) )?(?P<h>[^\s\[]+)(?: port (?P<port>\d+))?\s*(?:\[preauth\])?$",
+        r"^Disconnected from (?:(?:authenticating|invalid) user (?P<user>.*?) )?(?P<h>[^\s\[]+)(?: port (?P<port>\d+))?\s*(?:\[preauth\])?$",
         "disconnected",
         "ssh-disconnect",
         Judge::PreauthFailure,
