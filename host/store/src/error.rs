@@ -31,4 +31,13 @@ pub enum StoreError {
     /// The writer task has stopped, so nothing more can be recorded.
     #[error("the store's writer has stopped")]
     WriterGone,
+    /// An event search query could not be parsed.
+    #[error("invalid query {0}")]
+    Query(#[from] crate::query::QueryError),
+    /// A paging cursor was not one this store handed out.
+    #[error("invalid cursor: {0}")]
+    BadCursor(String),
+    /// An argument was out of its domain.
+    #[error("invalid input: {0}")]
+    Invalid(String),
 }

@@ -1,6 +1,6 @@
 //! Qila's persistence in an embedded SQLite database: published playbook versions, runs and their tasks (with
 //! leases and timers), the transition history, approvals, schedules, webhook secrets, API tokens, the audit log
-//! and plugin key-value data.
+//! and plugin key-value data; and the SIEM's events, dead letters and alerts, searched in the [`query`] language.
 //!
 //! Writes go through the [`Journal`]: one writer task that applies requests in group-committed transactions and
 //! answers each caller after the commit, so the engine acts on a transition only once it is durable. The
@@ -8,9 +8,11 @@
 
 mod access;
 mod error;
+mod events;
 mod journal;
 mod kv;
 mod plugins;
+pub mod query;
 mod read;
 mod record;
 mod vault;
@@ -25,8 +27,13 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 pub use access::{AuditEntry, Role, TokenInfo};
 pub use error::StoreError;
+pub use events::{
+    ALERT_EVENT_IDS_CAP, AlertFilter, AlertRow, AlertStatus, AlertUpsert, DeadLetter,
+    DeadLetterRow, EventPage, EventQuery, EventRow, MAX_PAGE, NewAlert, NewEvent,
+};
 pub use journal::{Journal, WriteFuture};
 pub use plugins::{InstallRow, SecretInfo, TrustedKeyRow};
+pub use query::QueryError;
 pub use read::{RunFilter, ScheduleRow};
 pub use record::{
     ApprovalRow, RunRow, RunStatus, StepRow, StepStatus, Transition, TriggerKind, VersionRow,
