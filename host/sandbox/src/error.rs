@@ -21,6 +21,25 @@ pub enum SandboxError {
     /// The plugin's `describe` export failed or returned an invalid manifest.
     #[error("plugin manifest is invalid: {0}")]
     Manifest(String),
+    /// A detector's `detect` call failed: it trapped, hit a limit, returned its own error, or returned findings
+    /// that break the contract (an event index out of range, an unknown level or rule, oversized output).
+    #[error("detector `{plugin}`: {error}")]
+    Detect {
+        /// The detector's name.
+        plugin: String,
+        /// How the call failed; `error.kind` is [`ErrorKind::InvalidOutput`] for findings that break the contract.
+        error: InvokeError,
+    },
+}
+
+impl SandboxError {
+    /// How a `detect` call failed, for [`SandboxError::Detect`]; `None` for loading errors.
+    pub fn detect_kind(&self) -> Option<ErrorKind> {
+        match self {
+            SandboxError::Detect { error, .. } => Some(error.kind),
+            _ => None,
+        }
+    }
 }
 
 /// How an invocation failed: the plugin's own typed error, or a limit the host enforced.

@@ -6,6 +6,10 @@
 //! output size) and with WASI locked down: no environment, arguments, preopened directories or sockets. Everything
 //! else a plugin may do goes through the host interfaces of `wit/plugin.wit`, checked against its [`Grants`].
 //!
+//! Detector plugins — components of the `qila:plugin/detector-plugin` world, which receive batches of events and
+//! return findings — load with [`Sandbox::load_detector`] and run with [`DetectorPlugin::detect`], under the same
+//! engine, pool, limits and locked-down WASI; their only host import is `log`.
+//!
 //! This is the only crate of the host that depends on wasmtime.
 //!
 //! ```no_run
@@ -23,6 +27,7 @@
 pub mod address;
 mod bindings;
 mod cache;
+mod detector;
 mod egress;
 mod error;
 mod host;
@@ -32,6 +37,10 @@ mod runtime;
 mod services;
 pub mod testing;
 
+pub use detector::{
+    DetectorInfo, DetectorPlugin, Finding, LEVELS, MAX_FINDINGS, MAX_GROUP_KEY, MAX_RULE_ID,
+    MAX_RULES, MAX_TAG, MAX_TAGS, MAX_TITLE, RuleInfo,
+};
 pub use egress::{HostPattern, HostPatternError};
 pub use error::{ErrorKind, InvokeError, SandboxError};
 pub use plugin::{ActionInfo, InvocationContext, Manifest, Plugin};

@@ -310,7 +310,7 @@ impl Plugin {
 }
 
 /// Caps the memory limit at the sandbox's slot size: a plugin cannot be granted more than the pool holds.
-fn clamp(mut policy: PluginPolicy, sandbox: &Sandbox) -> PluginPolicy {
+pub(crate) fn clamp(mut policy: PluginPolicy, sandbox: &Sandbox) -> PluginPolicy {
     policy.limits.memory_bytes = policy
         .limits
         .memory_bytes
@@ -318,16 +318,31 @@ fn clamp(mut policy: PluginPolicy, sandbox: &Sandbox) -> PluginPolicy {
     policy
 }
 
-type CallFuture<'a, T> =
+pub(crate) type CallFuture<'a, T> =
     std::pin::Pin<Box<dyn std::future::Future<Output = wasmtime::Result<T>> + Send + 'a>>;
+
+/// A pre-linked component of one of the worlds, which makes fresh instances.
+pub(crate) trait Instantiate: Send + Sync {
+    /// The world's bindings to an instance.
+    type World: Send + Sync;
+    /// A fresh instance in `store`.
+    fn instantiate<'a>(&'a self, store: &'a mut Store<HostState>) -> CallFuture<'a, Self::World>;
+}
+
+impl Instantiate for ActionPluginPre<HostState> {
+    type World = bindings::ActionPlugin;
+    fn instantiate<'a>(&'a self, store: &'a mut Store<HostState>) -> CallFuture<'a, Self::World> {
+        Box::pin(self.instantiate_async(store))
+    }
+}
 
 /// Instantiates a fresh instance and runs `call` in it under the scope's limits: a slot from the pool, a memory
 /// limiter, a CPU budget counted in epoch ticks (yielding to other tasks at every tick) and a wall-clock timeout.
-async fn guarded<T>(
+pub(crate) async fn guarded<P: Instantiate, T>(
     sandbox: &Sandbox,
-    pre: &ActionPluginPre<HostState>,
+    pre: &P,
     scope: CallScope,
-    call: impl for<'a> FnOnce(&'a bindings::ActionPlugin, &'a mut Store<HostState>) -> CallFuture<'a, T>,
+    call: impl for<'a> FnOnce(&'a P::World, &'a mut Store<HostState>) -> CallFuture<'a, T>,
 ) -> Result<T, InvokeError> {
     let inner = &sandbox.inner;
     let limits = scope.policy.limits.clone();
@@ -371,7 +386,7 @@ async fn guarded<T>(
     });
 
     let outcome = tokio::time::timeout(limits.timeout, async {
-        let plugin = pre.instantiate_async(&mut store).await?;
+        let plugin = pre.instantiate(&mut store).await?;
         call(&plugin, &mut store).await
     })
     .await;
@@ -434,7 +449,7 @@ fn classify_trap(
     }
 }
 
-fn from_wit_error(e: bindings::Error) -> InvokeError {
+pub(crate) fn from_wit_error(e: bindings::Error) -> InvokeError {
     use bindings::Error as E;
     match e {
         E::InvalidInput(m) => InvokeError::new(ErrorKind::InvalidInput, m),
@@ -476,7 +491,7 @@ fn schema_errors(
     ))
 }
 
-fn is_valid_name(name: &str) -> bool {
+pub(crate) fn is_valid_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')

@@ -11,7 +11,9 @@ use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::bindings::ActionPlugin;
+use crate::bindings::detector::DetectorPlugin as DetectorWorld;
 use crate::cache::ComponentCache;
+use crate::detector::DetectorPlugin;
 use crate::error::SandboxError;
 use crate::host::HostState;
 use crate::plugin::Plugin;
@@ -54,6 +56,7 @@ pub struct Sandbox {
 pub(crate) struct SandboxInner {
     pub engine: Engine,
     pub linker: Linker<HostState>,
+    pub detector_linker: Linker<HostState>,
     pub cache: ComponentCache,
     pub services: HostServices,
     pub slots: Arc<Semaphore>,
@@ -95,6 +98,13 @@ impl Sandbox {
             .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
         ActionPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
+        // Detectors get their own linker with WASI (locked down as for actions) and `log` only: a detector that
+        // imports `http`, `secrets` or `kv` cannot be linked at all (and is refused by name before that).
+        let mut detector_linker = Linker::<HostState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut detector_linker)
+            .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
+        DetectorWorld::add_to_linker::<_, HasSelf<_>>(&mut detector_linker, |state| state)
+            .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_epoch_ticker(engine.clone(), config.epoch_tick, ticker_stop.clone())?;
@@ -103,6 +113,7 @@ impl Sandbox {
             inner: Arc::new(SandboxInner {
                 engine,
                 linker,
+                detector_linker,
                 cache,
                 services: config.services,
                 slots: Arc::new(Semaphore::new(config.max_instances as usize)),
@@ -125,6 +136,31 @@ impl Sandbox {
         let digest = hex::encode(Sha256::digest(bytes));
         let component = self.inner.cache.load(&self.inner.engine, bytes, &digest)?;
         Plugin::link(self.clone(), component, digest, bytes.len(), policy).await
+    }
+
+    /// Loads a detector plugin (world `qila:plugin/detector-plugin`) from its component bytes, the way [`Sandbox::load`]
+    /// loads an action plugin: checks the header, compiles it (or takes it from the cache), refuses any import
+    /// but `log` (and WASI) by name, links it, calls `describe-detector` in a sandbox under `policy`'s limits and
+    /// validates what it says. Only `policy.limits` matter: a detector has no grants to use.
+    pub async fn load_detector(
+        &self,
+        bytes: &[u8],
+        policy: PluginPolicy,
+    ) -> Result<DetectorPlugin, SandboxError> {
+        let digest = hex::encode(Sha256::digest(bytes));
+        let component = self.inner.cache.load(&self.inner.engine, bytes, &digest)?;
+        DetectorPlugin::link(self.clone(), component, digest, bytes.len(), policy).await
+    }
+
+    /// [`Sandbox::load_detector`] from a file.
+    pub async fn load_detector_file(
+        &self,
+        path: impl AsRef<std::path::Path>,
+        policy: PluginPolicy,
+    ) -> Result<DetectorPlugin, SandboxError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| SandboxError::Io(path.to_path_buf(), e))?;
+        self.load_detector(&bytes, policy).await
     }
 }
 
