@@ -69,7 +69,11 @@ impl Store {
             // power loss may lose the last ones, and never corrupts the database.
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(Duration::from_secs(10))
+            // SIEM bulk inserts dirty many index pages per transaction: a 16 MiB page cache per connection (not
+            // 2) and a checkpoint every ~40 MiB of WAL (not 4, each costing two fsyncs) nearly double their rate.
+            .pragma("cache_size", "-16384")
+            .pragma("wal_autocheckpoint", "10000");
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(options)
