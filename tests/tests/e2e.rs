@@ -7,6 +7,7 @@ mod e2e {
     pub mod packages;
     pub mod python;
     pub mod serve;
+    pub mod siem;
     pub mod support;
     pub mod vendor;
 }

@@ -10,6 +10,7 @@ mod lock;
 mod registry;
 mod runtime;
 mod scaffold;
+mod siem;
 mod signals;
 
 use std::path::PathBuf;
@@ -63,11 +64,19 @@ enum Command {
     /// Measure the engine with the real sandbox and store: per-step overhead, fan-out throughput, and the time and
     /// memory of a `qila run` process.
     Bench(commands::bench::BenchArgs),
+    /// Measure the SIEM with a rule corpus: detection alone (beside a bare rsigma engine as the reference) and NDJSON
+    /// over HTTP to stored, checked events (a `qila serve` child), with memory.
+    BenchSiem(commands::bench_siem::BenchSiemArgs),
     /// Work with plugins: scaffold, build, package, sign, test, and install them with grants.
     Plugin {
         #[command(subcommand)]
         command: commands::plugin::PluginCommand,
     },
+    /// Run Sigma rules over event files (JSON Lines, EVTX, logs) without a server; one line (or JSON object) per
+    /// match.
+    Hunt(commands::hunt::HuntArgs),
+    /// Send event files (JSON Lines, EVTX, Zeek, text logs) to a running server's SIEM, with a progress bar.
+    Ingest(commands::ingest::IngestArgs),
     /// Set, list and delete the secrets plugins use, on a running server (admin). Values are sealed at rest.
     Secret {
         #[command(subcommand)]
@@ -116,12 +125,15 @@ fn main() -> ExitCode {
             Command::Approve(args) => commands::approve::approve(&cli.client, args).await,
             Command::Token { command } => commands::token::token(&cli.settings, command).await,
             Command::Bench(args) => commands::bench::bench(&cli.settings, args).await,
+            Command::BenchSiem(args) => commands::bench_siem::bench_siem(args).await,
             Command::Validate { files } => {
                 commands::validate::validate(&cli.settings, &files).await
             }
             Command::Plugin { command } => {
                 commands::plugin::plugin(&cli.settings, &cli.client, command).await
             }
+            Command::Hunt(args) => commands::hunt::hunt(args),
+            Command::Ingest(args) => commands::ingest::ingest(&cli.client, args).await,
             Command::Secret { command } => commands::install::secret(&cli.client, command).await,
         }
     });

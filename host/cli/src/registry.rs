@@ -135,6 +135,11 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// The sandbox plugins run in.
+    pub fn sandbox(&self) -> &Sandbox {
+        &self.sandbox
+    }
+
     /// Loads the bundled plugins (under the configuration's grants), the installed packages (under their
     /// recorded grants, each verified again against the trusted keys) and, in development mode, the loose
     /// components of `plugins_dir`. What does not load is a [`LoadFailure`], not an error.

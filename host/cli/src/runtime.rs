@@ -17,7 +17,7 @@ use crate::registry::{HostSecrets, Registry, Sources};
 mod bundled {
     include!(concat!(env!("OUT_DIR"), "/bundled.rs"));
 }
-pub use bundled::{BUNDLED_PLAYBOOKS, BUNDLED_PLUGINS};
+pub use bundled::{BUNDLED_DETECTORS, BUNDLED_PLAYBOOKS, BUNDLED_PLUGINS, BUNDLED_RULES};
 
 /// The store and the plugins.
 pub struct Runtime {

@@ -89,11 +89,19 @@ impl RuleSet {
     /// with field mapping by the processing pipelines in `pipelines` (pySigma's YAML format). A path that cannot
     /// be read or a malformed pipeline is an error; a rule that cannot be loaded is reported in [`Self::report`].
     pub fn load(paths: &[PathBuf], pipelines: &[PathBuf]) -> Result<Self, DetectError> {
+        Self::load_with(Vec::new(), paths, pipelines)
+    }
+
+    /// Like [`Self::load`], with in-memory sources `(origin, YAML)` (e.g. rules embedded in the binary) first.
+    pub fn load_with(
+        mut documents: Vec<(String, String)>,
+        paths: &[PathBuf],
+        pipelines: &[PathBuf],
+    ) -> Result<Self, DetectError> {
         let mut sources = Vec::new();
         for path in paths {
             collect_files(path, &mut sources)?;
         }
-        let mut documents = Vec::with_capacity(sources.len());
         let mut unreadable = Vec::new();
         for file in sources {
             let origin = file.display().to_string();

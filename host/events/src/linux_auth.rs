@@ -159,7 +159,7 @@ const RULES: &[(&str, &str, &str, Judge)] = &[
         Judge::Success,
     ),
     (
-        r"^pam_unix\([^:]+:auth\): authentication failure;.*?\brhost=(?P<h>\S*)(?:\s+user=(?P<user>\S+))?",
+        r"^pam_unix\([^:]+:auth\): authentication failure;.*?\bruser=(?P<ruser>\S*)\s+rhost=(?P<h>\S*)(?:\s+user=(?P<user>\S+))?",
         "pam_unix_failure",
         "auth-failed",
         Judge::Failure,
@@ -233,7 +233,8 @@ pub(crate) fn from_syslog(header: &Header, msg: &str, raw: &str, received_us: i6
         ev.set("sshd.event", rule.kind);
         ev.action = Some(rule.action.to_string());
         let get = |k: &str| caps.name(k).map(|m| m.as_str().to_string());
-        if let Some(user) = get("user") {
+        // PAM names the account as `user=`, or only as the remote user `ruser=`.
+        if let Some(user) = get("user").or_else(|| get("ruser").filter(|u| !u.is_empty())) {
             ev.set("sshd.user", user.clone());
             if !user.is_empty() {
                 ev.user = Some(user);

@@ -12,6 +12,7 @@ mod hooks;
 pub mod openapi;
 mod plugins;
 mod routes;
+mod siem;
 mod sse;
 
 use std::future::Future;
@@ -42,6 +43,10 @@ pub struct ServerOptions {
     pub max_package_bytes: usize,
     /// Plugin administration (install, grants, secrets); without it those routes answer 503.
     pub plugins: Option<Arc<dyn PluginAdmin>>,
+    /// The SIEM pack (events, alerts); without it its routes answer 503.
+    pub siem: Option<qila_siem::Siem>,
+    /// The largest `POST /api/v1/events` body.
+    pub max_events_bytes: usize,
 }
 
 impl std::fmt::Debug for ServerOptions {
@@ -51,6 +56,8 @@ impl std::fmt::Debug for ServerOptions {
             .field("max_hook_bytes", &self.max_hook_bytes)
             .field("max_package_bytes", &self.max_package_bytes)
             .field("plugins", &self.plugins.is_some())
+            .field("siem", &self.siem.is_some())
+            .field("max_events_bytes", &self.max_events_bytes)
             .finish()
     }
 }
@@ -62,6 +69,8 @@ impl Default for ServerOptions {
             max_hook_bytes: 4 * 1024 * 1024,
             max_package_bytes: 256 * 1024 * 1024,
             plugins: None,
+            siem: None,
+            max_events_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -72,6 +81,7 @@ pub struct AppState {
     pub(crate) orchestrator: Orchestrator,
     pub(crate) hooks: Arc<hooks::HookCache>,
     pub(crate) plugins: Option<Arc<dyn PluginAdmin>>,
+    pub(crate) siem: Option<qila_siem::Siem>,
 }
 
 /// The API's router.
@@ -80,6 +90,7 @@ pub fn router(orchestrator: Orchestrator, options: ServerOptions) -> Router {
         orchestrator,
         hooks: Arc::new(hooks::HookCache::default()),
         plugins: options.plugins.clone(),
+        siem: options.siem.clone(),
     };
     table(&options)
         .router
@@ -169,6 +180,20 @@ fn table(options: &ServerOptions) -> Table {
         .get("/api/v1/secrets", plugins::secrets)
         .post("/api/v1/secrets/{name}", plugins::set_secret)
         .delete("/api/v1/secrets/{name}", plugins::delete_secret)
+        .at(
+            "POST",
+            "/api/v1/events",
+            axum::routing::post(siem::ingest)
+                .layer(DefaultBodyLimit::max(options.max_events_bytes)),
+        )
+        .get("/api/v1/events", siem::search)
+        .get("/api/v1/events/{id}", siem::event)
+        .get("/api/v1/alerts", siem::alerts)
+        .get("/api/v1/alerts/{id}", siem::alert)
+        .post("/api/v1/alerts/{id}/status", siem::set_alert_status)
+        .get("/api/v1/dead-letters", siem::dead_letters)
+        .get("/api/v1/siem", siem::status)
+        .get("/api/v1/rules", siem::rules)
 }
 
 /// Logs each request (at debug level: method, path, status, time taken) under the `qila_server` target.

@@ -282,6 +282,78 @@ pub const ROUTES: &[Route] = &[
         "Delete a secret.",
         None,
     ),
+    route(
+        "POST",
+        "/api/v1/events",
+        Some("ingest"),
+        200,
+        "Ingest events: one JSON object or log line per line (NDJSON; a JSON string line is a log line). Answers once they are stored, with how many were accepted and rejected (rejected records are kept as dead letters with the reason); 503 with Retry-After when the store is busy (nothing taken: send again).",
+        Some("NDJSON or text lines (application/x-ndjson or text/plain)."),
+    ),
+    route(
+        "GET",
+        "/api/v1/events",
+        Some("viewer"),
+        200,
+        "Search events with the query language of docs/search.md, newest first, paged by `cursor`.",
+        None,
+    ),
+    route(
+        "GET",
+        "/api/v1/events/{id}",
+        Some("viewer"),
+        200,
+        "One event, with its raw record and fields.",
+        None,
+    ),
+    route(
+        "GET",
+        "/api/v1/alerts",
+        Some("viewer"),
+        200,
+        "Alerts, newest first.",
+        None,
+    ),
+    route(
+        "GET",
+        "/api/v1/alerts/{id}",
+        Some("viewer"),
+        200,
+        "One alert and the events it is about.",
+        None,
+    ),
+    route(
+        "POST",
+        "/api/v1/alerts/{id}/status",
+        Some("analyst"),
+        200,
+        "Set an alert's status (open, acknowledged, closed); audited.",
+        Some("{\"status\": \"open\" | \"acknowledged\" | \"closed\"}"),
+    ),
+    route(
+        "GET",
+        "/api/v1/dead-letters",
+        Some("engineer"),
+        200,
+        "Records that could not be parsed, each with its source, location, reason and raw text, newest first.",
+        None,
+    ),
+    route(
+        "GET",
+        "/api/v1/siem",
+        Some("viewer"),
+        200,
+        "The SIEM's counters, the rules that loaded and those that did not (with the reasons), the detector plugins.",
+        None,
+    ),
+    route(
+        "GET",
+        "/api/v1/rules",
+        Some("viewer"),
+        200,
+        "The detection rules: every rule loaded and every one that could not be, with the reason.",
+        None,
+    ),
 ];
 
 fn query_parameters(path: &str) -> Vec<(&'static str, &'static str)> {
@@ -296,6 +368,30 @@ fn query_parameters(path: &str) -> Vec<(&'static str, &'static str)> {
             vec![("after", "Replay transitions after this seq (default 0).")]
         }
         "/api/v1/approvals" => vec![("all", "Include decided approvals.")],
+        "/api/v1/events" => vec![
+            (
+                "query",
+                "A query (docs/search.md), e.g. `source.ip = 10.0.0.0/8 and outcome = failure`.",
+            ),
+            (
+                "from",
+                "Only events at or after this time (RFC 3339, or relative: `-1h`, `-7d`).",
+            ),
+            ("to", "Only events before this time (RFC 3339 or relative)."),
+            ("limit", "At most this many (default 100, at most 1000)."),
+            ("cursor", "The `next_cursor` of the previous page."),
+        ],
+        "/api/v1/alerts" => vec![
+            ("status", "open, acknowledged or closed."),
+            ("rule", "Only alerts of this rule id."),
+            ("level", "Only alerts of this level."),
+            ("before", "Only alerts older than this alert id (paging)."),
+            ("limit", "At most this many (default 50, at most 1000)."),
+        ],
+        "/api/v1/dead-letters" => vec![
+            ("before", "Only dead letters older than this id (paging)."),
+            ("limit", "At most this many (default 100, at most 1000)."),
+        ],
         "/api/v1/audit" => vec![
             ("after", "Entries after this seq."),
             ("limit", "At most this many."),

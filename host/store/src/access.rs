@@ -22,6 +22,8 @@ pub enum Role {
     Analyst,
     /// Reads.
     Viewer,
+    /// Only sends events to the SIEM (`POST /api/v1/events`): the token of a log shipper, which reads nothing.
+    Ingest,
 }
 
 impl Role {
@@ -32,6 +34,7 @@ impl Role {
             Self::Engineer => "engineer",
             Self::Analyst => "analyst",
             Self::Viewer => "viewer",
+            Self::Ingest => "ingest",
         }
     }
 
@@ -42,13 +45,17 @@ impl Role {
             "engineer" => Some(Self::Engineer),
             "analyst" => Some(Self::Analyst),
             "viewer" => Some(Self::Viewer),
+            "ingest" => Some(Self::Ingest),
             _ => None,
         }
     }
 
     /// Whether this role may do what `needed` may.
     pub fn allows(self, needed: Role) -> bool {
-        self == needed || self == Self::Admin || needed == Self::Viewer
+        if self == Self::Ingest {
+            return needed == Self::Ingest;
+        }
+        self == needed || self == Self::Admin || (needed == Self::Viewer)
     }
 }
 

@@ -123,6 +123,8 @@ pub struct Server {
     pub base: String,
     /// The admin token printed on the first start.
     pub admin: Option<String>,
+    /// What it printed before it listened (e.g. `syslog over UDP on ADDR`).
+    pub startup: Vec<String>,
 }
 
 impl Server {
@@ -143,6 +145,7 @@ impl Server {
             .expect("cannot start qila serve");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut admin = None;
+        let mut startup = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(120);
         let base = loop {
             assert!(
@@ -159,10 +162,16 @@ impl Server {
             if let Some(url) = line.strip_prefix("listening on ") {
                 break url.trim().to_owned();
             }
+            startup.push(line);
         };
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Self { child, base, admin }
+        Self {
+            child,
+            base,
+            admin,
+            startup,
+        }
     }
 
     /// SIGKILL, then reap.

@@ -2,7 +2,10 @@
 
 pub mod approve;
 pub mod bench;
+pub mod bench_siem;
 pub mod conformance;
+pub mod hunt;
+pub mod ingest;
 pub mod install;
 pub mod package;
 pub mod playbook;

@@ -42,6 +42,40 @@ pub struct ServeArgs {
     /// A directory of playbooks (`*.yaml`) to publish on start, besides the bundled examples.
     #[arg(long, env = "QILA_PLAYBOOKS_DIR", value_name = "DIR")]
     playbooks: Option<PathBuf>,
+    /// Sigma rule files or directories for the SIEM, besides its bundled telecom rules (repeatable; the
+    /// environment variable takes a `:`-separated list).
+    #[arg(
+        long = "rules",
+        env = "QILA_RULES",
+        value_name = "DIR",
+        value_delimiter = ':'
+    )]
+    rules: Vec<PathBuf>,
+    /// Sigma processing pipelines (pySigma YAML) for field mapping (repeatable).
+    #[arg(long = "pipeline", value_name = "FILE")]
+    pipelines: Vec<PathBuf>,
+    /// Receive syslog (RFC 5424 / RFC 3164) over UDP on this address, e.g. `0.0.0.0:514`.
+    #[arg(long, env = "QILA_SYSLOG_UDP", value_name = "ADDR")]
+    syslog_udp: Option<String>,
+    /// Receive syslog over TCP (newline or octet-counted framing) on this address.
+    #[arg(long, env = "QILA_SYSLOG_TCP", value_name = "ADDR")]
+    syslog_tcp: Option<String>,
+    /// Delete events older than this (e.g. `30d`, `12h`); `0` keeps them all.
+    #[arg(
+        long,
+        env = "QILA_RETENTION",
+        default_value = "30d",
+        value_name = "AGE"
+    )]
+    retention: humantime::Duration,
+    /// Findings of one rule with one grouping key within this window (of event time) add to one alert.
+    #[arg(
+        long,
+        env = "QILA_ALERT_DEDUP",
+        default_value = "10m",
+        value_name = "WINDOW"
+    )]
+    alert_dedup: humantime::Duration,
 }
 
 /// Serves until stopped.
@@ -72,10 +106,45 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitC
     let addr = listener
         .local_addr()
         .context("cannot read the address listened on")?;
+    let rules = crate::siem::rules(&args.rules, &args.pipelines)?;
+    tracing::info!(
+        rules = rules.detection_rules(),
+        correlations = rules.correlation_rules(),
+        not_loaded = rules.report().failed.len(),
+        "SIEM rules loaded"
+    );
+    let retention: Duration = args.retention.into();
+    let (siem, siem_tasks) = qila_siem::Siem::start(
+        store.clone(),
+        qila_detect::Detector::new(rules),
+        crate::siem::detector_plugins(&driver.runtime).await,
+        Arc::new(crate::siem::EngineSink(orchestrator.clone())),
+        qila_siem::SiemConfig {
+            retention: (!retention.is_zero()).then_some(retention),
+            dedup_window: args.alert_dedup.into(),
+            ..qila_siem::SiemConfig::default()
+        },
+    );
+    let mut listeners = Vec::new();
+    if let Some(addr) = &args.syslog_udp {
+        let socket = tokio::net::UdpSocket::bind(addr)
+            .await
+            .with_context(|| format!("cannot receive syslog on UDP {addr}"))?;
+        println!("syslog over UDP on {}", socket.local_addr()?);
+        listeners.push(qila_siem::syslog::serve_udp(siem.clone(), socket));
+    }
+    if let Some(addr) = &args.syslog_tcp {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot receive syslog on TCP {addr}"))?;
+        println!("syslog over TCP on {}", listener.local_addr()?);
+        listeners.push(qila_siem::syslog::serve_tcp(siem.clone(), listener));
+    }
     let options = qila_server::ServerOptions {
         plugins: Some(Arc::new(crate::registry::Admin(
             driver.runtime.registry.clone(),
         ))),
+        siem: Some(siem),
         ..qila_server::ServerOptions::default()
     };
     let router = qila_server::router(orchestrator.clone(), options);
@@ -93,6 +162,17 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitC
         tracing::info!("{signal}: stopping");
     };
     let served = qila_server::serve(listener, router, stopped).await;
+    for listener in listeners {
+        listener.abort();
+    }
+    // Acknowledged batches are committed; what waits for detection is checked before the engine stops, up to the
+    // grace period (the rest is stored, unchecked).
+    if tokio::time::timeout(SHUTDOWN_GRACE, siem_tasks.join())
+        .await
+        .is_err()
+    {
+        tracing::warn!("SIEM detection did not finish within the grace period");
+    }
     orchestrator.shutdown(SHUTDOWN_GRACE).await;
     tracing::info!("stopped; unfinished runs resume on the next start");
     served.context("the HTTP server failed")?;

@@ -15,8 +15,8 @@ pub enum TokenCommand {
     /// Create a token and print it (only the token, on one line: `QILA_TOKEN=$(qila token create --role analyst)`).
     /// It is shown this once: the database keeps only its hash.
     Create {
-        /// What the token may do: admin, engineer, analyst or viewer.
-        #[arg(long, value_parser = ["admin", "engineer", "analyst", "viewer"])]
+        /// What the token may do: admin, engineer, analyst, viewer, or ingest (a log shipper: sends events only).
+        #[arg(long, value_parser = ["admin", "engineer", "analyst", "viewer", "ingest"])]
         role: String,
         /// The token's name, shown in the audit log and as the actor of what it does [default: the role].
         #[arg(long)]

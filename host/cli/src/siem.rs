@@ -1,0 +1,113 @@
+//! The SIEM pack in the `qila` binary: its rules (bundled and from directories), the sink that turns new alerts
+//! into the engine event `alert.created`, and the detector plugins.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+
+use qila_detect::RuleSet;
+use qila_engine::Orchestrator;
+use qila_events::Event;
+use qila_sandbox::{DetectorPlugin, PluginPolicy};
+use qila_siem::{AlertSink, ExternalDetector, PluginFinding};
+use qila_store::AlertRow;
+
+use crate::runtime::{BUNDLED_DETECTORS, BUNDLED_RULES, Runtime};
+
+/// The engine event a new alert emits; playbooks subscribe with `on: { event: alert.created }`.
+pub const ALERT_EVENT: &str = "alert.created";
+
+/// Loads the bundled rules plus those under `dirs`, with `pipelines` for field mapping; rules that cannot be
+/// loaded are in the report (and logged).
+pub fn rules(dirs: &[PathBuf], pipelines: &[PathBuf]) -> anyhow::Result<RuleSet> {
+    let bundled: Vec<(String, String)> = BUNDLED_RULES
+        .iter()
+        .map(|(name, text)| (format!("(bundled) {name}"), (*text).to_owned()))
+        .collect();
+    let set = RuleSet::load_with(bundled, dirs, pipelines)?;
+    for failure in &set.report().failed {
+        tracing::warn!(
+            origin = %failure.origin,
+            rule = failure.rule.as_deref().unwrap_or("-"),
+            "Sigma rule not loaded: {}",
+            failure.reason
+        );
+    }
+    Ok(set)
+}
+
+/// Emits [`ALERT_EVENT`] with the alert as payload for every new alert.
+pub struct EngineSink(pub Orchestrator);
+
+impl AlertSink for EngineSink {
+    fn created(&self, alert: AlertRow) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            let payload = match serde_json::to_value(&alert) {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::error!(error = %e, "an alert could not be serialised for its playbooks");
+                    return;
+                }
+            };
+            match self.0.emit(ALERT_EVENT, payload, "siem").await {
+                Ok(runs) if !runs.is_empty() => {
+                    tracing::info!(alert = %alert.id, rule = %alert.rule_id, runs = runs.len(), "alert started playbooks")
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(alert = %alert.id, error = %e, "an alert could not start its playbooks")
+                }
+            }
+        })
+    }
+}
+
+/// The bundled detector plugins, loaded in the sandbox (only `log` importable, default limits). One that does not
+/// load is logged and left out.
+pub async fn detector_plugins(runtime: &Runtime) -> Vec<std::sync::Arc<dyn ExternalDetector>> {
+    let mut out: Vec<std::sync::Arc<dyn ExternalDetector>> = Vec::new();
+    for (name, bytes) in BUNDLED_DETECTORS {
+        match runtime
+            .registry
+            .sandbox()
+            .load_detector(bytes, PluginPolicy::default())
+            .await
+        {
+            Ok(plugin) => out.push(std::sync::Arc::new(SandboxDetector(plugin))),
+            Err(e) => tracing::warn!(detector = name, error = %e, "detector plugin not loaded"),
+        }
+    }
+    out
+}
+
+/// A detector plugin as the SIEM runs it: each batch's detection fields go through the WIT boundary.
+pub struct SandboxDetector(pub DetectorPlugin);
+
+impl ExternalDetector for SandboxDetector {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    fn detect<'a>(
+        &'a self,
+        events: &'a [Event],
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<PluginFinding>, String>> + Send + 'a>> {
+        Box::pin(async move {
+            let batch: Vec<&serde_json::Map<String, serde_json::Value>> =
+                events.iter().map(|e| &e.fields).collect();
+            let findings = self.0.detect(&batch).await.map_err(|e| e.to_string())?;
+            Ok(findings
+                .into_iter()
+                .map(|f| PluginFinding {
+                    rule_id: f.rule_id,
+                    title: f.title,
+                    level: f.level,
+                    tags: f.tags,
+                    events: f.events,
+                    group_key: f.group_key,
+                    details: f.details,
+                })
+                .collect())
+        })
+    }
+}

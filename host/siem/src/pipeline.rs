@@ -1,0 +1,328 @@
+//! The ingest queue, the writer and the detection task.
+
+use std::sync::Arc;
+
+use qila_detect::Detector;
+use qila_events::{Event, Outcome};
+use qila_store::{DeadLetter, NewEvent, Store, now_us};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use crate::alerts::{self, AlertSink, ExternalDetector};
+use crate::{Record, Siem, SiemConfig, SiemError, Stats};
+
+/// What became of a batch given to [`Siem::ingest`].
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Ingested {
+    /// Events stored.
+    pub accepted: usize,
+    /// Records that could not be parsed; each is kept as a dead letter.
+    pub rejected: usize,
+    /// The first rejections, with where and why.
+    pub errors: Vec<Rejection>,
+}
+
+/// A record that could not be parsed.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Rejection {
+    /// Where it was in the batch (e.g. `line 3`).
+    pub location: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// How many rejections an [`Ingested`] lists (all are kept as dead letters).
+const LISTED_REJECTIONS: usize = 20;
+/// The writer commits up to this many events in one transaction, taking several queued batches at once.
+const MAX_GROUP_EVENTS: usize = 20_000;
+/// Batches of events waiting for detection; past it, the writer waits.
+const DETECTION_QUEUE: usize = 16;
+
+pub(crate) struct Job {
+    events: Vec<Event>,
+    dead: Vec<DeadLetter>,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+struct Stored {
+    events: Vec<Event>,
+    ids: Vec<i64>,
+}
+
+pub(crate) fn spawn(
+    store: Store,
+    detector: Detector,
+    plugins: Vec<Arc<dyn ExternalDetector>>,
+    sink: Arc<dyn AlertSink>,
+    config: Arc<SiemConfig>,
+    stats: Arc<Stats>,
+) -> (mpsc::Sender<Job>, Vec<JoinHandle<()>>) {
+    let (queue, jobs) = mpsc::channel(config.queue_batches.max(1));
+    let (detect_tx, detect_rx) = mpsc::channel(DETECTION_QUEUE);
+    let mut handles = vec![
+        tokio::spawn(writer(store.clone(), jobs, detect_tx, stats.clone())),
+        tokio::spawn(detection(
+            store.clone(),
+            detector,
+            plugins,
+            sink,
+            config.clone(),
+            stats,
+            detect_rx,
+        )),
+    ];
+    if let Some(retention) = config.retention {
+        handles.push(tokio::spawn(retain(
+            store,
+            retention,
+            config.retention_interval,
+            queue.downgrade(),
+        )));
+    }
+    (queue, handles)
+}
+
+pub(crate) async fn ingest(
+    siem: &Siem,
+    source: &str,
+    records: Vec<(String, Record)>,
+) -> Result<Ingested, SiemError> {
+    let received_us = now_us();
+    let count = records.len();
+    Stats::add(&siem.stats.received, count);
+    let source = source.to_owned();
+    // Parsing is CPU work: a large batch goes to the blocking pool so it does not hold up the runtime.
+    let parsed = if count > 256 {
+        let source = source.clone();
+        tokio::task::spawn_blocking(move || parse(&source, records, received_us))
+            .await
+            .map_err(|_| SiemError::Stopped)?
+    } else {
+        parse(&source, records, received_us)
+    };
+    let (events, dead, report) = parsed;
+    if events.is_empty() && dead.is_empty() {
+        return Ok(report);
+    }
+    let (done, acknowledged) = oneshot::channel();
+    let job = Job { events, dead, done };
+    match tokio::time::timeout(siem.config.enqueue_timeout, siem.queue.reserve()).await {
+        Ok(Ok(permit)) => permit.send(job),
+        Ok(Err(_)) => return Err(SiemError::Stopped),
+        Err(_) => {
+            Stats::add(&siem.stats.busy, 1);
+            return Err(SiemError::Busy);
+        }
+    }
+    match acknowledged.await {
+        Ok(Ok(())) => Ok(report),
+        Ok(Err(message)) => Err(SiemError::Write(message)),
+        Err(_) => Err(SiemError::Stopped),
+    }
+}
+
+fn parse(
+    source: &str,
+    records: Vec<(String, Record)>,
+    received_us: i64,
+) -> (Vec<Event>, Vec<DeadLetter>, Ingested) {
+    let mut events = Vec::with_capacity(records.len());
+    let mut dead = Vec::new();
+    let mut report = Ingested::default();
+    for (location, record) in records {
+        let (result, raw) = match record {
+            Record::Text(line) => (
+                qila_events::parse_text(&line, received_us).map_err(|e| e.to_string()),
+                line,
+            ),
+            Record::Json(value, raw) => (
+                qila_events::parse_json(value, raw.clone(), received_us).map_err(|e| e.to_string()),
+                raw,
+            ),
+            Record::Undecodable(raw, reason) => (Err(reason), raw),
+        };
+        match result {
+            Ok(event) => events.push(event),
+            Err(reason) => {
+                if report.errors.len() < LISTED_REJECTIONS {
+                    report.errors.push(Rejection {
+                        location: location.clone(),
+                        reason: reason.clone(),
+                    });
+                }
+                dead.push(DeadLetter {
+                    received_us,
+                    source: source.to_owned(),
+                    location,
+                    reason,
+                    raw,
+                });
+            }
+        }
+    }
+    report.accepted = events.len();
+    report.rejected = dead.len();
+    (events, dead, report)
+}
+
+fn to_row(event: &Event, received_us: i64) -> NewEvent {
+    NewEvent {
+        time_us: event.time_us,
+        received_us,
+        dataset: event.dataset.clone(),
+        host: event.host.clone(),
+        source_ip: event.source_ip,
+        source_port: event.source_port,
+        destination_ip: event.destination_ip,
+        destination_port: event.destination_port,
+        user: event.user.clone(),
+        process: event.process.clone(),
+        action: event.action.clone(),
+        outcome: event.outcome.map(|o| {
+            match o {
+                Outcome::Success => "success",
+                Outcome::Failure => "failure",
+                Outcome::Unknown => "unknown",
+            }
+            .to_owned()
+        }),
+        fields: serde_json::Value::Object(event.fields.clone()),
+        raw: event.raw.clone(),
+    }
+}
+
+/// Takes queued batches, commits each group in one transaction, acknowledges the senders, and passes the stored
+/// events on to detection.
+async fn writer(
+    store: Store,
+    mut jobs: mpsc::Receiver<Job>,
+    detection: mpsc::Sender<Stored>,
+    stats: Arc<Stats>,
+) {
+    while let Some(first) = jobs.recv().await {
+        let mut group = vec![first];
+        let mut size = group[0].events.len();
+        while size < MAX_GROUP_EVENTS {
+            match jobs.try_recv() {
+                Ok(job) => {
+                    size += job.events.len();
+                    group.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let received_us = now_us();
+        let rows: Vec<NewEvent> = group
+            .iter()
+            .flat_map(|job| job.events.iter().map(|e| to_row(e, received_us)))
+            .collect();
+        let dead: Vec<DeadLetter> = group.iter().flat_map(|j| j.dead.iter().cloned()).collect();
+        let span = tracing::debug_span!("siem.write", events = rows.len(), dead = dead.len());
+        let result = async {
+            // Dead letters first: a retry after a failure may store a dead letter twice, never lose an event.
+            if !dead.is_empty() {
+                store.insert_dead_letters(&dead).await?;
+            }
+            let ids = store.insert_events(&rows).await?;
+            Ok::<_, qila_store::StoreError>(ids)
+        }
+        .instrument(span)
+        .await;
+        match result {
+            Ok(ids) => {
+                Stats::add(&stats.stored, rows.len());
+                Stats::add(&stats.rejected, dead.len());
+                let mut events = Vec::with_capacity(rows.len());
+                for job in group {
+                    let _ = job.done.send(Ok(()));
+                    events.extend(job.events);
+                }
+                if detection.send(Stored { events, ids }).await.is_err() {
+                    tracing::error!(
+                        "the detection task has stopped; stored events are not checked"
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "storing events failed; the senders are told");
+                for job in group {
+                    let _ = job.done.send(Err(e.to_string()));
+                }
+            }
+        }
+    }
+}
+
+async fn detection(
+    store: Store,
+    mut detector: Detector,
+    plugins: Vec<Arc<dyn ExternalDetector>>,
+    sink: Arc<dyn AlertSink>,
+    config: Arc<SiemConfig>,
+    stats: Arc<Stats>,
+    mut batches: mpsc::Receiver<Stored>,
+) {
+    let window_us = i64::try_from(config.dedup_window.as_micros()).unwrap_or(i64::MAX);
+    while let Some(Stored { events, ids }) = batches.recv().await {
+        let span = tracing::debug_span!("siem.detect", events = events.len());
+        async {
+            let mut new_alerts = Vec::new();
+            for (event, id) in events.iter().zip(&ids) {
+                for finding in detector.detect(event, &id.to_string()) {
+                    Stats::add(&stats.findings, 1);
+                    new_alerts.push(alerts::from_finding(&finding));
+                }
+            }
+            for plugin in &plugins {
+                match plugin.detect(&events).await {
+                    Ok(findings) => {
+                        for finding in &findings {
+                            Stats::add(&stats.findings, 1);
+                            new_alerts.push(alerts::from_plugin(plugin.name(), finding, &events, &ids));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(plugin = plugin.name(), error = %e, "a detector plugin failed on a batch")
+                    }
+                }
+            }
+            for alert in new_alerts {
+                match alerts::raise(&store, &alert, window_us).await {
+                    Ok(Some(row)) => {
+                        Stats::add(&stats.alerts, 1);
+                        sink.created(row).await;
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::error!(rule = %alert.rule_id, error = %e, "an alert could not be stored"),
+                }
+            }
+            Stats::add(&stats.checked, events.len());
+        }
+        .instrument(span)
+        .await;
+    }
+}
+
+/// Deletes what is older than `retention` every `interval`, until the service stops.
+async fn retain(
+    store: Store,
+    retention: std::time::Duration,
+    interval: std::time::Duration,
+    queue: mpsc::WeakSender<Job>,
+) {
+    let mut tick = tokio::time::interval(interval);
+    loop {
+        tick.tick().await;
+        if queue.upgrade().is_none() {
+            return;
+        }
+        let cutoff = now_us() - i64::try_from(retention.as_micros()).unwrap_or(i64::MAX / 2);
+        match store.delete_events_before(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "retention deleted old events"),
+            Err(e) => tracing::warn!(error = %e, "retention failed"),
+        }
+    }
+}
