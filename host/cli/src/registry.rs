@@ -140,6 +140,11 @@ impl Registry {
         &self.sandbox
     }
 
+    /// The store (for the host's own packs, such as `siem`).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// Loads the bundled plugins (under the configuration's grants), the installed packages (under their
     /// recorded grants, each verified again against the trusted keys) and, in development mode, the loose
     /// components of `plugins_dir`. What does not load is a [`LoadFailure`], not an error.
@@ -485,6 +490,9 @@ pub fn describe(p: &LoadedPlugin) -> Value {
 
 impl ActionCatalog for Registry {
     fn input_schema(&self, plugin: &str, action: &str) -> Result<Value, String> {
+        if plugin == crate::siem::PACK {
+            return crate::siem::input_schema(action);
+        }
         let snapshot = self.snapshot();
         let Some(p) = snapshot.loaded.get(plugin) else {
             return Err(format!(
@@ -507,6 +515,9 @@ impl ActionCatalog for Registry {
 
 impl qila_engine::PluginCatalog for Registry {
     fn digest(&self, plugin: &str) -> Option<String> {
+        if plugin == crate::siem::PACK {
+            return Some(crate::siem::PACK_DIGEST.to_owned());
+        }
         self.snapshot()
             .loaded
             .get(plugin)

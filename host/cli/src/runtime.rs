@@ -124,6 +124,9 @@ pub struct SandboxExecutor {
 
 impl StepExecutor for SandboxExecutor {
     async fn execute(&self, call: StepCall) -> Result<Value, StepError> {
+        if call.plugin == crate::siem::PACK {
+            return crate::siem::execute(self.registry.store(), &call.action, &call.input).await;
+        }
         let plugin = self
             .registry
             .snapshot()

@@ -14,6 +14,82 @@ use qila_store::AlertRow;
 
 use crate::runtime::{BUNDLED_DETECTORS, BUNDLED_RULES, Runtime};
 
+/// The host pack whose actions the `qila` binary runs itself (they read the SIEM's store): `siem.search`.
+pub const PACK: &str = "siem";
+/// What playbook versions pin for the `siem` pack (it changes with the binary, not by install).
+pub const PACK_DIGEST: &str = "host:siem/1";
+
+/// The input schema of a `siem` action.
+pub fn input_schema(action: &str) -> Result<serde_json::Value, String> {
+    match action {
+        "search" => Ok(serde_json::json!({
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {
+                "query": { "type": "string", "description": "A query in the language of docs/search.md." },
+                "from": { "type": "string", "description": "RFC 3339, a date, `now` or relative (`-1h`)." },
+                "to": { "type": "string", "description": "RFC 3339, a date, `now` or relative (`-1h`)." },
+                "limit": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 100 },
+                "cursor": { "type": "string", "description": "`next_cursor` of the previous page." }
+            }
+        })),
+        other => Err(format!(
+            "the `siem` pack has no action `{other}` (it has: search)"
+        )),
+    }
+}
+
+/// Runs `siem.<action>`: `search` answers `{events, count, next_cursor}`, newest first.
+pub async fn execute(
+    store: &qila_store::Store,
+    action: &str,
+    input: &serde_json::Value,
+) -> Result<serde_json::Value, qila_engine::StepError> {
+    use qila_engine::StepError;
+    if action != "search" {
+        return Err(StepError::new(
+            "not-found",
+            format!("the `siem` pack has no action `{action}`"),
+        ));
+    }
+    let text = |key: &str| input.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+    let now = qila_store::now_us();
+    let time = |key: &str| -> Result<Option<i64>, StepError> {
+        text(key)
+            .map(|t| {
+                qila_store::query::parse_time(&t, now).ok_or_else(|| {
+                    StepError::new(
+                        "invalid-input",
+                        format!("`{key}` must be RFC 3339, a date, `now` or relative like `-1h`, not `{t}`"),
+                    )
+                })
+            })
+            .transpose()
+    };
+    let query = qila_store::EventQuery {
+        query: text("query").filter(|q| !q.trim().is_empty()),
+        from_us: time("from")?,
+        to_us: time("to")?,
+        limit: input
+            .get("limit")
+            .and_then(|v| v.as_u64())
+            .map_or(100, |n| n.clamp(1, 1000) as u32),
+        cursor: text("cursor"),
+    };
+    match store.search_events(&query).await {
+        Ok(page) => Ok(serde_json::json!({
+            "count": page.events.len(),
+            "events": page.events,
+            "next_cursor": page.next_cursor,
+        })),
+        Err(qila_store::StoreError::Query(e)) => {
+            Err(StepError::new("invalid-input", format!("query {e}")))
+        }
+        Err(qila_store::StoreError::BadCursor(m)) => Err(StepError::new("invalid-input", m)),
+        Err(e) => Err(StepError::new("internal", e.to_string())),
+    }
+}
+
 /// The engine event a new alert emits; playbooks subscribe with `on: { event: alert.created }`.
 pub const ALERT_EVENT: &str = "alert.created";
 

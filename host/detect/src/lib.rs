@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use qila_events::{Event, LogSource};
-use rsigma_eval::{EvaluationResult, evaluate_rule};
+use rsigma_eval::{EvaluationResult, ResultBody, evaluate_rule};
 
 /// Runs a [`RuleSet`] over events, one at a time and in time order, keeping correlation state between them.
 pub struct Detector {
@@ -67,8 +67,25 @@ impl Detector {
             .process_with_detections(&view, matches, seconds);
         results
             .into_iter()
+            .filter(|result| self.complete_group(result))
             .map(|result| Finding::from_result(result, event, reference))
             .collect()
+    }
+
+    /// A correlation groups only events that have every `group-by` field: the events without one share a window
+    /// of their own in rsigma, whose firing would lump unrelated events together, so it is not a finding.
+    fn complete_group(&self, result: &EvaluationResult) -> bool {
+        match &result.body {
+            ResultBody::Correlation(body) => {
+                let id = result
+                    .header
+                    .rule_id
+                    .as_deref()
+                    .unwrap_or(&result.header.rule_title);
+                body.group_key.len() >= self.rules.group_by_len(id)
+            }
+            ResultBody::Detection(_) => true,
+        }
     }
 
     /// How many correlation windows are open (memory held by correlation state).

@@ -66,6 +66,8 @@ impl LoadReport {
 /// A compiled, ready set of Sigma detection, correlation and filter rules.
 pub struct RuleSet {
     engine: CorrelationEngine,
+    /// How many `group-by` fields each correlation has, by id (or title).
+    group_by: HashMap<String, usize>,
     sources: Vec<RuleSource>,
     correlations: usize,
     report: LoadReport,
@@ -265,10 +267,15 @@ impl RuleSet {
             }
         }
         let mut added = 0;
+        let mut group_by = HashMap::new();
         for (origin, corr) in &correlations {
             match engine.add_correlation(corr) {
                 Ok(()) => {
                     added += 1;
+                    group_by.insert(
+                        corr.id.clone().unwrap_or_else(|| corr.title.clone()),
+                        corr.group_by.len(),
+                    );
                     report.loaded.push(RuleInfo {
                         id: corr.id.clone().unwrap_or_else(|| corr.title.clone()),
                         title: corr.title.clone(),
@@ -314,6 +321,7 @@ impl RuleSet {
             .collect();
         Self {
             engine,
+            group_by,
             sources,
             correlations: added,
             report,
@@ -333,6 +341,11 @@ impl RuleSet {
     /// How many correlation rules are in use.
     pub fn correlation_rules(&self) -> usize {
         self.correlations
+    }
+
+    /// How many `group-by` fields the correlation `id` has.
+    pub(crate) fn group_by_len(&self, id: &str) -> usize {
+        self.group_by.get(id).copied().unwrap_or(0)
     }
 
     pub(crate) fn has_correlations(&self) -> bool {

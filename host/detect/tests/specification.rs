@@ -262,3 +262,18 @@ fn value_percentile_loads() {
     let d = detector("value_percentile");
     assert_eq!(d.rules().correlation_rules(), 1);
 }
+
+#[test]
+fn events_without_the_group_by_field_never_fire_a_correlation_together() {
+    let mut d = detector("event_count");
+    for i in 0..150 {
+        // No ComputerName: these failures belong to no group.
+        let e = event(
+            None,
+            Some("auth"),
+            T0 + i,
+            json!({"action": "failed_logon"}),
+        );
+        assert!(correlations(d.detect(&e, "e")).is_empty(), "fired at {i}");
+    }
+}

@@ -103,10 +103,45 @@ fn every_ssh_failure_that_fail2ban_marks_is_detected_and_the_brute_force_fires()
         false_alarms.len(),
         false_alarms.join("\n")
     );
+    // fail2ban's multi-user connections and the scanner that drops the key exchange are found by correlations.
     assert!(
-        correlations.contains("SSH Brute Force From One Source"),
+        correlations.contains("SSH Attempts For Several Accounts On One Connection")
+            && correlations.contains("SSH Connection Dropped During Key Exchange"),
         "{correlations:?}"
     );
+}
+
+/// Five refused logins from one address within five minutes are a brute force; four are not, and neither are
+/// failures spread over more than the window.
+#[test]
+fn five_ssh_failures_from_one_address_within_five_minutes_are_a_brute_force() {
+    let mut detector = telecom_rules();
+    let line = |minute: u32, second: u32, ip: &str, user: &str| {
+        format!(
+            "Feb 25 14:{minute:02}:{second:02} belka sshd[3160{second}]: Failed password for invalid user {user} from {ip} port 50273 ssh2"
+        )
+    };
+    let mut fired = Vec::new();
+    let attempts = [
+        (0, 1, "194.117.26.69", "root"),
+        (0, 5, "198.51.100.2", "admin"),
+        (1, 2, "194.117.26.69", "admin"),
+        (1, 9, "198.51.100.2", "admin"),
+        (2, 3, "194.117.26.69", "oracle"),
+        (2, 7, "198.51.100.2", "test"),
+        (3, 4, "194.117.26.69", "ubuntu"),
+        (9, 8, "198.51.100.2", "pi"),
+        (4, 5, "194.117.26.69", "pi"),
+    ];
+    for (i, (m, s, ip, user)) in attempts.iter().enumerate() {
+        let event = parse_text(&line(*m, *s, ip, user), 0).unwrap();
+        for f in detector.detect(&event, &i.to_string()) {
+            if f.rule_title == "SSH Brute Force From One Source" {
+                fired.push((i, f.group_key, f.events.len()));
+            }
+        }
+    }
+    assert_eq!(fired, vec![(8, "source.ip=194.117.26.69".to_owned(), 5)]);
 }
 
 #[test]

@@ -160,15 +160,21 @@ impl std::fmt::Debug for Siem {
 
 /// The service's tasks; they end when every [`Siem`] handle is dropped and the queue has drained.
 pub struct SiemTasks {
-    /// The writer, detection and retention tasks.
-    pub handles: Vec<JoinHandle<()>>,
+    /// The writer and detection tasks.
+    handles: Vec<JoinHandle<()>>,
+    /// The retention task, which sleeps between runs: stopped by [`SiemTasks::join`].
+    retention: Option<JoinHandle<()>>,
 }
 
 impl SiemTasks {
-    /// Waits until the queue has drained and every task has ended (drop every [`Siem`] handle first).
+    /// Waits until the queue has drained and detection has checked every stored event (drop every [`Siem`]
+    /// handle first), then stops retention.
     pub async fn join(self) {
         for handle in self.handles {
             let _ = handle.await;
+        }
+        if let Some(retention) = self.retention {
+            retention.abort();
         }
     }
 }
@@ -186,7 +192,7 @@ impl Siem {
         let rules = Arc::new(detector.rules().report().clone());
         let detectors = Arc::new(plugins.iter().map(|p| p.name().to_owned()).collect());
         let config = Arc::new(config);
-        let (queue, handles) = pipeline::spawn(
+        let (queue, handles, retention) = pipeline::spawn(
             store.clone(),
             detector,
             plugins,
@@ -203,7 +209,7 @@ impl Siem {
                 rules,
                 detectors,
             },
-            SiemTasks { handles },
+            SiemTasks { handles, retention },
         )
     }
 

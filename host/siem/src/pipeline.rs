@@ -58,10 +58,14 @@ pub(crate) fn spawn(
     sink: Arc<dyn AlertSink>,
     config: Arc<SiemConfig>,
     stats: Arc<Stats>,
-) -> (mpsc::Sender<Job>, Vec<JoinHandle<()>>) {
+) -> (
+    mpsc::Sender<Job>,
+    Vec<JoinHandle<()>>,
+    Option<JoinHandle<()>>,
+) {
     let (queue, jobs) = mpsc::channel(config.queue_batches.max(1));
     let (detect_tx, detect_rx) = mpsc::channel(DETECTION_QUEUE);
-    let mut handles = vec![
+    let handles = vec![
         tokio::spawn(writer(store.clone(), jobs, detect_tx, stats.clone())),
         tokio::spawn(detection(
             store.clone(),
@@ -73,15 +77,15 @@ pub(crate) fn spawn(
             detect_rx,
         )),
     ];
-    if let Some(retention) = config.retention {
-        handles.push(tokio::spawn(retain(
+    let retention = config.retention.map(|retention| {
+        tokio::spawn(retain(
             store,
             retention,
             config.retention_interval,
             queue.downgrade(),
-        )));
-    }
-    (queue, handles)
+        ))
+    });
+    (queue, handles, retention)
 }
 
 pub(crate) async fn ingest(

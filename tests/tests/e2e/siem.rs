@@ -15,26 +15,6 @@ fn fixture(path: &str) -> PathBuf {
     root().join("tests/fixtures").join(path)
 }
 
-const ON_ALERT: &str = r#"
-name: triage-alert
-version: 1
-description: Starts for every high or critical alert and records what it was about.
-inputs:
-  alert: { type: object }
-on:
-  manual: false
-  event:
-    - { event: alert.created, if: "${{ event.level in ['high', 'critical'] }}", input: alert }
-steps:
-  note:
-    uses: core.echo
-    with:
-      rule: "${{ inputs.alert.rule_title }}"
-      key: "${{ inputs.alert.group_key }}"
-outputs:
-  rule: "${{ steps.note.output.rule }}"
-"#;
-
 /// Polls `path` until `pred` holds on its answer (60 s at most).
 fn poll(api: &Api, path: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -65,14 +45,10 @@ fn titles(alerts: &Value) -> BTreeSet<String> {
 #[test]
 fn a_day_of_logs_gives_alerts_that_are_searchable_and_start_a_playbook() {
     let data = tempfile::tempdir().unwrap();
-    let playbooks = tempfile::tempdir().unwrap();
-    write(playbooks.path(), "triage-alert.yaml", ON_ALERT);
     let sigma = fixture("sigmahq/rules");
     let server = Server::start_with(
         data.path(),
         &[
-            "--playbooks",
-            playbooks.path().to_str().unwrap(),
             "--rules",
             sigma.to_str().unwrap(),
             "--syslog-udp",
@@ -82,11 +58,32 @@ fn a_day_of_logs_gives_alerts_that_are_searchable_and_start_a_playbook() {
     let token = server.admin.clone().expect("admin token");
     let api = Api::new(&server.base, &token);
 
-    // The day's logs: sshd and Asterisk (fail2ban's real lines), a Sysmon sample from SigmaHQ, Windows EVTX.
+    // The day's logs: sshd and Asterisk (fail2ban's real lines, spread over years), a night's attack in the same
+    // formats (a password guesser and a SIP brute force, minutes apart), a Sysmon sample from SigmaHQ, and
+    // Windows EVTX.
     let sample = "sigmahq/regression_data/rules/windows/process_creation/proc_creation_win_certutil_download_file_sharing_domains/42a5f1e7-9603-4f6d-97ae-3f37d130d794.json";
+    let mut night = String::new();
+    for (i, user) in ["root", "admin", "oracle", "ubuntu", "pi", "test"]
+        .iter()
+        .enumerate()
+    {
+        night.push_str(&format!(
+            "Nov 28 03:1{i}:0{i} edge-1 sshd[4410{i}]: Failed password for invalid user {user} from 198.51.100.77 port 4410{i} ssh2\n"
+        ));
+    }
+    for (i, ext) in ["100", "101", "102", "200", "201", "300"]
+        .iter()
+        .enumerate()
+    {
+        night.push_str(&format!(
+            "[2026-11-28 03:2{i}:1{i}] NOTICE[2211] chan_sip.c: Registration from '<sip:{ext}@pbx.example.net>' failed for '203.0.113.50:5060' - Wrong password\n"
+        ));
+    }
+    let night = write(data.path(), "night.log", &night);
     let files = [
         fixture("fail2ban/sshd.log"),
         fixture("fail2ban/asterisk.even.log"),
+        night,
         fixture(sample),
         fixture("chainsaw/security_sample.evtx"),
     ];
@@ -160,21 +157,34 @@ fn a_day_of_logs_gives_alerts_that_are_searchable_and_start_a_playbook() {
         "{body}"
     );
 
-    // The high alerts started the triage playbook, with the alert as input.
+    // The high alerts started the bundled `alert-triage` playbook, with the alert as input; its `siem.search`
+    // step found the events of the alert's source.
     let runs = poll(
         &api,
-        "/api/v1/runs?playbook=triage-alert",
-        "runs of the alert playbook",
-        |b| b["runs"].as_array().is_some_and(|r| !r.is_empty()),
+        "/api/v1/runs?playbook=alert-triage&limit=1000",
+        "runs of alert-triage",
+        |b| b["runs"].as_array().is_some_and(|r| r.len() >= 2),
     );
-    let run_id = runs["runs"][0]["id"].as_str().unwrap().to_owned();
-    let done = api.wait_for(&run_id, "success", |r| r["run"]["status"] == "succeeded");
-    assert!(
-        done["run"]["outputs"]["rule"]
-            .as_str()
-            .is_some_and(|r| !r.is_empty()),
-        "{done}"
-    );
+    let mut brute_runs = 0;
+    for run in runs["runs"].as_array().unwrap() {
+        let id = run["id"].as_str().unwrap();
+        let done = api.wait_for(id, "an end", |r| {
+            ["succeeded", "failed"].contains(&r["run"]["status"].as_str().unwrap_or(""))
+        });
+        assert_eq!(done["run"]["status"], "succeeded", "{done}");
+        if done["run"]["outputs"]["rule"] == "SSH Brute Force From One Source" {
+            brute_runs += 1;
+            assert_eq!(
+                done["run"]["outputs"]["about"], "source.ip=198.51.100.77",
+                "{done}"
+            );
+            assert!(
+                done["run"]["outputs"]["events_around"].as_u64().unwrap() >= 6,
+                "{done}"
+            );
+        }
+    }
+    assert_eq!(brute_runs, 1, "one alert, one run: {runs}");
 
     // Syslog over UDP: the same detection path.
     let udp = server
