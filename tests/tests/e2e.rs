@@ -2,6 +2,7 @@
 
 mod e2e {
     pub mod cli;
+    pub mod detector;
     pub mod egress;
     pub mod hostile;
     pub mod packages;
