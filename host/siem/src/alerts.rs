@@ -73,6 +73,7 @@ pub(crate) fn from_finding(finding: &Finding) -> NewAlert {
             .iter()
             .filter_map(|r| r.parse().ok())
             .collect(),
+        findings: 1,
         details,
     }
 }
@@ -103,6 +104,7 @@ pub(crate) fn from_plugin(
         group_key: finding.group_key.clone(),
         time_us,
         event_ids,
+        findings: 1,
         details: json!({ "source": plugin, "details": finding.details }),
     }
 }
@@ -117,4 +119,35 @@ pub(crate) async fn raise(
         AlertUpsert::Created(row) => Ok(Some(row)),
         AlertUpsert::Merged(_) => Ok(None),
     }
+}
+
+/// Merges the alerts of one batch that share a rule and grouping key (and fall within `window_us` of each other's
+/// first one): one store transaction per group instead of one per finding. The merged alert keeps the first
+/// finding's details, the latest time, the union of the event ids, and how many findings it stands for.
+pub(crate) fn merge(alerts: Vec<NewAlert>, window_us: i64) -> Vec<NewAlert> {
+    let mut out: Vec<NewAlert> = Vec::with_capacity(alerts.len());
+    let mut open: std::collections::HashMap<(String, String), usize> =
+        std::collections::HashMap::new();
+    for alert in alerts {
+        let key = (alert.rule_id.clone(), alert.group_key.clone());
+        if let Some(&i) = open.get(&key) {
+            let first = &mut out[i];
+            if alert.time_us.saturating_sub(first.time_us) <= window_us {
+                first.findings += alert.findings;
+                first.time_us = first.time_us.max(alert.time_us);
+                for id in alert.event_ids {
+                    if first.event_ids.len() >= qila_store::ALERT_EVENT_IDS_CAP {
+                        break;
+                    }
+                    if !first.event_ids.contains(&id) {
+                        first.event_ids.push(id);
+                    }
+                }
+                continue;
+            }
+        }
+        open.insert(key, out.len());
+        out.push(alert);
+    }
+    out
 }

@@ -62,7 +62,7 @@ pub struct SiemConfig {
 impl Default for SiemConfig {
     fn default() -> Self {
         Self {
-            queue_batches: 64,
+            queue_batches: 8,
             enqueue_timeout: Duration::from_secs(10),
             dedup_window: Duration::from_secs(600),
             retention: Some(Duration::from_secs(30 * 24 * 3600)),

@@ -36,12 +36,15 @@ pub struct Rejection {
 /// How many rejections an [`Ingested`] lists (all are kept as dead letters).
 const LISTED_REJECTIONS: usize = 20;
 /// The writer commits up to this many events in one transaction, taking several queued batches at once.
-const MAX_GROUP_EVENTS: usize = 20_000;
+const MAX_GROUP_EVENTS: usize = 10_000;
 /// Batches of events waiting for detection; past it, the writer waits.
-const DETECTION_QUEUE: usize = 16;
+const DETECTION_QUEUE: usize = 2;
 
 pub(crate) struct Job {
+    /// The events, for detection (their raw text moved to `rows`).
     events: Vec<Event>,
+    /// The same events as rows to store.
+    rows: Vec<NewEvent>,
     dead: Vec<DeadLetter>,
     done: oneshot::Sender<Result<(), String>>,
 }
@@ -106,12 +109,17 @@ pub(crate) async fn ingest(
     } else {
         parse(&source, records, received_us)
     };
-    let (events, dead, report) = parsed;
+    let (events, rows, dead, report) = parsed;
     if events.is_empty() && dead.is_empty() {
         return Ok(report);
     }
     let (done, acknowledged) = oneshot::channel();
-    let job = Job { events, dead, done };
+    let job = Job {
+        events,
+        rows,
+        dead,
+        done,
+    };
     match tokio::time::timeout(siem.config.enqueue_timeout, siem.queue.reserve()).await {
         Ok(Ok(permit)) => permit.send(job),
         Ok(Err(_)) => return Err(SiemError::Stopped),
@@ -127,12 +135,15 @@ pub(crate) async fn ingest(
     }
 }
 
+/// Parses the records and prepares their rows (fields serialised, raw text moved), so that the writer only
+/// writes.
 fn parse(
     source: &str,
     records: Vec<(String, Record)>,
     received_us: i64,
-) -> (Vec<Event>, Vec<DeadLetter>, Ingested) {
+) -> (Vec<Event>, Vec<NewEvent>, Vec<DeadLetter>, Ingested) {
     let mut events = Vec::with_capacity(records.len());
+    let mut rows = Vec::with_capacity(records.len());
     let mut dead = Vec::new();
     let mut report = Ingested::default();
     for (location, record) in records {
@@ -148,7 +159,10 @@ fn parse(
             Record::Undecodable(raw, reason) => (Err(reason), raw),
         };
         match result {
-            Ok(event) => events.push(event),
+            Ok(mut event) => {
+                rows.push(to_row(&mut event, received_us));
+                events.push(event);
+            }
             Err(reason) => {
                 if report.errors.len() < LISTED_REJECTIONS {
                     report.errors.push(Rejection {
@@ -168,10 +182,11 @@ fn parse(
     }
     report.accepted = events.len();
     report.rejected = dead.len();
-    (events, dead, report)
+    (events, rows, dead, report)
 }
 
-fn to_row(event: &Event, received_us: i64) -> NewEvent {
+/// The row of `event`, taking its raw text (detection does not need it).
+fn to_row(event: &mut Event, received_us: i64) -> NewEvent {
     NewEvent {
         time_us: event.time_us,
         received_us,
@@ -192,8 +207,8 @@ fn to_row(event: &Event, received_us: i64) -> NewEvent {
             }
             .to_owned()
         }),
-        fields: serde_json::Value::Object(event.fields.clone()),
-        raw: event.raw.clone(),
+        fields: serde_json::to_string(&event.fields).unwrap_or_else(|_| "{}".to_owned()),
+        raw: std::mem::take(&mut event.raw),
     }
 }
 
@@ -217,10 +232,9 @@ async fn writer(
                 Err(_) => break,
             }
         }
-        let received_us = now_us();
         let rows: Vec<NewEvent> = group
-            .iter()
-            .flat_map(|job| job.events.iter().map(|e| to_row(e, received_us)))
+            .iter_mut()
+            .flat_map(|job| std::mem::take(&mut job.rows))
             .collect();
         let dead: Vec<DeadLetter> = group.iter().flat_map(|j| j.dead.iter().cloned()).collect();
         let span = tracing::debug_span!("siem.write", events = rows.len(), dead = dead.len());
@@ -292,7 +306,7 @@ async fn detection(
                     }
                 }
             }
-            for alert in new_alerts {
+            for alert in alerts::merge(new_alerts, window_us) {
                 match alerts::raise(&store, &alert, window_us).await {
                     Ok(Some(row)) => {
                         Stats::add(&stats.alerts, 1);

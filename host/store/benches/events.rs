@@ -27,7 +27,7 @@ fn batch(start: usize, n: usize) -> Vec<NewEvent> {
             process: Some("C:\\Windows\\System32\\svchost.exe".into()),
             action: Some("logon".into()),
             outcome: Some(if i % 10 == 0 { "failure" } else { "success" }.into()),
-            fields: serde_json::json!({"EventID": 4624, "LogonType": 3}),
+            fields: serde_json::json!({"EventID": 4624, "LogonType": 3}).to_string(),
             raw: format!(
                 "<Event><EventID>4624</EventID><Computer>ws-{:03}</Computer><Seq>{i}</Seq></Event>",
                 i % 200

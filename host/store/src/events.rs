@@ -52,8 +52,9 @@ pub struct NewEvent {
     pub action: Option<String>,
     /// `success`, `failure`, ...
     pub outcome: Option<String>,
-    /// Every other field, a JSON object (`null` is stored as `{}`).
-    pub fields: Value,
+    /// Every other field: the text of a JSON object (an empty string is stored as `{}`). Serialised by the
+    /// caller, so that the work is done where it can run in parallel, not in the one writer.
+    pub fields: String,
     /// The record as received.
     pub raw: String,
 }
@@ -204,6 +205,9 @@ pub struct NewAlert {
     pub time_us: i64,
     /// The matching events.
     pub event_ids: Vec<i64>,
+    /// How many findings this alert stands for (at least 1): a caller may merge the findings of one batch into
+    /// one raise.
+    pub findings: i64,
     /// Anything else (kept from the first detection).
     pub details: Value,
 }
@@ -424,10 +428,10 @@ impl Store {
             for e in chunk {
                 let (src, src_bin) = ip_columns(e.source_ip);
                 let (dst, dst_bin) = ip_columns(e.destination_ip);
-                let fields = if e.fields.is_null() {
-                    "{}".to_owned()
+                let fields = if e.fields.is_empty() {
+                    "{}"
                 } else {
-                    e.fields.to_string()
+                    e.fields.as_str()
                 };
                 q = q
                     .bind(e.time_us)
@@ -630,7 +634,7 @@ impl Store {
         .await?;
         let upsert = if let Some(r) = existing {
             let mut row = alert_row(&r)?;
-            row.count += 1;
+            row.count += alert.findings.max(1);
             row.first_us = row.first_us.min(alert.time_us);
             row.last_us = row.last_us.max(alert.time_us);
             for id in &alert.event_ids {
@@ -670,7 +674,7 @@ impl Store {
                 group_key: alert.group_key.clone(),
                 first_us: alert.time_us,
                 last_us: alert.time_us,
-                count: 1,
+                count: alert.findings.max(1),
                 event_ids,
                 details: alert.details.clone(),
                 status: AlertStatus::Open,

@@ -36,7 +36,7 @@ fn ev(time_us: i64, raw: &str) -> NewEvent {
         process: None,
         action: None,
         outcome: None,
-        fields: json!({}),
+        fields: "{}".to_owned(),
         raw: raw.into(),
     }
 }
@@ -60,7 +60,7 @@ async fn corpus(store: &Store) -> i64 {
     e.process = Some("C:\\Windows\\System32\\cmd.exe".into());
     e.action = Some("logon".into());
     e.outcome = Some("success".into());
-    e.fields = json!({"EventID": 4624, "LogonType": "3", "CommandLine": "cmd /c whoami /all", "Event ID": "x"});
+    e.fields = json!({"EventID": 4624, "LogonType": "3", "CommandLine": "cmd /c whoami /all", "Event ID": "x"}).to_string();
     events.push(e);
 
     let mut e = ev(now - 10 * MIN, "bravo logon FAILURE 100%_done");
@@ -73,7 +73,7 @@ async fn corpus(store: &Store) -> i64 {
     e.destination_port = Some(22);
     e.action = Some("logon".into());
     e.outcome = Some("failure".into());
-    e.fields = json!({"EventID": 4625, "LogonType": 10, "Enabled": true});
+    e.fields = json!({"EventID": 4625, "LogonType": 10, "Enabled": true}).to_string();
     events.push(e);
 
     let mut e = ev(now - 3 * 60 * MIN, "charlie dns query x' OR 1=1 --");
@@ -83,7 +83,7 @@ async fn corpus(store: &Store) -> i64 {
     e.destination_ip = ip("8.8.8.8");
     e.destination_port = Some(53);
     e.user = Some("x' OR 1=1 --".into());
-    e.fields = json!({"query": "evil.example", "EventID": "4624"});
+    e.fields = json!({"query": "evil.example", "EventID": "4624"}).to_string();
     events.push(e);
 
     let mut e = ev(now - 8 * 24 * 60 * MIN, "delta old syslog");
@@ -419,6 +419,7 @@ fn detection(time_us: i64, event_ids: Vec<i64>) -> NewAlert {
         group_key: "user=alice".into(),
         time_us,
         event_ids,
+        findings: 1,
         details: json!({"why": "many failures"}),
     }
 }
