@@ -18,7 +18,8 @@ pub struct ImportProblem {
 /// Checks every import of a component against the capabilities of its manifest.
 ///
 /// - `wasi:*` interfaces are always allowed: the host gives them no environment, files, sockets or arguments;
-/// - `qila:plugin/types` and `qila:plugin/log` are always allowed;
+/// - `qila:plugin/types`, `qila:plugin/detection` (types only: no function a component could call) and
+///   `qila:plugin/log` are always allowed;
 /// - `qila:plugin/http` needs at least one `egress` pattern;
 /// - `qila:plugin/secrets` (which reveals values) needs at least one `reveal` name;
 /// - `qila:plugin/kv` needs the `kv` pack; any other `qila:<pack>/<interface>` needs the pack `<pack>.<interface>`;
@@ -34,7 +35,7 @@ pub fn check_imports<S: AsRef<str>>(
             let bare = import.split('@').next().unwrap_or(import);
             let reason = match bare {
                 b if b.starts_with("wasi:") => None,
-                "qila:plugin/types" | "qila:plugin/log" => None,
+                "qila:plugin/types" | "qila:plugin/detection" | "qila:plugin/log" => None,
                 "qila:plugin/http" => caps
                     .egress
                     .is_empty()
@@ -77,6 +78,7 @@ mod tests {
         let imports = [
             "wasi:io/streams@0.2.3",
             "qila:plugin/types@0.1.0",
+            "qila:plugin/detection@0.1.0",
             "qila:plugin/log@0.1.0",
         ];
         assert!(check_imports(&pure, &imports).is_ok());
