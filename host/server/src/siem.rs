@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use qila_siem::{Record, Siem, SiemError};
 use qila_store::{AlertFilter, AlertStatus, EventQuery, Role, StoreError};
@@ -257,11 +257,7 @@ pub(crate) async fn dead_letters(
     ))
 }
 
-pub(crate) async fn status(
-    State(s): State<AppState>,
-    caller: Caller,
-    _headers: HeaderMap,
-) -> Answer {
+pub(crate) async fn status(State(s): State<AppState>, caller: Caller) -> Answer {
     caller.require(Role::Viewer)?;
     let siem = siem(&s)?;
     let report = siem.rules();

@@ -184,9 +184,9 @@ async fn http(args: &BenchSiemArgs, lines: &[&str]) -> anyhow::Result<Value> {
         )
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    let mut child = command.spawn().context("starting qila serve")?;
-    let pid = child.id();
-    let stdout = child.stdout.take().context("the server's stdout")?;
+    let mut child = Server(command.spawn().context("starting qila serve")?);
+    let pid = child.0.id();
+    let stdout = child.0.stdout.take().context("the server's stdout")?;
     let (token, url) = tokio::task::spawn_blocking(move || -> anyhow::Result<(String, String)> {
         let (mut token, mut url) = (None, None);
         let mut lines = BufReader::new(stdout).lines();
@@ -273,8 +273,7 @@ async fn http(args: &BenchSiemArgs, lines: &[&str]) -> anyhow::Result<Value> {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     Ok(json!({
         "events": total,
         "senders": args.senders,
@@ -286,4 +285,14 @@ async fn http(args: &BenchSiemArgs, lines: &[&str]) -> anyhow::Result<Value> {
         "alerts": stats["stats"]["alerts"],
         "server_peak_rss_mib": peak_kib / 1024,
     }))
+}
+
+/// The `qila serve` child, killed and reaped when dropped, on every path out of the benchmark.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
