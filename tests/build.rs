@@ -36,6 +36,7 @@ fn main() {
         manifest: &manifest_dir.join("hostile/Cargo.toml"),
         target_dir: &root.join("target/wasm-hostile"),
         members: HOSTILE,
+        packages: &[],
         watch: &[
             root.join("sdk/src"),
             root.join("sdk/Cargo.toml"),

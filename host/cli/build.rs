@@ -30,6 +30,7 @@ fn main() {
         manifest: &root.join("plugins/Cargo.toml"),
         target_dir: &root.join("target/wasm-plugins"),
         members: &members,
+        packages: &[],
         watch: &[
             root.join("sdk/src"),
             root.join("sdk/macros/src"),

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use qila_sandbox::{HostPattern, Limits, PluginPolicy};
+use qila_sandbox::{ExpressionLimits, HostPattern, Limits, PluginPolicy};
 use serde::Deserialize;
 
 /// Options every command shares.
@@ -84,6 +84,13 @@ impl Settings {
 /// secrets:
 ///   slack_token: { env: SLACK_TOKEN }
 ///   misp_key: { file: /run/secrets/misp_key }
+/// expressions:                      # limits of one `${{ }}` evaluation (a step's `with`, an `if`)
+///   memory: 16MiB                   # what the expressions may allocate
+///   work: 100000000                 # fuel: about one WebAssembly instruction each
+///   output: 1MiB                    # the rendered result
+///   timeout: 5s
+///   context: 64MiB                  # the inputs and step results they read
+///   instances: 32                   # evaluations at once
 /// ```
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -94,6 +101,50 @@ pub struct Config {
     /// Where each secret's value comes from.
     #[serde(default)]
     pub secrets: BTreeMap<String, SecretSource>,
+    /// Limits of expression evaluation.
+    #[serde(default)]
+    pub expressions: ExpressionsConfig,
+}
+
+/// The limits of one expression evaluation as written in the file; unset ones keep their defaults
+/// ([`ExpressionLimits::default`]).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpressionsConfig {
+    memory: Option<String>,
+    work: Option<u64>,
+    output: Option<String>,
+    timeout: Option<String>,
+    context: Option<String>,
+    instances: Option<u32>,
+}
+
+impl ExpressionsConfig {
+    /// The limits, with the defaults for what is not set.
+    pub fn limits(&self) -> anyhow::Result<ExpressionLimits> {
+        let mut limits = ExpressionLimits::default();
+        if let Some(v) = &self.memory {
+            limits.memory_bytes = parse_size(v).context("expressions.memory")?;
+        }
+        if let Some(v) = self.work {
+            anyhow::ensure!(v > 0, "expressions.work must be at least 1");
+            limits.work = v;
+        }
+        if let Some(v) = &self.output {
+            limits.output_bytes = parse_size(v).context("expressions.output")?;
+        }
+        if let Some(v) = &self.timeout {
+            limits.timeout = parse_duration(v).context("expressions.timeout")?;
+        }
+        if let Some(v) = &self.context {
+            limits.context_bytes = parse_size(v).context("expressions.context")?;
+        }
+        if let Some(v) = self.instances {
+            anyhow::ensure!(v > 0, "expressions.instances must be at least 1");
+            limits.max_instances = v;
+        }
+        Ok(limits)
+    }
 }
 
 /// What one plugin may do.
@@ -159,6 +210,10 @@ impl Config {
                 .policy()
                 .with_context(|| format!("{}: plugins.{plugin}", path.display()))?;
         }
+        config
+            .expressions
+            .limits()
+            .with_context(|| format!("{}", path.display()))?;
         Ok(config)
     }
 

@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use qila_engine::{Options, Orchestrator, PluginCatalog, StepCall, StepError, StepExecutor};
-use qila_sandbox::{HostServices, InvocationContext, KvBackend, KvFuture, Sandbox, SandboxConfig};
+use qila_sandbox::{
+    ExpressionLimits, HostServices, InvocationContext, KvBackend, KvFuture, Sandbox, SandboxConfig,
+    SandboxedEvaluator,
+};
 use qila_store::Store;
 use serde_json::Value;
 
@@ -23,6 +26,10 @@ pub use bundled::{BUNDLED_DETECTORS, BUNDLED_PLAYBOOKS, BUNDLED_PLUGINS, BUNDLED
 pub struct Runtime {
     pub store: Store,
     pub registry: Arc<Registry>,
+    /// The limits of `${{ }}` evaluation (`expressions:` in `qila.yaml`).
+    pub expression_limits: ExpressionLimits,
+    /// Where compiled components are cached.
+    pub cache_dir: std::path::PathBuf,
 }
 
 /// A data directory this process drives runs in: its lock, the loaded runtime and a started orchestrator.
@@ -40,9 +47,15 @@ impl Driver {
         let lock = DataDirLock::acquire(&settings.data_dir())?;
         tracing::debug!(lock = %lock.path().display(), "data directory locked");
         let runtime = Runtime::open(settings).await?;
+        let evaluator = SandboxedEvaluator::new(
+            runtime.expression_limits.clone(),
+            Some(runtime.cache_dir.clone()),
+        )
+        .context("cannot start the expression evaluator")?;
         let orchestrator = Orchestrator::start(
             runtime.store.clone(),
             Arc::new(runtime.executor()),
+            Arc::new(evaluator),
             runtime.catalog(),
             Options {
                 sole_worker: true,
@@ -65,6 +78,7 @@ impl Runtime {
     pub async fn open(settings: &Settings) -> anyhow::Result<Self> {
         let data_dir = settings.data_dir();
         let config = settings.load_config()?;
+        let expression_limits = config.expressions.limits()?;
         let store = Store::open(&data_dir)
             .await
             .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
@@ -95,6 +109,8 @@ impl Runtime {
         Ok(Self {
             store,
             registry: Arc::new(registry),
+            expression_limits,
+            cache_dir: data_dir.join("cache"),
         })
     }
 

@@ -10,6 +10,7 @@ use qila_engine::{
     Options, Orchestrator, PluginCatalog, StartRun, StepCall, StepError, StepExecutor,
 };
 use qila_model::{ActionCatalog, StaticCatalog};
+use qila_sandbox::{ExpressionLimits, SandboxedEvaluator};
 use qila_store::{RunStatus, Store, TriggerKind};
 use serde_json::{Value, json};
 
@@ -95,6 +96,10 @@ fn bench(c: &mut Criterion) {
         let o = Orchestrator::start(
             store,
             Arc::new(Instant),
+            Arc::new(
+                SandboxedEvaluator::new(ExpressionLimits::default(), None)
+                    .expect("the expression evaluator"),
+            ),
             Arc::new(Catalog(catalog)),
             Options::default(),
         )

@@ -4,10 +4,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use qila_model::Playbook;
+use qila_model::{Evaluator, Playbook};
 use qila_store::write::{self, Settle, TaskKey, TaskShape};
 use qila_store::{
-    ApprovalRow, RunRow, RunStatus, StepStatus, Store, TriggerKind, VersionRow, now_ms,
+    ApprovalRow, RunRow, RunStatus, StepStatus, Store, TriggerKind, UnfinishedRun, VersionRow,
+    now_ms,
 };
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -23,6 +24,7 @@ use crate::timers;
 pub(crate) async fn start<E: StepExecutor>(
     store: Store,
     executor: Arc<E>,
+    evaluator: Arc<dyn Evaluator>,
     catalog: Arc<dyn PluginCatalog>,
     options: Options,
 ) -> Result<Orchestrator, EngineError> {
@@ -33,6 +35,7 @@ pub(crate) async fn start<E: StepExecutor>(
     let inner = Arc::new(Inner::new(
         store,
         erase(executor),
+        evaluator,
         Arc::new(BuiltinCatalog::over(catalog)),
         owner,
         options.lease,
@@ -53,30 +56,17 @@ pub(crate) async fn start<E: StepExecutor>(
     for (run, at) in inner.store.timers().await? {
         inner.timer(at, &run);
     }
-    // Unfinished runs: count the running ones against their playbooks' limits first, then resume them all.
+    // Unfinished runs: count the running ones against their playbooks' limits first; they are resumed in the
+    // background (below), so that resuming never delays what the caller starts next (the API's listener).
     let unfinished = inner.store.unfinished_runs().await?;
-    let mut queued_playbooks: Vec<&str> = Vec::new();
-    for (id, status, playbook) in &unfinished {
-        match status {
-            RunStatus::Running => inner.limiter.occupy_anyway(playbook, id),
-            _ if !queued_playbooks.contains(&playbook.as_str()) => queued_playbooks.push(playbook),
+    let mut queued_playbooks: Vec<String> = Vec::new();
+    for run in &unfinished {
+        match run.status {
+            RunStatus::Running => inner.limiter.occupy_anyway(&run.playbook, &run.id),
+            _ if !queued_playbooks.contains(&run.playbook) => {
+                queued_playbooks.push(run.playbook.clone())
+            }
             _ => {}
-        }
-    }
-    let resumed = unfinished
-        .iter()
-        .filter(|(_, s, _)| *s == RunStatus::Running)
-        .count();
-    if !unfinished.is_empty() {
-        tracing::info!(
-            runs = resumed,
-            queued = unfinished.len() - resumed,
-            "resuming unfinished runs"
-        );
-    }
-    for (id, status, _) in &unfinished {
-        if *status == RunStatus::Running {
-            inner.wake(id);
         }
     }
 
@@ -88,15 +78,74 @@ pub(crate) async fn start<E: StepExecutor>(
             }
         }
     });
-    for playbook in queued_playbooks {
-        let _ = inner
-            .wake_tx
-            .send(crate::limits::Wake::Queued(playbook.to_owned()));
-    }
+    tokio::spawn(resume(inner.clone(), unfinished, queued_playbooks));
     tokio::spawn(timers_loop(inner.clone()));
     tokio::spawn(timers::run_schedules(inner.clone()));
     tokio::spawn(timers::renew_leases(inner.clone()));
     Ok(Orchestrator { inner })
+}
+
+/// A run whose process died under it this many starts in a row (after the death it was in flight at) is failed
+/// instead of resumed once more: whatever it does may be what kills the process.
+pub(crate) const MAX_RESUMES: i64 = 2;
+
+/// How many runs are woken at once when resuming; other tasks run in between.
+const RESUME_BATCH: usize = 64;
+
+/// Resumes the unfinished runs found at start: fails those that died with their process too often, counts one
+/// more start for the others (committed before any of them does anything), then wakes them in batches.
+async fn resume(inner: Arc<Inner>, unfinished: Vec<UnfinishedRun>, queued_playbooks: Vec<String>) {
+    let (given_up, running): (Vec<&UnfinishedRun>, Vec<&UnfinishedRun>) = unfinished
+        .iter()
+        .filter(|r| r.status == RunStatus::Running)
+        .partition(|r| r.resumes >= MAX_RESUMES);
+    if !unfinished.is_empty() {
+        tracing::info!(
+            runs = running.len(),
+            queued = unfinished.len() - running.len() - given_up.len(),
+            given_up = given_up.len(),
+            "resuming unfinished runs"
+        );
+    }
+    for run in given_up {
+        let message = format!(
+            "not resumed: the process stopped {} times in a row while this run was in flight, so the run may be              what stops it; re-run it once the cause is found",
+            run.resumes + 1
+        );
+        tracing::error!(run = %run.id, playbook = %run.playbook, "{message}");
+        let finished = match inner.store.run(&run.id).await {
+            Ok(Some(row)) => inner
+                .finish_run(&row, RunStatus::Failed, None, Some(&message))
+                .await
+                .map_err(|e| e.to_string()),
+            Ok(None) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = finished {
+            tracing::error!(run = %run.id, error = %e, "cannot fail a run that keeps stopping its process");
+        }
+    }
+    let ids: Vec<String> = running.iter().map(|r| r.id.clone()).collect();
+    let counted = {
+        let ids = ids.clone();
+        inner
+            .store
+            .journal()
+            .write(move |c| Box::pin(async move { write::note_resumed(c, &ids).await }))
+            .await
+    };
+    if let Err(e) = counted {
+        tracing::error!(error = %e, "cannot count the start that resumes the unfinished runs");
+    }
+    for batch in ids.chunks(RESUME_BATCH) {
+        for id in batch {
+            inner.wake(id);
+        }
+        tokio::task::yield_now().await;
+    }
+    for playbook in queued_playbooks {
+        let _ = inner.wake_tx.send(crate::limits::Wake::Queued(playbook));
+    }
 }
 
 async fn timers_loop(inner: Arc<Inner>) {
@@ -290,7 +339,11 @@ pub(crate) async fn emit(
             .iter()
             .filter(|t| t.event == event)
         {
-            match Inner::event_matches(trigger.condition.as_ref(), &payload) {
+            match o
+                .inner
+                .event_matches(trigger.condition.as_ref(), &payload)
+                .await
+            {
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(e) => {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use qila_model::{ActionCatalog, Tlp};
+use qila_model::{ActionCatalog, Evaluator, Tlp};
 use qila_store::{ApprovalRow, RunRow, Store, TriggerKind, VersionRow};
 use serde_json::Value;
 use tokio::sync::broadcast;
@@ -108,10 +108,11 @@ impl Orchestrator {
     pub async fn start<E: StepExecutor>(
         store: Store,
         executor: Arc<E>,
+        evaluator: Arc<dyn Evaluator>,
         catalog: Arc<dyn PluginCatalog>,
         options: Options,
     ) -> Result<Self, EngineError> {
-        crate::ops::start(store, executor, catalog, options).await
+        crate::ops::start(store, executor, evaluator, catalog, options).await
     }
 
     /// The store, for reads.

@@ -74,6 +74,7 @@ pub(crate) async fn drive(
                 }
             }
             if task.in_flight.is_empty() {
+                task.rested().await;
                 if inner.retire(&id, &mut pokes) {
                     return;
                 }
@@ -301,6 +302,9 @@ impl RunTask {
                 _ => None,
             })
             .collect();
+        let a_step_ended = ops
+            .iter()
+            .any(|op| matches!(op, Op::Settle { status, .. } if status.is_terminal()));
         let owner = self.inner.owner.clone();
         let lease_until = now_ms() + self.inner.lease.as_millis() as i64;
         let mut claimed: Vec<Option<Slot>> = Vec::with_capacity(ops.len());
@@ -388,6 +392,9 @@ impl RunTask {
         for at in timers {
             self.inner.timer(at, &self.run.id);
         }
+        if a_step_ended {
+            self.rested().await;
+        }
         let mut lost = false;
         for result in results {
             if let OpResult::Claimed(slot, attempt) = result {
@@ -408,6 +415,25 @@ impl RunTask {
             self.reload_rows().await?;
         }
         Ok(())
+    }
+
+    /// The run came to rest in this process (a step ended, or it only waits): a later start need not count it as
+    /// having died under its process ([`RunRow::resumes`]). Costs a write only after a start resumed it.
+    async fn rested(&mut self) {
+        if self.run.resumes == 0 {
+            return;
+        }
+        let id = self.run.id.clone();
+        let reset = self
+            .inner
+            .store
+            .journal()
+            .write(move |c| Box::pin(async move { write::reset_resumes(c, &id).await }))
+            .await;
+        match reset {
+            Ok(()) => self.run.resumes = 0,
+            Err(e) => tracing::warn!(error = %e, "cannot record that the run came to rest"),
+        }
     }
 
     /// Activates the handler of step `i`, which has failed.
@@ -587,7 +613,11 @@ impl RunTask {
                     .await;
             }
             if let Some(condition) = &step.condition {
-                match condition.eval_bool(&self.step_ctx(i)) {
+                let ctx = self.step_ctx(i);
+                match condition
+                    .eval_bool("if", &ctx, self.inner.evaluator.as_ref())
+                    .await
+                {
                     Ok(true) => {}
                     Ok(false) => {
                         let reason = format!("condition `{}` is false", condition.source());
@@ -596,7 +626,7 @@ impl RunTask {
                             .await;
                     }
                     Err(e) => {
-                        let message = format!("if: {e}");
+                        let message = e.to_string();
                         return self
                             .end_step(
                                 i,
@@ -615,10 +645,14 @@ impl RunTask {
         }
         let input = match row.and_then(|r| r.input.clone()) {
             Some(input) => input,
-            None => match step.with.render(&self.step_ctx(i)) {
+            None => match step
+                .with
+                .render("with", &self.step_ctx(i), self.inner.evaluator.as_ref())
+                .await
+            {
                 Ok(input) => input,
                 Err(e) => {
-                    let message = format!("with: {e}");
+                    let message = e.to_string();
                     return self
                         .end_step(
                             i,
@@ -685,10 +719,14 @@ impl RunTask {
         let items = match self.rows.get(&(i, -1)).and_then(|r| r.input.clone()) {
             Some(Value::Array(items)) => items,
             _ => {
-                let rendered = match for_each.items.render(&self.step_ctx(i)) {
+                let rendered = match for_each
+                    .items
+                    .render("for_each", &self.step_ctx(i), self.inner.evaluator.as_ref())
+                    .await
+                {
                     Ok(v) => v,
                     Err(e) => {
-                        let message = format!("for_each: {e}");
+                        let message = e.to_string();
                         return self
                             .end_step(
                                 i,
@@ -776,10 +814,14 @@ impl RunTask {
                 .with_local("index", &json!(n));
             let input = match row.and_then(|r| r.input.clone()) {
                 Some(input) => input,
-                None => match step.with.render(&ctx) {
+                None => match step
+                    .with
+                    .render("with", &ctx, self.inner.evaluator.as_ref())
+                    .await
+                {
                     Ok(input) => input,
                     Err(e) => {
-                        let message = format!("with (item {n}): {e}");
+                        let message = format!("item {n}: {e}");
                         let settle = Settle::failed("expression", &message);
                         self.write_settle(slot, None, settle).await?;
                         changed = true;
@@ -877,11 +919,14 @@ impl RunTask {
             let key = match &limits.key {
                 Some(template) => {
                     let ctx = item_ctx.cloned().unwrap_or_else(|| self.step_ctx(slot.0));
-                    match template.render(&ctx) {
+                    match template
+                        .render("concurrency.key", &ctx, self.inner.evaluator.as_ref())
+                        .await
+                    {
                         Ok(Value::String(s)) => s,
                         Ok(other) => other.to_string(),
                         Err(e) => {
-                            let message = format!("concurrency.key: {e}");
+                            let message = e.to_string();
                             let settle = Settle::failed("expression", &message).with_input(&input);
                             self.write_settle(slot, None, settle).await?;
                             return Ok(true);
@@ -1548,12 +1593,16 @@ impl RunTask {
                 let mut outputs = Map::new();
                 let mut error = None;
                 for (name, template) in &pb.outputs {
-                    match template.render(&self.ctx) {
+                    let at = format!("outputs.{name}");
+                    match template
+                        .render(&at, &self.ctx, self.inner.evaluator.as_ref())
+                        .await
+                    {
                         Ok(v) => {
                             outputs.insert(name.clone(), v);
                         }
                         Err(e) => {
-                            error = Some(format!("output `{name}`: {e}"));
+                            error = Some(e.to_string());
                             break;
                         }
                     }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use qila_model::{Diagnostics, EvalContext, Playbook};
+use qila_model::{Diagnostics, EvalContext, Evaluator, Playbook};
 use qila_store::write::{self, Settle, TaskKey, TaskShape};
 use qila_store::{
     RunRow, RunStatus, SqliteConnection, StepStatus, Store, StoreError, TriggerKind, VersionRow,
@@ -65,6 +65,8 @@ pub(crate) type Precondition =
 pub(crate) struct Inner {
     pub(crate) store: Store,
     pub(crate) executor: Arc<dyn DynExecutor>,
+    /// Where `${{ }}` expressions are evaluated (in `qila`, the sandboxed evaluator).
+    pub(crate) evaluator: Arc<dyn Evaluator>,
     pub(crate) catalog: Arc<BuiltinCatalog>,
     pub(crate) owner: String,
     pub(crate) lease: Duration,
@@ -106,6 +108,7 @@ impl Inner {
     pub(crate) fn new(
         store: Store,
         executor: Arc<dyn DynExecutor>,
+        evaluator: Arc<dyn Evaluator>,
         catalog: Arc<BuiltinCatalog>,
         owner: String,
         lease: Duration,
@@ -116,6 +119,7 @@ impl Inner {
         Self {
             store,
             executor,
+            evaluator,
             catalog,
             owner,
             lease,
@@ -432,6 +436,7 @@ impl Inner {
             created_at: now,
             started_at: (status == RunStatus::Running).then_some(now),
             finished_at: None,
+            resumes: 0,
         };
         let row = run.clone();
         let actor = actor.to_owned();
@@ -619,15 +624,19 @@ impl Inner {
     }
 
     /// Evaluates whether `trigger`'s condition holds for an event payload.
-    pub(crate) fn event_matches(
+    pub(crate) async fn event_matches(
+        &self,
         condition: Option<&qila_model::Expression>,
         payload: &Value,
     ) -> Result<bool, String> {
         match condition {
             None => Ok(true),
-            Some(c) => c
-                .eval_bool(&EvalContext::new(&Map::new()).with_local("event", payload))
-                .map_err(|e| e.to_string()),
+            Some(c) => {
+                let ctx = EvalContext::new(&Map::new()).with_local("event", payload);
+                c.eval_bool("on.event.if", &ctx, self.evaluator.as_ref())
+                    .await
+                    .map_err(|e| e.to_string())
+            }
         }
     }
 

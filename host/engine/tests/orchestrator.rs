@@ -12,6 +12,7 @@ use qila_engine::{
     StartRun, StepCall, StepError, StepExecutor,
 };
 use qila_model::{ActionCatalog, StaticCatalog};
+use qila_sandbox::{ExpressionLimits, SandboxedEvaluator};
 use qila_store::{RunRow, RunStatus, StepRow, StepStatus, Store, TriggerKind};
 use serde_json::{Value, json};
 
@@ -98,9 +99,19 @@ fn catalog() -> Arc<Catalog> {
 
 async fn start(dir: &Path, exec: Arc<Exec>) -> Orchestrator {
     let store = Store::open(dir).await.unwrap();
-    Orchestrator::start(store, exec, catalog(), Options::default())
+    Orchestrator::start(store, exec, evaluator(), catalog(), Options::default())
         .await
         .unwrap()
+}
+
+/// The sandboxed evaluator `qila` uses, compiled once for all tests of this binary.
+fn evaluator() -> Arc<dyn qila_model::Evaluator> {
+    static EVALUATOR: std::sync::OnceLock<Arc<SandboxedEvaluator>> = std::sync::OnceLock::new();
+    EVALUATOR
+        .get_or_init(|| {
+            Arc::new(SandboxedEvaluator::new(ExpressionLimits::default(), None).expect("evaluator"))
+        })
+        .clone()
 }
 
 async fn run(o: &Orchestrator, playbook: &str, inputs: Value) -> RunRow {
@@ -587,9 +598,15 @@ steps:
     second.block_on(async move {
         let exec = Arc::new(Unblocked::default());
         let store = Store::open(dir.path()).await.unwrap();
-        let o = Orchestrator::start(store, exec.clone(), catalog(), Options::default())
-            .await
-            .unwrap();
+        let o = Orchestrator::start(
+            store,
+            exec.clone(),
+            evaluator(),
+            catalog(),
+            Options::default(),
+        )
+        .await
+        .unwrap();
         let done = finish(&o, &id).await;
         assert_eq!(done.status, RunStatus::Succeeded, "{:?}", done.error);
         let s = steps(&o, &id).await;

@@ -107,7 +107,7 @@ fn good_durable_playbook() {
     assert_eq!(fe.concurrency, 8);
     assert!(fe.items.is_static());
     let ctx = EvalContext::new(&Map::new());
-    assert_eq!(fe.items.render(&ctx).unwrap(), json!([1, 2, 3]));
+    assert_eq!(fe.items.render_now(&ctx).unwrap(), json!([1, 2, 3]));
     assert_eq!(
         each.retry,
         Some(RetryPolicy {
@@ -155,9 +155,9 @@ fn good_durable_playbook() {
     assert_eq!(t.events[1].input.as_deref(), Some("payload"));
     let cond = t.events[1].condition.as_ref().unwrap();
     let ectx = ctx.with_local("event", &json!({"severity": "high"}));
-    assert_eq!(cond.eval_bool(&ectx), Ok(true));
+    assert_eq!(cond.eval_bool_now(&ectx), Ok(true));
     let ectx = ctx.with_local("event", &json!({"severity": "low"}));
-    assert_eq!(cond.eval_bool(&ectx), Ok(false));
+    assert_eq!(cond.eval_bool_now(&ectx), Ok(false));
 }
 
 #[test]
@@ -539,31 +539,31 @@ fn with_local_sees_later_steps() {
     }))
     .unwrap();
     assert_eq!(
-        t.render(&both).unwrap(),
+        t.render_now(&both).unwrap(),
         json!({"ip": "1.2.3.4", "i": 2, "in": "10.0.0.1", "a": 1, "b": "none"})
     );
     // Recorded on the parent after derivation: visible in the derived contexts.
     ctx.set_step("b", "failed", &Value::Null);
-    assert_eq!(t.render(&both).unwrap()["b"], json!("failed"));
+    assert_eq!(t.render_now(&both).unwrap()["b"], json!("failed"));
     // Recorded on a derived context: visible in the parent.
     let mut derived = both.clone();
     derived.set_step_shared("c", "succeeded", &SharedValue::new(&json!(3)));
     let e = crate::Expression::compile("steps.c.output").unwrap();
-    assert_eq!(e.eval(&ctx), Ok(json!(3)));
+    assert_eq!(e.eval_now(&ctx), Ok(json!(3)));
     // The parent does not see the local; rebinding replaces; `inputs` cannot be shadowed.
     assert!(
         crate::Expression::compile("item")
             .unwrap()
-            .eval(&ctx)
+            .eval_now(&ctx)
             .is_err()
     );
     let again = both.with_local("item", &json!("5.6.7.8"));
     let item_e = crate::Expression::compile("item").unwrap();
-    assert_eq!(item_e.eval(&again), Ok(json!("5.6.7.8")));
-    assert_eq!(item_e.eval(&both), Ok(json!("1.2.3.4")));
+    assert_eq!(item_e.eval_now(&again), Ok(json!("5.6.7.8")));
+    assert_eq!(item_e.eval_now(&both), Ok(json!("1.2.3.4")));
     let shadow = ctx.with_local("inputs", &json!({}));
     let ip = crate::Expression::compile("inputs.ip").unwrap();
-    assert_eq!(ip.eval(&shadow), Ok(json!("10.0.0.1")));
+    assert_eq!(ip.eval_now(&shadow), Ok(json!("10.0.0.1")));
 }
 
 #[test]
@@ -576,9 +576,12 @@ fn handler_error_root_renders() {
         &json!({"step": "lookup", "kind": "transient", "message": "503"}),
     );
     let notify = &pb.steps[2];
-    assert_eq!(notify.condition.as_ref().unwrap().eval_bool(&err), Ok(true));
     assert_eq!(
-        notify.with.render(&err).unwrap(),
+        notify.condition.as_ref().unwrap().eval_bool_now(&err),
+        Ok(true)
+    );
+    assert_eq!(
+        notify.with.render_now(&err).unwrap(),
         json!({"text": "lookup failed: 503 after succeeded"})
     );
 }

@@ -15,7 +15,7 @@
 //! handler step, `event` in an `on.event` trigger's `if`.
 //!
 //! # Strictness
-//! Expressions use minijinja's [`UndefinedBehavior::Strict`]: a missing attribute or variable is an
+//! Expressions use minijinja's strict undefined behaviour: a missing attribute or variable is an
 //! error as soon as it is used (compared, printed, iterated, returned) rather than a silent empty
 //! value, so typos fail loudly. Use `x is defined` or `x | default(...)` for optional fields.
 //!
@@ -26,67 +26,53 @@
 //! inserted as is, a number or boolean in JSON form (`42`, `1.5`, `true`), `null`/`none` as the
 //! empty string, and a list or object as compact JSON. An undefined result is an error in both
 //! forms. There is no escape for a literal `${{`; write `${{ '${{' }}`.
+//!
+//! # Where evaluation happens
+//! Expressions are compiled here (to check them when a playbook is validated) but never evaluated in this
+//! process by `qila`: [`Template::render`] and [`Expression::eval_bool`] send the expressions, with only the
+//! inputs and step results they read, to an [`Evaluator`] — in `qila`, the sandboxed evaluator of
+//! `qila-sandbox`, a WebAssembly instance with a memory cap and fuel — and assemble the answer. A failure names the
+//! place in the template (`with.v: expression exceeded its memory limit of 16 MiB`).
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::sync::{Arc, LazyLock, RwLock};
+use std::fmt::Write as _;
+use std::sync::{Arc, LazyLock, OnceLock, RwLock};
 
-use minijinja::value::{Enumerator, Object, ValueKind};
-use minijinja::{Environment, UndefinedBehavior};
+pub use qila_expr::{Evaluator, Failure, FailureKind};
+use qila_expr::{Piece, Segment};
 use serde_json::Value;
 
 use crate::diag::Pos;
 
-static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
-    let mut env = Environment::new();
-    env.set_undefined_behavior(UndefinedBehavior::Strict);
-    env
+static GLOBALS: LazyLock<HashSet<String>> = LazyLock::new(|| {
+    qila_expr::environment()
+        .globals()
+        .map(|(name, _)| name.to_owned())
+        .collect()
 });
 
-static GLOBALS: LazyLock<HashSet<String>> =
-    LazyLock::new(|| ENV.globals().map(|(name, _)| name.to_owned()).collect());
-
-/// Errors from evaluating an expression at run time; the message names the expression.
+/// A failed evaluation: where in the template, what kind of failure, and a one-line message.
+///
+/// Displayed as `<at>: <message>`, e.g. ``with.v: expression exceeded its memory limit of 16 MiB`` or
+/// ``if: `${{ steps.a.output.x }}` is undefined (...)``.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EvalError {
-    /// Evaluation failed (undefined attribute under strict semantics, bad filter argument, ...).
-    #[error("`${{{{ {expr} }}}}`: {message}")]
-    Failed {
-        /// The expression source (inside `${{ }}`).
-        expr: String,
-        /// What went wrong (minijinja's message).
-        message: String,
-    },
-    /// The expression evaluated to an undefined value.
-    #[error(
-        "`${{{{ {expr} }}}}` is undefined (use `is defined` or `| default(...)` for optional values)"
-    )]
-    Undefined {
-        /// The expression source.
-        expr: String,
-    },
-    /// The result cannot be represented as JSON.
-    #[error("`${{{{ {expr} }}}}`: result is not JSON: {message}")]
-    NotJson {
-        /// The expression source.
-        expr: String,
-        /// The serialization error.
-        message: String,
-    },
+#[error("{at}: {message}")]
+pub struct EvalError {
+    /// The place: the template's root (`with`, `if`, `for_each`, `outputs.<name>`, `concurrency.key`, `on.event.if`)
+    /// and the path inside it (`with.body.text`, `with.ips[2]`).
+    pub at: String,
+    /// What kind of failure.
+    pub kind: FailureKind,
+    /// What happened.
+    pub message: String,
 }
 
-/// Formats a minijinja error as a one-line message.
-fn mj_message(e: &minijinja::Error) -> String {
-    match e.detail() {
-        Some(d) => format!("{}: {d}", e.kind()),
-        None => e.kind().to_string(),
-    }
-}
-
-/// A compiled expression (the text between `${{` and `}}`). Cheap to evaluate; `Send + Sync`.
+/// A compiled expression (the text between `${{` and `}}`). Cheap to clone the source; `Send + Sync`.
 pub struct Expression {
     source: String,
-    compiled: minijinja::Expression<'static, 'static>,
+    compiled: qila_expr::Compiled,
+    reads: OnceLock<Reads>,
 }
 
 impl fmt::Debug for Expression {
@@ -109,16 +95,11 @@ pub(crate) enum Ref {
 impl Expression {
     /// Compiles an expression (without the `${{ }}`); the error is minijinja's message.
     pub fn compile(source: &str) -> Result<Expression, String> {
-        let src = source.trim().to_owned();
-        if src.is_empty() {
-            return Err("empty expression".to_owned());
-        }
-        let compiled = ENV
-            .compile_expression_owned(src.clone())
-            .map_err(|e| mj_message(&e))?;
+        let compiled = qila_expr::compile(source)?;
         Ok(Expression {
-            source: src,
+            source: source.trim().to_owned(),
             compiled,
+            reads: OnceLock::new(),
         })
     }
 
@@ -127,58 +108,43 @@ impl Expression {
         &self.source
     }
 
-    /// Evaluates to a minijinja value, mapping errors.
-    fn eval_raw(&self, ctx: &EvalContext) -> Result<minijinja::Value, EvalError> {
-        let v = self
-            .compiled
-            .eval(ctx.root())
-            .map_err(|e| EvalError::Failed {
-                expr: self.source.clone(),
-                message: mj_message(&e),
-            })?;
-        if v.is_undefined() {
-            return Err(EvalError::Undefined {
-                expr: self.source.clone(),
-            });
+    fn reads(&self) -> Reads {
+        let mut reads = Reads::default();
+        reads.add(self);
+        reads
+    }
+
+    /// Evaluates to a JSON value (the whole-value semantics) with `evaluator`; `at` names the place in errors.
+    pub async fn eval(
+        &self,
+        at: &str,
+        ctx: &EvalContext,
+        evaluator: &dyn Evaluator,
+    ) -> Result<Value, EvalError> {
+        let pieces = [Piece::Value(self.source.clone())];
+        let mut answer = run(evaluator, ctx, self.reads(), &pieces, |_| at.to_owned()).await?;
+        parse_answer(at, answer.pop())
+    }
+
+    /// Evaluates as a condition with Jinja truthiness (`false`, `none`, `0`, `''`, `[]`, `{}` are false;
+    /// everything else is true). An undefined result is an error, not `false`.
+    pub async fn eval_bool(
+        &self,
+        at: &str,
+        ctx: &EvalContext,
+        evaluator: &dyn Evaluator,
+    ) -> Result<bool, EvalError> {
+        let pieces = [Piece::Condition(self.source.clone())];
+        let answer = run(evaluator, ctx, self.reads(), &pieces, |_| at.to_owned()).await?;
+        match answer.first().map(String::as_str) {
+            Some("true") => Ok(true),
+            Some("false") => Ok(false),
+            other => Err(EvalError {
+                at: at.to_owned(),
+                kind: FailureKind::Unavailable,
+                message: format!("the evaluator answered {other:?} for a condition"),
+            }),
         }
-        Ok(v)
-    }
-
-    /// Evaluates to a JSON value (the whole-value semantics).
-    pub fn eval(&self, ctx: &EvalContext) -> Result<Value, EvalError> {
-        let v = self.eval_raw(ctx)?;
-        serde_json::to_value(&v).map_err(|e| EvalError::NotJson {
-            expr: self.source.clone(),
-            message: e.to_string(),
-        })
-    }
-
-    /// Evaluates as a condition with Jinja truthiness (`false`, `none`, `0`, `''`, `[]`, `{}` are
-    /// false; everything else is true). An undefined result is an error, not `false`.
-    pub fn eval_bool(&self, ctx: &EvalContext) -> Result<bool, EvalError> {
-        Ok(self.eval_raw(ctx)?.is_true())
-    }
-
-    /// Appends the interpolated text of this expression to `out`.
-    fn render_into(&self, ctx: &EvalContext, out: &mut String) -> Result<(), EvalError> {
-        use std::fmt::Write;
-        let v = self.eval_raw(ctx)?;
-        match v.kind() {
-            ValueKind::String => out.push_str(v.as_str().unwrap_or_default()),
-            ValueKind::None => {}
-            ValueKind::Bool => out.push_str(if v.is_true() { "true" } else { "false" }),
-            ValueKind::Number => {
-                let _ = write!(out, "{v}");
-            }
-            _ => {
-                let s = serde_json::to_string(&v).map_err(|e| EvalError::NotJson {
-                    expr: self.source.clone(),
-                    message: e.to_string(),
-                })?;
-                out.push_str(&s);
-            }
-        }
-        Ok(())
     }
 
     /// References to `steps.<id>`, `inputs.<name>` and unknown root variables.
@@ -370,77 +336,95 @@ fn attr_after(chars: &[char], i: usize) -> Option<String> {
     const_subscript(chars, i).map(|(k, _)| k)
 }
 
-/// An output of a step converted once to the expression engine's value type; cloning is cheap
-/// (reference counted), so the engine can keep one per finished step and reuse it for every
-/// downstream evaluation.
-#[derive(Debug, Clone)]
-pub struct SharedValue(minijinja::Value);
+/// What an expression reads of the run, for the context sent to the evaluator: inputs and step results by name,
+/// or all of them when `inputs` or `steps` is used whole or through a subscript. (Unlike [`DataSources`], `error`
+/// does not count as reading every step: it is a root of its own.)
+#[derive(Debug, Clone, Default)]
+struct Reads {
+    inputs: std::collections::BTreeSet<String>,
+    steps: std::collections::BTreeSet<String>,
+    all_inputs: bool,
+    all_steps: bool,
+}
 
-impl SharedValue {
-    /// Converts a JSON value (one deep conversion).
-    pub fn new(value: &Value) -> Self {
-        SharedValue(minijinja::Value::from_serialize(value))
+impl Reads {
+    fn add(&mut self, expr: &Expression) {
+        let reads = expr.reads.get_or_init(|| {
+            let mut r = Reads::default();
+            for var in expr.compiled.undeclared_variables(true) {
+                let mut parts = var.split('.');
+                match (parts.next().unwrap_or_default(), parts.next()) {
+                    ("steps", Some(id)) => {
+                        r.steps.insert(id.to_owned());
+                    }
+                    ("inputs", Some(name)) => {
+                        r.inputs.insert(name.to_owned());
+                    }
+                    ("steps", None) => r.all_steps = true,
+                    ("inputs", None) => r.all_inputs = true,
+                    _ => {}
+                }
+            }
+            r
+        });
+        self.inputs.extend(reads.inputs.iter().cloned());
+        self.steps.extend(reads.steps.iter().cloned());
+        self.all_inputs |= reads.all_inputs;
+        self.all_steps |= reads.all_steps;
     }
 }
 
-/// The data an expression sees: `inputs` and `steps.<id>.{output,status}`.
+/// A value serialised to JSON once (a step's output when the step ended, a run's inputs) and shared by every
+/// evaluation that reads it: cloning is a reference-count bump, and building an evaluation's context copies text
+/// instead of serialising again.
+#[derive(Debug, Clone)]
+pub struct SharedValue(Arc<str>);
+
+impl SharedValue {
+    /// Serialises a JSON value.
+    pub fn new(value: &Value) -> Self {
+        SharedValue(Arc::from(value.to_string()))
+    }
+
+    /// The JSON text.
+    pub fn as_json(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The data an expression sees: `inputs`, `steps.<id>.{output,status}` and the extra roots of some places.
 ///
-/// Built once per run and updated as steps finish: the root value is assembled once, and `steps` is an object
-/// over a shared map, so recording a step result costs one map insertion however many steps the run has.
-///
-/// Cloning is cheap (reference-count bumps); a clone, like a context derived with
-/// [`EvalContext::with_local`], shares the step results: a step recorded through any of them is
+/// Built once per run and updated as steps finish. Cloning is cheap (reference-count bumps); a clone, like a
+/// context derived with [`EvalContext::with_local`], shares the step results: a step recorded through any of them is
 /// seen by all.
 #[derive(Debug, Clone)]
 pub struct EvalContext {
-    steps: Arc<StepResults>,
-    inputs: minijinja::Value,
+    steps: Arc<RwLock<BTreeMap<String, StepResult>>>,
+    inputs: SharedValue,
     /// Extra roots (`item`, `index`, `error`, `event`), in insertion order.
-    locals: Vec<(String, minijinja::Value)>,
-    root: minijinja::Value,
+    locals: Vec<(String, SharedValue)>,
 }
 
-/// `steps` as expressions see it: a map from step id to `{output, status}` that grows as the run goes.
-#[derive(Debug, Default)]
-struct StepResults(RwLock<BTreeMap<String, minijinja::Value>>);
-
-impl Object for StepResults {
-    fn get_value(self: &Arc<Self>, key: &minijinja::Value) -> Option<minijinja::Value> {
-        let id = key.as_str()?;
-        self.0.read().ok()?.get(id).cloned()
-    }
-
-    fn enumerate(self: &Arc<Self>) -> Enumerator {
-        let keys: Vec<minijinja::Value> = match self.0.read() {
-            Ok(map) => map
-                .keys()
-                .map(|k| minijinja::Value::from(k.as_str()))
-                .collect(),
-            Err(_) => Vec::new(),
-        };
-        Enumerator::Iter(Box::new(keys.into_iter()))
-    }
+#[derive(Debug, Clone)]
+struct StepResult {
+    status: String,
+    output: SharedValue,
 }
 
 impl EvalContext {
     /// A context with the run's resolved inputs and no step results yet.
     pub fn new(inputs: &serde_json::Map<String, Value>) -> Self {
-        Self::from_inputs(minijinja::Value::from_serialize(inputs))
+        Self::with_shared_inputs(&SharedValue(Arc::from(
+            serde_json::to_string(inputs).unwrap_or_else(|_| "{}".to_owned()),
+        )))
     }
 
-    /// A context from inputs already converted with [`SharedValue::new`] (no conversion cost).
+    /// A context from inputs already serialised with [`SharedValue::new`] (a JSON object).
     pub fn with_shared_inputs(inputs: &SharedValue) -> Self {
-        Self::from_inputs(inputs.0.clone())
-    }
-
-    fn from_inputs(inputs: minijinja::Value) -> Self {
-        let steps = Arc::new(StepResults::default());
-        let root = build_root(&inputs, &steps, &[]);
         EvalContext {
-            steps,
-            inputs,
+            steps: Arc::default(),
+            inputs: inputs.clone(),
             locals: Vec::new(),
-            root,
         }
     }
 
@@ -453,61 +437,135 @@ impl EvalContext {
         self.with_local_shared(name, &SharedValue::new(value))
     }
 
-    /// [`EvalContext::with_local`] with an already converted value (no conversion cost).
+    /// [`EvalContext::with_local`] with an already serialised value.
     pub fn with_local_shared(&self, name: &str, value: &SharedValue) -> EvalContext {
-        let mut locals = self.locals.clone();
-        match locals.iter_mut().find(|(n, _)| n == name) {
-            Some(slot) => slot.1 = value.0.clone(),
-            None => locals.push((name.to_owned(), value.0.clone())),
+        let mut ctx = self.clone();
+        if name == "inputs" || name == "steps" {
+            return ctx;
         }
-        let root = build_root(&self.inputs, &self.steps, &locals);
-        EvalContext {
-            steps: self.steps.clone(),
-            inputs: self.inputs.clone(),
-            locals,
-            root,
+        match ctx.locals.iter_mut().find(|(n, _)| n == name) {
+            Some(slot) => slot.1 = value.clone(),
+            None => ctx.locals.push((name.to_owned(), value.clone())),
         }
+        ctx
     }
 
-    /// Records a step's status (`succeeded`, `failed`, `skipped`) and output (converted here;
-    /// prefer [`EvalContext::set_step_shared`] to reuse a conversion across steps).
+    /// Records a step's status (`succeeded`, `failed`, `skipped`) and output (serialised here;
+    /// prefer [`EvalContext::set_step_shared`] to reuse a serialisation).
     pub fn set_step(&mut self, id: &str, status: &str, output: &Value) {
         self.set_step_shared(id, status, &SharedValue::new(output));
     }
 
-    /// Records a step's status and an already converted output (a cheap reference-count bump).
+    /// Records a step's status and an already serialised output (a cheap reference-count bump).
     pub fn set_step_shared(&mut self, id: &str, status: &str, output: &SharedValue) {
-        let entry = minijinja::Value::from_iter([
-            ("output", output.0.clone()),
-            ("status", minijinja::Value::from(status)),
-        ]);
         // A poisoned lock means a panic while inserting, which cannot leave the map inconsistent.
-        let mut map = self
-            .steps
-            .0
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        map.insert(id.to_owned(), entry);
+        let mut map = self.steps.write().unwrap_or_else(|p| p.into_inner());
+        map.insert(
+            id.to_owned(),
+            StepResult {
+                status: status.to_owned(),
+                output: output.clone(),
+            },
+        );
     }
 
-    fn root(&self) -> &minijinja::Value {
-        &self.root
+    /// The JSON object of root variables an evaluation that reads `reads` needs: the locals, the inputs (or `{}`)
+    /// and the step results it names (or all of them).
+    fn context_json(&self, reads: &Reads) -> String {
+        let steps = self.steps.read().unwrap_or_else(|p| p.into_inner());
+        let wanted = |id: &str| reads.all_steps || reads.steps.contains(id);
+        let mut size = 64
+            + self
+                .locals
+                .iter()
+                .map(|(n, v)| n.len() + v.0.len() + 4)
+                .sum::<usize>();
+        if reads.all_inputs || !reads.inputs.is_empty() {
+            size += self.inputs.0.len();
+        }
+        size += steps
+            .iter()
+            .filter(|(id, _)| wanted(id))
+            .map(|(id, r)| id.len() + r.output.0.len() + 40)
+            .sum::<usize>();
+        let mut out = String::with_capacity(size);
+        out.push('{');
+        for (name, value) in &self.locals {
+            push_json_string(&mut out, name);
+            out.push(':');
+            out.push_str(&value.0);
+            out.push(',');
+        }
+        out.push_str("\"inputs\":");
+        if reads.all_inputs || !reads.inputs.is_empty() {
+            out.push_str(&self.inputs.0);
+        } else {
+            out.push_str("{}");
+        }
+        out.push_str(",\"steps\":{");
+        let mut first = true;
+        for (id, result) in steps.iter().filter(|(id, _)| wanted(id)) {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            push_json_string(&mut out, id);
+            out.push_str(":{\"output\":");
+            out.push_str(&result.output.0);
+            out.push_str(",\"status\":");
+            push_json_string(&mut out, &result.status);
+            out.push('}');
+        }
+        out.push_str("}}");
+        out
     }
 }
 
-/// The root object: the locals, then `inputs` and `steps` (inserted last, so no local shadows them).
-fn build_root(
-    inputs: &minijinja::Value,
-    steps: &Arc<StepResults>,
-    locals: &[(String, minijinja::Value)],
-) -> minijinja::Value {
-    let mut map: BTreeMap<String, minijinja::Value> = locals.iter().cloned().collect();
-    map.insert("inputs".to_owned(), inputs.clone());
-    map.insert(
-        "steps".to_owned(),
-        minijinja::Value::from_dyn_object(steps.clone()),
-    );
-    minijinja::Value::from_iter(map)
+/// Appends `s` as a JSON string.
+fn push_json_string(out: &mut String, s: &str) {
+    // Writing a `str` as JSON cannot fail.
+    let _ = write!(out, "{}", Value::from(s));
+}
+
+/// Sends `pieces` with the data `reads` names to `evaluator`; `place` names the place of a piece in errors.
+async fn run(
+    evaluator: &dyn Evaluator,
+    ctx: &EvalContext,
+    reads: Reads,
+    pieces: &[Piece],
+    place: impl Fn(Option<usize>) -> String,
+) -> Result<Vec<String>, EvalError> {
+    let context = ctx.context_json(&reads);
+    let answer = evaluator
+        .evaluate(&context, pieces)
+        .await
+        .map_err(|f| EvalError {
+            at: place(f.piece),
+            kind: f.kind,
+            message: f.message,
+        })?;
+    if answer.len() != pieces.len() {
+        return Err(EvalError {
+            at: place(None),
+            kind: FailureKind::Unavailable,
+            message: format!(
+                "the evaluator answered {} values for {} expressions",
+                answer.len(),
+                pieces.len()
+            ),
+        });
+    }
+    Ok(answer)
+}
+
+/// Parses one answer of the evaluator (a JSON text).
+fn parse_answer(at: &str, text: Option<String>) -> Result<Value, EvalError> {
+    let text = text.unwrap_or_default();
+    serde_json::from_str(&text).map_err(|e| EvalError {
+        at: at.to_owned(),
+        kind: FailureKind::Unavailable,
+        message: format!("the evaluator's answer is not JSON: {e}"),
+    })
 }
 
 /// A JSON value tree with compiled expressions at the leaves (a step's `with`, an output).
@@ -645,10 +703,133 @@ impl Template {
         matches!(self.root.kind, TKind::Const(_))
     }
 
-    /// Renders the template against `ctx` (see the module docs for typing rules).
-    pub fn render(&self, ctx: &EvalContext) -> Result<Value, EvalError> {
-        render_node(&self.root, ctx)
+    /// Renders the template against `ctx` with `evaluator` (see the module docs for typing rules): every
+    /// expression of the template goes to the evaluator in one request, with only the data they read. `at` is the
+    /// template's place (`with`, `outputs.kind`); errors name it with the path inside (`with.body.text`).
+    pub async fn render(
+        &self,
+        at: &str,
+        ctx: &EvalContext,
+        evaluator: &dyn Evaluator,
+    ) -> Result<Value, EvalError> {
+        if let TKind::Const(v) = &self.root.kind {
+            return Ok(v.clone());
+        }
+        let mut request = Request::default();
+        request.collect(&self.root, &mut at.to_owned());
+        let place = |piece: Option<usize>| {
+            piece
+                .and_then(|i| request.paths.get(i).cloned())
+                .unwrap_or_else(|| at.to_owned())
+        };
+        let answers = run(
+            evaluator,
+            ctx,
+            request.reads.clone(),
+            &request.pieces,
+            place,
+        )
+        .await?;
+        let mut answers = answers.into_iter().zip(&request.paths);
+        assemble(&self.root, &mut answers)
     }
+}
+
+/// The pieces of a template, their places and what they read, in the order of a depth-first walk.
+#[derive(Default)]
+struct Request {
+    pieces: Vec<Piece>,
+    paths: Vec<String>,
+    reads: Reads,
+}
+
+impl Request {
+    fn collect(&mut self, node: &TNode, path: &mut String) {
+        match &node.kind {
+            TKind::Const(_) => {}
+            TKind::Expr(e) => {
+                self.reads.add(e);
+                self.pieces.push(Piece::Value(e.source.clone()));
+                self.paths.push(path.clone());
+            }
+            TKind::Interp(parts) => {
+                let segments = parts
+                    .iter()
+                    .map(|p| match p {
+                        Part::Lit(s) => Segment::Literal(s.clone()),
+                        Part::Expr(e) => {
+                            self.reads.add(e);
+                            Segment::Expression(e.source.clone())
+                        }
+                    })
+                    .collect();
+                self.pieces.push(Piece::Text(segments));
+                self.paths.push(path.clone());
+            }
+            TKind::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let len = path.len();
+                    let _ = write!(path, "[{i}]");
+                    self.collect(item, path);
+                    path.truncate(len);
+                }
+            }
+            TKind::Object(entries) => {
+                for (key, value) in entries {
+                    let len = path.len();
+                    push_key(path, key);
+                    self.collect(value, path);
+                    path.truncate(len);
+                }
+            }
+        }
+    }
+}
+
+/// Appends `.key`, or `["key"]` for a key that is not a plain name.
+fn push_key(path: &mut String, key: &str) {
+    let plain = key
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if plain {
+        path.push('.');
+        path.push_str(key);
+    } else {
+        path.push('[');
+        push_json_string(path, key);
+        path.push(']');
+    }
+}
+
+/// Rebuilds the template's value from the evaluator's answers, in the order [`Request::collect`] sent them.
+fn assemble<'a>(
+    node: &TNode,
+    answers: &mut impl Iterator<Item = (String, &'a String)>,
+) -> Result<Value, EvalError> {
+    Ok(match &node.kind {
+        TKind::Const(v) => v.clone(),
+        TKind::Expr(_) | TKind::Interp(_) => match answers.next() {
+            Some((text, at)) => parse_answer(at, Some(text))?,
+            None => parse_answer("", None)?,
+        },
+        TKind::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|i| assemble(i, answers))
+                .collect::<Result<_, _>>()?,
+        ),
+        TKind::Object(entries) => {
+            let mut map = serde_json::Map::with_capacity(entries.len());
+            for (k, v) in entries {
+                map.insert(k.clone(), assemble(v, answers)?);
+            }
+            Value::Object(map)
+        }
+    })
 }
 
 fn compile_json(value: &Value, errors: &mut Vec<String>) -> TNode {
@@ -740,34 +921,38 @@ pub(crate) fn collapse_object(entries: Vec<(String, TNode)>) -> TKind {
     }
 }
 
-fn render_node(n: &TNode, ctx: &EvalContext) -> Result<Value, EvalError> {
-    Ok(match &n.kind {
-        TKind::Const(v) => v.clone(),
-        TKind::Expr(e) => e.eval(ctx)?,
-        TKind::Interp(parts) => {
-            let mut out = String::new();
-            for p in parts {
-                match p {
-                    Part::Lit(s) => out.push_str(s),
-                    Part::Expr(e) => e.render_into(ctx, &mut out)?,
-                }
+/// Evaluation for the crate's own tests: with the unbounded in-process evaluator (the expressions are the tests'
+/// own), driven to completion at once.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// Drives a future that is ready at once (the unbounded evaluator's).
+    pub(crate) fn now<F: std::future::Future>(f: F) -> F::Output {
+        let mut f = std::pin::pin!(f);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        loop {
+            if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+                return v;
             }
-            Value::String(out)
         }
-        TKind::Array(items) => Value::Array(
-            items
-                .iter()
-                .map(|i| render_node(i, ctx))
-                .collect::<Result<_, _>>()?,
-        ),
-        TKind::Object(entries) => {
-            let mut map = serde_json::Map::with_capacity(entries.len());
-            for (k, v) in entries {
-                map.insert(k.clone(), render_node(v, ctx)?);
-            }
-            Value::Object(map)
+    }
+
+    impl Template {
+        pub(crate) fn render_now(&self, ctx: &EvalContext) -> Result<Value, EvalError> {
+            now(self.render("with", ctx, &qila_expr::Unbounded))
         }
-    })
+    }
+
+    impl Expression {
+        pub(crate) fn eval_now(&self, ctx: &EvalContext) -> Result<Value, EvalError> {
+            now(self.eval("expr", ctx, &qila_expr::Unbounded))
+        }
+
+        pub(crate) fn eval_bool_now(&self, ctx: &EvalContext) -> Result<bool, EvalError> {
+            now(self.eval_bool("if", ctx, &qila_expr::Unbounded))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -795,7 +980,7 @@ mod tests {
             Ok(t) => t,
             Err(e) => panic!("{e:?}"),
         };
-        t.render(&ctx())
+        t.render_now(&ctx())
     }
 
     #[test]
@@ -872,12 +1057,12 @@ mod tests {
         let e = render(json!("${{ steps.intel.output.nope }}")).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "`${{ steps.intel.output.nope }}` is undefined (use `is defined` or `| default(...)` for optional values)"
+            "with: `${{ steps.intel.output.nope }}` is undefined (use `is defined` or `| default(...)` for optional values)"
         );
         let e = render(json!("x ${{ steps.intel.output.nope.deeper }}")).unwrap_err();
         assert!(
             e.to_string()
-                .starts_with("`${{ steps.intel.output.nope.deeper }}`: undefined value"),
+                .starts_with("with: `${{ steps.intel.output.nope.deeper }}`: undefined value"),
             "{e}"
         );
         let e = render(json!("x ${{ steps.intel.output.nope }}")).unwrap_err();
@@ -895,7 +1080,7 @@ mod tests {
     #[test]
     fn conditions() {
         let c = ctx();
-        let t = |s: &str| Expression::compile(s).unwrap().eval_bool(&c);
+        let t = |s: &str| Expression::compile(s).unwrap().eval_bool_now(&c);
         assert_eq!(t("steps.intel.output.score >= 70"), Ok(true));
         assert_eq!(t("steps.intel.output.score > 90"), Ok(false));
         assert_eq!(t("steps['geo-ip'].status == 'skipped'"), Ok(true));
@@ -942,6 +1127,38 @@ mod tests {
                 .any(|r| matches!(r, Ref::Step { id, .. } if id == "zz"))
         );
         assert!(!refs.contains(&Ref::Unknown("range".into())));
+    }
+
+    #[test]
+    fn errors_name_the_place_in_the_template() {
+        let e = render(json!({"a": [1, {"b c": "x ${{ inputs.nope }}"}], "v": "${{ inputs.n }}"}))
+            .unwrap_err();
+        assert_eq!(e.at, r#"with.a[1]["b c"]"#);
+        assert_eq!(e.kind, FailureKind::Undefined);
+        let e = render(json!({"v": "${{ inputs.n }}", "w": "${{ 'a' + 1 }}"})).unwrap_err();
+        assert_eq!(e.at, "with.w");
+        assert_eq!(e.kind, FailureKind::Failed);
+    }
+
+    #[test]
+    fn the_evaluator_gets_only_what_the_expressions_read() {
+        let mut c = ctx();
+        c.set_step("other", "succeeded", &json!({"secret": "s3cr3t"}));
+        let item = c.with_local("item", &json!({"k": 1}));
+        let reads_of = |src: &str| {
+            let mut reads = Reads::default();
+            reads.add(&Expression::compile(src).unwrap());
+            item.context_json(&reads)
+        };
+        let text = reads_of("steps.intel.output.score + item.k");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["inputs"], json!({}));
+        assert_eq!(v["item"], json!({"k": 1}));
+        assert_eq!(v["steps"]["intel"]["status"], json!("succeeded"));
+        assert!(v["steps"].get("other").is_none(), "{text}");
+        let v: Value = serde_json::from_str(&reads_of("steps[name] ~ inputs.ip")).unwrap();
+        assert_eq!(v["steps"]["other"]["output"]["secret"], json!("s3cr3t"));
+        assert_eq!(v["inputs"]["ip"], json!("10.0.0.1"));
     }
 
     #[test]

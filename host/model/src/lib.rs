@@ -2,14 +2,18 @@
 //! expressions and the step DAG. A pure library: no sandbox, no database.
 //!
 //! ```
-//! use qila_model::{EvalContext, Playbook};
+//! use qila_model::{EvalContext, Evaluator, Playbook};
+//! # async fn demo(evaluator: &dyn Evaluator) {
 //! let pb = Playbook::parse(
 //!     "name: demo\nversion: 1\ninputs:\n  ip: { type: string, format: ipv4 }\nsteps:\n  a:\n    uses: intel.lookup\n    with: { value: \"${{ inputs.ip }}\" }\n",
 //!     "demo.yaml",
 //! ).unwrap();
 //! let inputs = pb.resolve_inputs(serde_json::json!({"ip": "10.0.0.1"}).as_object().unwrap().clone()).unwrap();
 //! let ctx = EvalContext::new(&inputs);
-//! assert_eq!(pb.steps[0].with.render(&ctx).unwrap(), serde_json::json!({"value": "10.0.0.1"}));
+//! // `qila` passes the sandboxed evaluator of `qila-sandbox` here.
+//! let with = pb.steps[0].with.render("with", &ctx, evaluator).await.unwrap();
+//! assert_eq!(with, serde_json::json!({"value": "10.0.0.1"}));
+//! # }
 //! ```
 //!
 //! See [`expr`] for the expression language and its semantics.
@@ -35,7 +39,10 @@ pub use durable::{
     Backoff, ERROR_KINDS, EventTrigger, ForEach, OnError, Rate, RetryPolicy, Schedule,
     StepConcurrency, Triggers, WebhookTrigger, parse_duration,
 };
-pub use expr::{DataSources, EvalContext, EvalError, Expression, SharedValue, Template};
+pub use expr::{
+    DataSources, EvalContext, EvalError, Evaluator, Expression, Failure, FailureKind, SharedValue,
+    Template,
+};
 pub use indexmap::IndexMap;
 pub use inputs::{Format, InputSpec, InputType};
 pub use playbook::{Playbook, Step};

@@ -111,20 +111,20 @@ fn rendering_a_step_and_condition() {
     ctx.set_step("intel", "succeeded", &json!({"score": 75}));
     let cond = pb.steps[1].condition.as_ref().unwrap();
     assert_eq!(cond.source(), "steps.intel.output.score >= 70");
-    assert_eq!(cond.eval_bool(&ctx), Ok(true));
+    assert_eq!(cond.eval_bool_now(&ctx), Ok(true));
     assert_eq!(
-        pb.steps[1].with.render(&ctx).unwrap(),
+        pb.steps[1].with.render_now(&ctx).unwrap(),
         json!({"ip": "10.1.2.3", "depth": 2, "tags": ["t-75", "static"]})
     );
     ctx.set_step("classify", "succeeded", &json!({"kind": "scanner"}));
     assert_eq!(
-        pb.steps[2].condition.as_ref().unwrap().eval_bool(&ctx),
+        pb.steps[2].condition.as_ref().unwrap().eval_bool_now(&ctx),
         Ok(true)
     );
-    assert_eq!(pb.outputs[0].1.render(&ctx).unwrap(), json!("scanner"));
-    assert_eq!(pb.outputs[1].1.render(&ctx).unwrap(), json!("score 75"));
+    assert_eq!(pb.outputs[0].1.render_now(&ctx).unwrap(), json!("scanner"));
+    assert_eq!(pb.outputs[1].1.render_now(&ctx).unwrap(), json!("score 75"));
     ctx.set_step("intel", "succeeded", &json!({"score": 10}));
-    assert_eq!(cond.eval_bool(&ctx), Ok(false));
+    assert_eq!(cond.eval_bool_now(&ctx), Ok(false));
 }
 
 #[test]
@@ -442,7 +442,7 @@ fn if_forms() {
     let r: Vec<bool> = pb
         .steps
         .iter()
-        .map(|s| s.condition.as_ref().unwrap().eval_bool(&ctx).unwrap())
+        .map(|s| s.condition.as_ref().unwrap().eval_bool_now(&ctx).unwrap())
         .collect();
     assert_eq!(r, vec![false, true, false]);
 }

@@ -30,6 +30,7 @@ mod cache;
 mod detector;
 mod egress;
 mod error;
+mod expressions;
 mod host;
 mod plugin;
 mod policy;
@@ -43,6 +44,7 @@ pub use detector::{
 };
 pub use egress::{HostPattern, HostPatternError};
 pub use error::{ErrorKind, InvokeError, SandboxError};
+pub use expressions::{ExpressionLimits, SandboxedEvaluator};
 pub use plugin::{ActionInfo, InvocationContext, Manifest, Plugin};
 pub use policy::{Limits, PluginPolicy};
 pub use runtime::{Sandbox, SandboxConfig};

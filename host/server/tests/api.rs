@@ -60,6 +60,10 @@ impl Server {
         let orchestrator = Orchestrator::start(
             store.clone(),
             Arc::new(Echo),
+            Arc::new(
+                qila_sandbox::SandboxedEvaluator::new(Default::default(), None)
+                    .expect("the expression evaluator"),
+            ),
             Arc::new(Catalog(catalog)),
             Options::default(),
         )

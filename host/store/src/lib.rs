@@ -36,8 +36,8 @@ pub use plugins::{InstallRow, SecretInfo, TrustedKeyRow};
 pub use query::QueryError;
 pub use read::{RunFilter, ScheduleRow};
 pub use record::{
-    ApprovalRow, RunRow, RunStatus, StepRow, StepStatus, Transition, TriggerKind, VersionRow,
-    now_ms, now_us,
+    ApprovalRow, RunRow, RunStatus, StepRow, StepStatus, Transition, TriggerKind, UnfinishedRun,
+    VersionRow, now_ms, now_us,
 };
 pub use sqlx::SqliteConnection;
 pub use vault::{KEY_FILE, Vault};

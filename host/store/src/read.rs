@@ -4,7 +4,9 @@ use sqlx::Row;
 
 use crate::Store;
 use crate::error::StoreError;
-use crate::record::{ApprovalRow, RunRow, RunStatus, StepRow, Transition, VersionRow};
+use crate::record::{
+    ApprovalRow, RunRow, RunStatus, StepRow, Transition, UnfinishedRun, VersionRow,
+};
 
 /// Which runs to list.
 #[derive(Debug, Clone, Default)]
@@ -128,21 +130,22 @@ impl Store {
             .collect()
     }
 
-    /// The runs that have not ended, oldest first: (id, status, playbook).
-    pub async fn unfinished_runs(&self) -> Result<Vec<(String, RunStatus, String)>, StoreError> {
+    /// The runs that have not ended, oldest first.
+    pub async fn unfinished_runs(&self) -> Result<Vec<UnfinishedRun>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, status, playbook FROM runs WHERE status IN ('queued', 'running') ORDER BY id",
+            "SELECT id, status, playbook, resumes FROM runs WHERE status IN ('queued', 'running') ORDER BY id",
         )
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
             .map(|r| {
                 let status: String = r.try_get("status")?;
-                Ok((
-                    r.try_get("id")?,
-                    RunStatus::parse(&status).unwrap_or(RunStatus::Running),
-                    r.try_get("playbook")?,
-                ))
+                Ok(UnfinishedRun {
+                    id: r.try_get("id")?,
+                    status: RunStatus::parse(&status).unwrap_or(RunStatus::Running),
+                    playbook: r.try_get("playbook")?,
+                    resumes: r.try_get("resumes")?,
+                })
             })
             .collect()
     }

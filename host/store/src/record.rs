@@ -182,6 +182,10 @@ pub struct RunRow {
     pub started_at: Option<i64>,
     /// When it ended.
     pub finished_at: Option<i64>,
+    /// Process starts in a row that resumed it while it was in flight and died before it came to rest (internal:
+    /// not part of the API's run).
+    #[serde(skip)]
+    pub resumes: i64,
 }
 
 /// A task: a step of a run, or one item of a `for_each` step.
@@ -326,6 +330,19 @@ impl VersionRow {
     }
 }
 
+/// A run that has not ended, as a starting process sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnfinishedRun {
+    /// The run.
+    pub id: String,
+    /// `queued` or `running`.
+    pub status: RunStatus,
+    /// Its playbook.
+    pub playbook: String,
+    /// Starts in a row that resumed it and died before it came to rest ([`RunRow::resumes`]).
+    pub resumes: i64,
+}
+
 impl RunRow {
     pub(crate) fn from_row(row: &SqliteRow) -> Result<Self, StoreError> {
         Ok(Self {
@@ -348,6 +365,7 @@ impl RunRow {
             created_at: row.try_get("created_at")?,
             started_at: row.try_get("started_at")?,
             finished_at: row.try_get("finished_at")?,
+            resumes: row.try_get("resumes")?,
         })
     }
 }

@@ -111,6 +111,26 @@ pub async fn finish_run(
     Ok(done)
 }
 
+/// Counts one more start that resumes each of the running runs `ids` (see [`RunRow::resumes`]).
+pub async fn note_resumed(c: &mut Conn, ids: &[String]) -> Result<(), StoreError> {
+    for id in ids {
+        sqlx::query("UPDATE runs SET resumes = resumes + 1 WHERE id = ? AND status = 'running'")
+            .bind(id)
+            .execute(&mut *c)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Run `id` came to rest (a step ended, or it only waits): it no longer counts as dying under its process.
+pub async fn reset_resumes(c: &mut Conn, id: &str) -> Result<(), StoreError> {
+    sqlx::query("UPDATE runs SET resumes = 0 WHERE id = ? AND resumes <> 0")
+        .bind(id)
+        .execute(&mut *c)
+        .await?;
+    Ok(())
+}
+
 /// Marks a run for cancellation; false if it has ended already.
 pub async fn request_cancel(c: &mut Conn, id: &str) -> Result<bool, StoreError> {
     Ok(sqlx::query(

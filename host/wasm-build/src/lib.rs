@@ -18,6 +18,8 @@ pub struct ComponentBuild<'a> {
     pub members: &'a [&'a str],
     /// Further paths whose changes trigger a rebuild (the SDK, the WIT contract).
     pub watch: &'a [PathBuf],
+    /// The packages to build (`-p`); empty builds the whole workspace.
+    pub packages: &'a [&'a str],
 }
 
 impl ComponentBuild<'_> {
@@ -64,6 +66,7 @@ impl ComponentBuild<'_> {
                 "--manifest-path",
             ])
             .arg(self.manifest)
+            .args(self.packages.iter().flat_map(|p| ["-p", p]))
             .env("CARGO_TARGET_DIR", self.target_dir)
             .status()
             .unwrap_or_else(|e| {

@@ -426,6 +426,7 @@ mod tests {
             created_at: 0,
             started_at: None,
             finished_at: None,
+            resumes: 0,
         };
         let steps = [
             step(

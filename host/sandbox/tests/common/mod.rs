@@ -21,6 +21,7 @@ fn build(manifest: &str, dir: &str, members: &[&str], artifacts: &[&str]) -> Vec
         manifest: &root.join(manifest),
         target_dir: &root.join("target").join(dir),
         members,
+        packages: &[],
         watch: &[],
     }
     .run(artifacts)
