@@ -4,6 +4,7 @@ mod e2e {
     pub mod cli;
     pub mod detector;
     pub mod egress;
+    pub mod expressions;
     pub mod hostile;
     pub mod packages;
     pub mod python;

@@ -109,7 +109,8 @@ async fn resume(inner: Arc<Inner>, unfinished: Vec<UnfinishedRun>, queued_playbo
     }
     for run in given_up {
         let message = format!(
-            "not resumed: the process stopped {} times in a row while this run was in flight, so the run may be              what stops it; re-run it once the cause is found",
+            "not resumed: the process stopped {} times in a row while this run was in flight, so the run may be \
+             what stops it; re-run it once the cause is found",
             run.resumes + 1
         );
         tracing::error!(run = %run.id, playbook = %run.playbook, "{message}");

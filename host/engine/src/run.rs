@@ -821,7 +821,7 @@ impl RunTask {
                 {
                     Ok(input) => input,
                     Err(e) => {
-                        let message = format!("item {n}: {e}");
+                        let message = e.to_string();
                         let settle = Settle::failed("expression", &message);
                         self.write_settle(slot, None, settle).await?;
                         changed = true;

@@ -1051,3 +1051,154 @@ steps:
         .unwrap();
     assert_eq!(finish(&o, &amber.id).await.status, RunStatus::Succeeded);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_expressions_fail_their_step_and_the_run_follows_its_error_edges() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = start(dir.path(), Arc::default()).await;
+    let yaml = r#"name: hostile
+version: 1
+steps:
+  boom:
+    uses: t.echo
+    with: { v: "${{ ([1] * 1000000000) | list }}" }
+    on_error: report
+  spin:
+    uses: t.echo
+    if: "${{ (([1] * 1000000) | sum) > 0 }}"
+    on_error: continue
+  big:
+    uses: t.echo
+    with: { deep: { text: "${{ 'x' * 1000 }}${{ ('y' * 1000000) * 2 }}" } }
+    on_error: continue
+  after:
+    needs: [spin, big]
+    uses: t.echo
+    with: { spin: "${{ steps.spin.status }}", big: "${{ steps.big.status }}" }
+  report:
+    uses: t.echo
+    with: { kind: "${{ error.kind }}", message: "${{ error.message }}" }
+"#;
+    o.publish(yaml, "hostile.yaml", "tester").await.unwrap();
+    let r = run(&o, "hostile", json!({})).await;
+    let done = finish(&o, &r.id).await;
+    assert_eq!(done.status, RunStatus::Succeeded, "{:?}", done.error);
+    let s = steps(&o, &r.id).await;
+    let boom = step(&s, "boom");
+    assert_eq!(boom.status, StepStatus::Failed);
+    assert_eq!(boom.error_kind.as_deref(), Some("expression"));
+    assert_eq!(
+        boom.error.as_deref(),
+        Some("expression: with.v: expression exceeded its memory limit of 16 MiB")
+    );
+    let report = step(&s, "report");
+    assert_eq!(report.status, StepStatus::Succeeded);
+    assert_eq!(
+        report.output.as_ref().unwrap(),
+        &json!({"kind": "expression", "message": "expression: with.v: expression exceeded its memory limit of 16 MiB"})
+    );
+    assert_eq!(
+        step(&s, "spin").error.as_deref(),
+        Some("expression: if: expression exceeded its work limit of 100,000,000 instructions")
+    );
+    assert_eq!(
+        step(&s, "big").error.as_deref(),
+        Some("expression: with.deep.text: expression exceeded its output limit of 1 MiB")
+    );
+    assert_eq!(
+        step(&s, "after").output.as_ref().unwrap(),
+        &json!({"spin": "failed", "big": "failed"})
+    );
+}
+
+/// Starts an orchestrator on `dir` in a runtime of its own, lets `f` drive it, then drops the runtime as a killed
+/// process would be: what was in flight is left as it was.
+fn process<T>(dir: &Path, f: impl AsyncFnOnce(Orchestrator) -> T) -> T {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let out = rt.block_on(async {
+        let o = start(dir, Arc::default()).await;
+        f(o).await
+    });
+    rt.shutdown_background();
+    out
+}
+
+#[test]
+fn a_run_in_flight_at_three_deaths_in_a_row_is_failed_not_resumed_a_third_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "name: killer\nversion: 1\nsteps:\n  hang: { uses: t.block }\n  gate:\n    uses: core.approval\n    with: { message: m, approvers: [\"role:analyst\"] }\n";
+    let id = process(dir.path(), async |o| {
+        o.publish(yaml, "killer.yaml", "tester").await.unwrap();
+        let r = run(&o, "killer", json!({})).await;
+        wait_until(&o, &r.id, |s| {
+            s.get(&("hang".into(), -1))
+                .is_some_and(|r| r.status == StepStatus::Running)
+                && s.get(&("gate".into(), -1))
+                    .is_some_and(|r| r.status == StepStatus::Waiting)
+        })
+        .await;
+        r.id
+    });
+    // Two more processes resume it and die while `hang` is in flight again.
+    for attempt in [2, 3] {
+        process(dir.path(), async |o| {
+            wait_until(&o, &id, |s| {
+                s.get(&("hang".into(), -1))
+                    .is_some_and(|r| r.attempt == attempt && r.status == StepStatus::Running)
+            })
+            .await;
+        });
+    }
+    // The fourth start does not resume it a third time: it fails it, and serves.
+    process(dir.path(), async |o| {
+        let done = finish(&o, &id).await;
+        assert_eq!(done.status, RunStatus::Failed);
+        let error = done.error.unwrap_or_default();
+        assert!(
+            error.starts_with(
+                "not resumed: the process stopped 3 times in a row while this run was in flight"
+            ),
+            "{error}"
+        );
+        assert_eq!(step(&steps(&o, &id).await, "hang").attempt, 3);
+        // The orchestrator still runs playbooks.
+        let r = run(&o, "killer", json!({})).await;
+        wait_until(&o, &r.id, |s| {
+            s.get(&("gate".into(), -1))
+                .is_some_and(|r| r.status == StepStatus::Waiting)
+        })
+        .await;
+    });
+}
+
+#[test]
+fn a_run_that_only_waits_is_resumed_after_any_number_of_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "name: patient\nversion: 1\nsteps:\n  gate:\n    uses: core.approval\n    with: { message: m, approvers: [\"role:analyst\"] }\n";
+    let id = process(dir.path(), async |o| {
+        o.publish(yaml, "patient.yaml", "tester").await.unwrap();
+        let r = run(&o, "patient", json!({})).await;
+        wait_until(&o, &r.id, |s| {
+            s.get(&("gate".into(), -1))
+                .is_some_and(|r| r.status == StepStatus::Waiting)
+        })
+        .await;
+        r.id
+    });
+    for _ in 0..4 {
+        process(dir.path(), async |o| {
+            // Resumed, it finds nothing to do and comes to rest again.
+            for _ in 0..200 {
+                if o.store().run(&id).await.unwrap().unwrap().resumes == 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let row = o.store().run(&id).await.unwrap().unwrap();
+            assert_eq!((row.status, row.resumes), (RunStatus::Running, 0));
+        });
+    }
+}

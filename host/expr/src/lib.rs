@@ -160,15 +160,21 @@ pub fn parse_context(context: &ContextJson) -> Result<Value, Failure> {
 }
 
 /// Evaluates `pieces` against `root` (see [`parse_context`]); the rendered text of all pieces together may not
-/// exceed `max_output` bytes. This is the evaluation the sandboxed evaluator runs; it has no bound of its own on
-/// memory or work — the instance it runs in has.
-pub fn evaluate(root: &Value, pieces: &[Piece], max_output: usize) -> Result<Vec<String>, Failure> {
+/// exceed `max_output` bytes; `started(i)` is called before piece `i`. This is the evaluation the sandboxed
+/// evaluator runs; it has no bound of its own on memory or work — the instance it runs in has.
+pub fn evaluate(
+    root: &Value,
+    pieces: &[Piece],
+    max_output: usize,
+    mut started: impl FnMut(usize),
+) -> Result<Vec<String>, Failure> {
     let mut out = Vec::with_capacity(pieces.len());
     let mut budget = Budget {
         left: max_output,
         limit: max_output,
     };
     for (i, piece) in pieces.iter().enumerate() {
+        started(i);
         let at = |e: Failure| Failure {
             piece: Some(i),
             ..e
@@ -316,7 +322,7 @@ impl Evaluator for Unbounded {
     fn evaluate<'a>(&'a self, context: &'a ContextJson, pieces: &'a [Piece]) -> EvalFuture<'a> {
         Box::pin(async move {
             let root = parse_context(context)?;
-            evaluate(&root, pieces, usize::MAX)
+            evaluate(&root, pieces, usize::MAX, |_| {})
         })
     }
 }
@@ -326,7 +332,7 @@ mod tests {
     use super::*;
 
     fn run(context: &str, pieces: &[Piece], max: usize) -> Result<Vec<String>, Failure> {
-        evaluate(&parse_context(context).unwrap(), pieces, max)
+        evaluate(&parse_context(context).unwrap(), pieces, max, |_| {})
     }
 
     const CTX: &str = r#"{"inputs": {"ip": "10.0.0.1", "n": 3}, "steps": {"a": {"output": {"score": 85, "tags": ["x", "y"], "none": null}, "status": "succeeded"}}}"#;

@@ -40,6 +40,12 @@ mod bindings {
     });
 }
 
+impl bindings::EvaluatorImports for State {
+    fn evaluating(&mut self, index: u32) {
+        self.piece = Some(index as usize);
+    }
+}
+
 use bindings::{Evaluator, EvaluatorPre};
 
 /// The evaluator component, built from `plugins/expressions` by this crate's build script.
@@ -132,6 +138,8 @@ impl SandboxedEvaluator {
         let mut linker = Linker::<State>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
+        Evaluator::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |state| state)
+            .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
         let pre = linker
             .instantiate_pre(&component)
             .and_then(EvaluatorPre::new)
@@ -185,6 +193,7 @@ impl SandboxedEvaluator {
         let state = store.data_mut();
         state.limiter.limit = inner.max_memory;
         state.limiter.refused = false;
+        state.piece = None;
         let fuel =
             LOAD_FUEL_BASE.saturating_add(LOAD_FUEL_PER_BYTE.saturating_mul(context.len() as u64));
         let outcome = tokio::time::timeout(limits.timeout, async {
@@ -208,13 +217,16 @@ impl SandboxedEvaluator {
         })
         .await;
         match outcome {
-            Err(_) => Err(Failure::request(
-                FailureKind::Timeout,
-                format!(
-                    "expression exceeded its time limit of {}",
-                    format_duration(limits.timeout)
-                ),
-            )),
+            Err(_) => Err(Failure {
+                piece: warm.store.data().piece,
+                ..Failure::request(
+                    FailureKind::Timeout,
+                    format!(
+                        "expression exceeded its time limit of {}",
+                        format_duration(limits.timeout)
+                    ),
+                )
+            }),
             Ok(Ok(answer)) => {
                 // The instance ended the call normally (an expression's own failure included): it may serve
                 // again, unless it has grown or served long.
@@ -240,7 +252,13 @@ impl SandboxedEvaluator {
                 Ok(texts)
             }
             // A trapped instance is dropped with its store.
-            Ok(Err(e)) => Err(classify(e, phase, &warm.store, limits)),
+            Ok(Err(e)) => {
+                let failure = classify(e, phase, &warm.store, limits);
+                Err(Failure {
+                    piece: failure.piece.or(warm.store.data().piece),
+                    ..failure
+                })
+            }
         }
     }
 
@@ -485,6 +503,8 @@ struct State {
     table: ResourceTable,
     limiter: Limiter,
     stderr: MemoryOutputPipe,
+    /// The piece being evaluated, as the guest last said.
+    piece: Option<usize>,
 }
 
 impl State {
@@ -500,6 +520,7 @@ impl State {
                 refused: false,
             },
             stderr,
+            piece: None,
         }
     }
 }

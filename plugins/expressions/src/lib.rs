@@ -45,7 +45,10 @@ impl Guest for Evaluator {
                     message: "evaluate was called before load".into(),
                 });
             };
-            qila_expr::evaluate(root, &pieces, max).map_err(to_wit)
+            qila_expr::evaluate(root, &pieces, max, |i| {
+                evaluating(u32::try_from(i).unwrap_or(u32::MAX))
+            })
+            .map_err(to_wit)
         })
     }
 }
