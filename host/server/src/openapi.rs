@@ -149,17 +149,17 @@ pub const ROUTES: &[Route] = &[
     route(
         "POST",
         "/api/v1/runs/{id}/steps/{step}/approve",
-        Some("analyst"),
+        Some("viewer"),
         200,
-        "Approve a pending approval.",
+        "Approve a pending approval (whoever the step's `approvers` names, or an admin; 403 for anyone else).",
         Some("{\"comment\": text} (optional)"),
     ),
     route(
         "POST",
         "/api/v1/runs/{id}/steps/{step}/deny",
-        Some("analyst"),
+        Some("viewer"),
         200,
-        "Deny a pending approval.",
+        "Deny a pending approval (whoever the step's `approvers` names, or an admin; 403 for anyone else).",
         Some("{\"comment\": text} (optional)"),
     ),
     route(

@@ -994,3 +994,58 @@ async fn tlp_marks_on_a_run_are_checked_and_recorded() {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["tlp"], json!({"ip": "amber+strict"}));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn whoever_approvers_names_may_decide_and_nobody_else() {
+    let s = Server::start().await;
+    let engineer = s.token(Role::Engineer).await;
+    let viewer = s.token(Role::Viewer).await;
+    let analyst = s.token(Role::Analyst).await;
+    let ingest = s.token(Role::Ingest).await;
+    let yaml = r#"name: gates
+version: 1
+steps:
+  by-role:
+    uses: core.approval
+    with: { message: "engineers decide", approvers: ["role:engineer"] }
+  by-name:
+    uses: core.approval
+    with: { message: "the named viewer decides", approvers: ["user:viewer-user"] }
+"#;
+    let (status, body) = s.publish(yaml).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = s
+        .call(
+            "POST",
+            "/api/v1/runs",
+            Some(&s.admin),
+            Some(json!({"playbook": "gates"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let run = body["id"].as_str().unwrap().to_owned();
+    s.wait_for(&run, |b| {
+        b["approvals"].as_array().is_some_and(|a| a.len() == 2)
+    })
+    .await;
+    let path = |step: &str| format!("/api/v1/runs/{run}/steps/{step}/approve");
+    for (step, token, expected) in [
+        ("by-role", &analyst, StatusCode::FORBIDDEN),
+        ("by-role", &viewer, StatusCode::FORBIDDEN),
+        ("by-role", &ingest, StatusCode::FORBIDDEN),
+        ("by-name", &analyst, StatusCode::FORBIDDEN),
+        ("by-name", &engineer, StatusCode::FORBIDDEN),
+        ("by-role", &engineer, StatusCode::OK),
+        ("by-name", &viewer, StatusCode::OK),
+    ] {
+        let (status, body) = s.call("POST", &path(step), Some(token), None).await;
+        assert_eq!(status, expected, "{step}: {body}");
+        if status == StatusCode::FORBIDDEN {
+            assert!(body["error"]["message"].is_string(), "{body}");
+        }
+    }
+    let done = s
+        .wait_for(&run, |b| b["run"]["status"] == "succeeded")
+        .await;
+    assert_eq!(done["run"]["status"], "succeeded");
+}
