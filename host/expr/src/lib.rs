@@ -36,15 +36,98 @@ pub fn environment() -> &'static Environment<'static> {
 /// A compiled expression; `Send + Sync`.
 pub type Compiled = minijinja::Expression<'static, 'static>;
 
-/// Compiles an expression (the text between `${{` and `}}`, trimmed). The error is minijinja's message.
+/// The most operators (and other tokens that can nest) one expression may have.
+///
+/// Compiling walks the expression's tree recursively, so its depth must stay far from what a thread's stack holds:
+/// `-` repeated 7,600 times exhausts a 2 MiB stack (a Tokio worker's). Counting operators bounds the depth without
+/// parsing, and no sensible expression comes near the limit (split one that does into steps).
+pub const MAX_OPERATORS: usize = 2000;
+
+/// Compiles an expression (the text between `${{` and `}}`, trimmed). The error is minijinja's message, or says
+/// that the expression has more than [`MAX_OPERATORS`] operators.
 pub fn compile(source: &str) -> Result<Compiled, String> {
     let source = source.trim();
     if source.is_empty() {
         return Err("empty expression".to_owned());
     }
+    if closes_nothing(source) {
+        // minijinja's lexer panics on text after such a `}}` (an empty lexer stack): refuse it first.
+        return Err(
+            "`}}` outside a string closes nothing (an expression cannot contain the end of a `${{ }}`)"
+                .to_owned(),
+        );
+    }
+    if operators(source) > MAX_OPERATORS {
+        return Err(format!(
+            "the expression has more than {MAX_OPERATORS} operators; split it into steps"
+        ));
+    }
     environment()
         .compile_expression_owned(source.to_owned())
         .map_err(|e| message(&e))
+}
+
+/// Whether `src` has a `}}` outside string literals that closes no `{` of a mapping literal.
+fn closes_nothing(src: &str) -> bool {
+    let b = src.as_bytes();
+    let mut depth = 0usize;
+    let mut quote: Option<u8> = None;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        match quote {
+            Some(_) if c == b'\\' => i += 1,
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None => match c {
+                b'\'' | b'"' => quote = Some(c),
+                b'{' => depth += 1,
+                b'}' if depth > 0 => depth -= 1,
+                b'}' if b.get(i + 1) == Some(&b'}') => return true,
+                _ => {}
+            },
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Counts the tokens of `source` that can nest — operators, brackets, `.`, `|` and the keywords `not`, `and`,
+/// `or`, `if`, `else`, `is`, `in` — outside string literals: an upper bound of the depth of its tree.
+fn operators(source: &str) -> usize {
+    let bytes = source.as_bytes();
+    let mut count = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            quote @ (b'\'' | b'"') => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != quote {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'+' | b'-' | b'*' | b'/' | b'%' | b'~' | b'<' | b'>' | b'=' | b'!' | b'|' | b'.'
+            | b'[' | b'(' | b'{' => {
+                count += 1;
+                i += 1;
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' => {
+                let start = i;
+                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+                    i += 1;
+                }
+                if matches!(
+                    &source[start..i],
+                    "not" | "and" | "or" | "if" | "else" | "is" | "in"
+                ) {
+                    count += 1;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    count
 }
 
 /// One line for a minijinja error: its kind and detail.
@@ -400,6 +483,60 @@ mod tests {
             "expression exceeded its output limit of 100 bytes"
         );
         assert!(run(CTX, &pieces, 200).is_ok());
+    }
+
+    #[test]
+    fn a_close_that_closes_nothing_is_an_error_not_a_panic() {
+        for src in [
+            "a }} b",
+            "a -}} b",
+            "a }}}",
+            "x }} y }}",
+            "steps.key.outpu}}sha256",
+        ] {
+            let e = compile(src).err().unwrap_or_default();
+            assert!(
+                e.starts_with("`}}` outside a string closes nothing"),
+                "{src}: {e}"
+            );
+        }
+        for src in [
+            "{'a': {'b': 1}}['a']",
+            "'}}' ~ a",
+            "\"}}\" ~ {'k': {'j': 'x'}}",
+        ] {
+            assert!(compile(src).is_ok(), "{src}");
+        }
+    }
+
+    #[test]
+    fn deep_expressions_are_refused_before_they_are_parsed() {
+        // Each of these overflowed a 2 MiB stack when compiled, at a depth of a few thousand.
+        for src in [
+            format!("{}x", "-".repeat(8000)),
+            format!("1{}", " + 1".repeat(8000)),
+            format!("{}x", "not ".repeat(8000)),
+            format!("x{}", " if x else x".repeat(8000)),
+        ] {
+            let e = compile(&src).err().unwrap_or_default();
+            assert_eq!(
+                e,
+                "the expression has more than 2000 operators; split it into steps"
+            );
+        }
+        // Operators inside strings do not count, long lists and words do not either.
+        assert!(compile(&format!("'{}'", "-+|.".repeat(10000))).is_ok());
+        assert!(compile(&format!("[{}1]", "1, ".repeat(10000))).is_ok());
+        assert!(compile(&format!("x{}", " or x".repeat(1999))).is_ok());
+        // Within the limit, the deepest tree compiles on a Tokio worker's stack.
+        let deepest = format!("{}x", "-".repeat(MAX_OPERATORS));
+        let on_small_stack = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || compile(&deepest).map(|c| c.undeclared_variables(true).len()))
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(on_small_stack.is_ok());
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! (instantiating it and building the expression environment inside) costs five times the evaluation itself. An
 //! instance that ended its last call normally serves the next one; a trap, a limit or a timeout drops it, and so
 //! does growing past 4 MiB (the free memory an instance holds adds to what the next evaluation can allocate) or
-//! serving 10,000 evaluations.
+//! serving 10,000 evaluations; at most 8 wait warm.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -232,11 +232,10 @@ impl SandboxedEvaluator {
                 // again, unless it has grown or served long.
                 warm.uses += 1;
                 if warm.uses < MAX_USES && warm.store.data().limiter.current <= RECYCLE_MEMORY {
-                    inner
-                        .idle
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(warm);
+                    let mut idle = inner.idle.lock().unwrap_or_else(|p| p.into_inner());
+                    if idle.len() < MAX_IDLE {
+                        idle.push(warm);
+                    }
                 }
                 let texts = answer?;
                 let total: usize = texts.iter().map(String::len).sum();
@@ -291,6 +290,8 @@ struct Warm {
     uses: u32,
 }
 
+/// Instances kept between evaluations; more may run at once (`max_instances`), but only this many wait warm.
+const MAX_IDLE: usize = 8;
 /// Evaluations an instance serves before it is replaced.
 const MAX_USES: u32 = 10_000;
 /// An instance whose memory grew past this is replaced rather than kept: the next evaluation's allocations may use
@@ -451,10 +452,13 @@ fn engine_config(limits: &ExpressionLimits, max_memory: usize, pooling: bool) ->
             .max_memories_per_module(2)
             .max_tables_per_module(4)
             .pagemap_scan(Enabled::Auto)
-            .linear_memory_keep_resident(crate::runtime::KEEP_RESIDENT)
+            // Instances are kept between evaluations, so a slot is rarely made anew: keep little of a dropped
+            // instance's memory resident, and give the rest back at once (a dropped instance may have used up to
+            // its memory limit).
+            .linear_memory_keep_resident(512 << 10)
             .table_keep_resident(64 << 10)
             .async_stack_keep_resident(64 << 10)
-            .decommit_batch_size(32);
+            .decommit_batch_size(1);
         cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     cfg

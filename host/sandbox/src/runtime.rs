@@ -166,7 +166,7 @@ impl Sandbox {
 
 /// Bytes of each linear memory kept mapped between instances. A Rust guest's stack ends at 1 MiB and its data
 /// and first heap pages follow, so 2 MiB covers what a typical invocation touches.
-pub(crate) const KEEP_RESIDENT: usize = 2 << 20;
+const KEEP_RESIDENT: usize = 2 << 20;
 
 fn engine_config(config: &SandboxConfig, pooling: bool) -> Config {
     let mut cfg = Config::new();
