@@ -51,6 +51,10 @@ struct Server {
 
 impl Server {
     async fn start() -> Self {
+        Self::start_with(qila_server::ServerOptions::default()).await
+    }
+
+    async fn start_with(options: qila_server::ServerOptions) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).await.unwrap();
         let catalog = StaticCatalog::new()
@@ -71,8 +75,9 @@ impl Server {
             .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let router = qila_server::router(orchestrator, qila_server::ServerOptions::default());
-        tokio::spawn(qila_server::serve(listener, router, std::future::pending()));
+        let edge = options.edge.clone();
+        let router = qila_server::router(orchestrator, options);
+        tokio::spawn(qila_server::serve(listener, router, edge, std::future::pending()));
         Self {
             base,
             http: reqwest::Client::new(),

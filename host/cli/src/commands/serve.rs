@@ -147,6 +147,7 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitC
         siem: Some(siem),
         ..qila_server::ServerOptions::default()
     };
+    let edge = options.edge.clone();
     let router = qila_server::router(orchestrator.clone(), options);
     if settings.dev() {
         tracing::warn!(
@@ -161,7 +162,7 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitC
         let signal = crate::signals::stop_requested().await;
         tracing::info!("{signal}: stopping");
     };
-    let served = qila_server::serve(listener, router, stopped).await;
+    let served = qila_server::serve(listener, router, edge, stopped).await;
     for listener in listeners {
         listener.abort();
     }
