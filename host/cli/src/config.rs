@@ -94,6 +94,9 @@ pub struct Config {
     /// Where each secret's value comes from.
     #[serde(default)]
     pub secrets: BTreeMap<String, SecretSource>,
+    /// The listeners' limits and timeouts.
+    #[serde(default)]
+    pub server: crate::server_config::ServerConfig,
 }
 
 /// What one plugin may do.
@@ -154,6 +157,13 @@ impl Config {
             Some(l) => anyhow::anyhow!("{}:{}:{}: {e}", path.display(), l.line(), l.column()),
             None => anyhow::anyhow!("{}: {e}", path.display()),
         })?;
+        config
+            .server
+            .apply(
+                &mut qila_server::ServerOptions::default(),
+                &mut qila_siem::syslog::TcpLimits::default(),
+            )
+            .with_context(|| path.display().to_string())?;
         for (plugin, grant) in &config.plugins {
             grant
                 .policy()

@@ -30,6 +30,7 @@ use qila_engine::Orchestrator;
 pub use axum::body::Bytes;
 pub use edge::{EdgeOptions, serve};
 pub use error::ApiError;
+pub use hooks::{secret_for_senders, webhook_scheme};
 pub use plugins::{AdminFuture, GrantChoice, PluginAdmin};
 
 /// How the server behaves. Every limit has a default (below) and is set in `qila.yaml`'s `server:` section.

@@ -362,16 +362,52 @@ async fn webhooks_take_the_secret_or_an_hmac_and_an_analyst_approves() {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(b"{\"ip\": \"9.9.9.8\"}");
     let wrong_sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-    let resp = post(vec![("x-qila-signature", wrong_sig)], body)
-        .await
-        .unwrap();
+    let resp = post(
+        vec![
+            ("x-qila-signature", wrong_sig),
+            ("x-github-delivery", "d-0".into()),
+        ],
+        body,
+    )
+    .await
+    .unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(body.as_bytes());
     let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-    let resp = post(vec![("x-qila-signature", sig)], body).await.unwrap();
+    // Without its delivery id, a signed webhook is refused: it is the key a delivery is accepted once under.
+    let resp = post(vec![("x-hub-signature-256", sig.clone())], body)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let refusal: Value = resp.json().await.unwrap();
+    assert!(
+        refusal["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("X-GitHub-Delivery"),
+        "{refusal}"
+    );
+    let signed_by = |delivery: &'static str| {
+        vec![
+            ("x-hub-signature-256", sig.clone()),
+            ("x-github-delivery", delivery.to_owned()),
+        ]
+    };
+    let resp = post(signed_by("d-1"), body).await.unwrap();
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     let signed: Value = resp.json().await.unwrap();
+    // The same delivery again is refused and starts nothing; another delivery of the same body is a new run.
+    let resp = post(signed_by("d-1"), body).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
+    let again: Value = resp.json().await.unwrap();
+    assert!(
+        again["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(signed["run_id"].as_str().unwrap()),
+        "{again}"
+    );
     let resp = post(
         vec![("x-qila-hook-secret", secret.clone())],
         r#"{"ip": "1.1.1.1"}"#,
@@ -807,7 +843,9 @@ async fn malformed_requests_get_json_errors_and_nothing_panics() {
             .send()
             .await
             .unwrap();
-        assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{path}");
+        let answer: Value = resp.json().await.unwrap();
+        assert_eq!(error_code(&answer).as_deref(), Some("unauthorized"), "{answer}");
     }
     let (status, _) = s.call("GET", "/api/v1/health", None, None).await;
     assert_eq!(status, StatusCode::OK, "still serving");
@@ -845,6 +883,7 @@ async fn a_webhook_that_requires_a_signature_refuses_the_bare_secret() {
             "x-qila-signature",
             format!("sha256={}", hex::encode(mac.finalize().into_bytes())),
         )
+        .header("x-qila-delivery", "first")
         .body(body)
         .send()
         .await
@@ -867,6 +906,7 @@ async fn a_webhook_that_requires_a_signature_refuses_the_bare_secret() {
         let sent = once
             .post(s.url("/api/v1/hooks/signed"))
             .header("x-qila-signature", format!("sha256={}", "0".repeat(64)))
+            .header("x-qila-delivery", "big")
             .body(format!("\"{}\"", "x".repeat(size)))
             .send()
             .await;
