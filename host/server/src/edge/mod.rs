@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::http::{Request, Response, StatusCode};
+use axum::http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use axum::http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::json;
@@ -218,15 +219,28 @@ impl hyper::service::Service<Request<Incoming>> for Connection {
         let router = self.router.clone();
         let timeout = self.request_timeout;
         Box::pin(async move {
+            // A refusal may come before the body is read; the connection then cannot carry another request, and
+            // the answer says so (`Connection: close`) so that the client does not reuse it.
+            let has_body = request.headers().contains_key(TRANSFER_ENCODING)
+                || request
+                    .headers()
+                    .get(CONTENT_LENGTH)
+                    .is_some_and(|v| v.as_bytes() != b"0");
             let mut request = request.map(Body::new);
             request.extensions_mut().insert(RequestDeadline {
                 at: started + timeout,
                 timeout,
             });
-            let response = match router.oneshot(request).await {
+            let mut response = match router.oneshot(request).await {
                 Ok(response) => response,
                 Err(never) => match never {},
             };
+            let status = response.status();
+            if has_body && (status.is_client_error() || status.is_server_error()) {
+                response
+                    .headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+            }
             Ok(response.map(|body| Body::new(Tracked { body, answered })))
         })
     }
