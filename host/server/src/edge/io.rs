@@ -26,6 +26,9 @@ use super::head::{Framer, Head, HeadLimits, Refusal};
 
 /// How many bytes are read from the socket at a time.
 const READ_CHUNK: usize = 8 * 1024;
+/// How long, and for how many bytes at most, a refused client's input is read and dropped before closing.
+const LINGER: Duration = Duration::from_secs(1);
+const MAX_LINGER_BYTES: usize = 1024 * 1024;
 
 /// What the connection's reader and its request service share.
 #[derive(Debug)]
@@ -93,6 +96,9 @@ enum Phase {
     Refusing { answer: Bytes, written: usize },
     /// Closing the write side.
     Closing,
+    /// Reading (and dropping) what the client still sends for a moment, so that closing with unread bytes does
+    /// not reset the connection before the client has read the refusal.
+    Lingering { drained: usize },
     /// Closed: hyper reads the end of the stream.
     Closed,
 }
@@ -183,7 +189,24 @@ impl<T: AsyncRead + AsyncWrite + Unpin> EdgeIo<T> {
                 }
                 Phase::Closing => {
                     let _ = ready!(Pin::new(&mut self.inner).poll_shutdown(cx));
-                    self.phase = Phase::Closed;
+                    let until = Instant::now() + LINGER;
+                    self.arm(until);
+                    self.phase = Phase::Lingering { drained: 0 };
+                }
+                Phase::Lingering { drained } => {
+                    let mut scratch = [0u8; READ_CHUNK];
+                    let mut buf = ReadBuf::new(&mut scratch);
+                    match Pin::new(&mut self.inner).poll_read(cx, &mut buf) {
+                        Poll::Ready(Ok(())) if !buf.filled().is_empty() && *drained < MAX_LINGER_BYTES => {
+                            *drained += buf.filled().len();
+                            continue;
+                        }
+                        Poll::Ready(_) => self.phase = Phase::Closed,
+                        Poll::Pending => {
+                            ready!(self.deadline.as_mut().poll(cx));
+                            self.phase = Phase::Closed;
+                        }
+                    }
                 }
                 Phase::Closed => return Poll::Ready(()),
             }
@@ -395,7 +418,8 @@ mod tests {
         let started = Instant::now();
         let mut nothing = Vec::new();
         io.read_to_end(&mut nothing).await.unwrap();
-        assert_eq!(started.elapsed(), Duration::from_secs(5));
+        // The header timeout, then at most the linger that lets the client read the answer.
+        assert!((Duration::from_secs(5)..=Duration::from_secs(5) + LINGER).contains(&started.elapsed()));
         let mut answer = String::new();
         client.read_to_string(&mut answer).await.unwrap();
         assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
@@ -403,7 +427,10 @@ mod tests {
         let (mut io, mut client, _) = edge(timers);
         let started = Instant::now();
         io.read_to_end(&mut nothing).await.unwrap();
-        assert_eq!(started.elapsed(), Duration::from_secs(5), "a new connection has the header timeout");
+        assert!(
+            (Duration::from_secs(5)..=Duration::from_secs(5) + LINGER).contains(&started.elapsed()),
+            "a new connection has the header timeout"
+        );
         let mut answer = Vec::new();
         client.read_to_end(&mut answer).await.unwrap();
         assert!(answer.is_empty(), "nothing is answered to a client that sent nothing");
