@@ -28,6 +28,10 @@ fn exchange(addr: &str, bytes: &[u8], wait: Duration) -> Vec<u8> {
     stream.set_read_timeout(Some(wait)).unwrap();
     // The server may answer and close before everything is written (a refused head, a body over the limit).
     let _ = stream.write_all(bytes);
+    // Done sending (so that the server does not wait for more), except a head left half-sent on purpose.
+    if bytes.ends_with(b"\r\n\r\n") || bytes.windows(4).any(|w| w == b"\r\n\r\n") {
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+    }
     let mut answer = Vec::new();
     let _ = stream.read_to_end(&mut answer);
     answer
