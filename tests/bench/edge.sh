@@ -3,10 +3,10 @@
 #   1. 300 anonymous connections at once, each sending a 4 MiB webhook body with a (wrong) signature:
 #      the server's peak RSS (VmHWM) before and after, and how the senders were answered;
 #   2. 500 connections that send half a request head and stop: the time until the server has closed all of them.
-# Needs `cargo build --release -p qila` and python3. Usage: tests/bench/edge.sh [SENDERS] [HALF_HEADS]
+# Needs `cargo build --release -p qila` (or QILA=path/to/qila) and python3. Usage: tests/bench/edge.sh [SENDERS] [HALF_HEADS]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-Q=./target/release/qila
+Q=${QILA:-./target/release/qila}
 SENDERS=${1:-300}
 HALF=${2:-500}
 W=$(mktemp -d)

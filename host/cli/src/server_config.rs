@@ -94,32 +94,76 @@ impl ServerConfig {
         syslog: &mut qila_siem::syslog::TcpLimits,
     ) -> anyhow::Result<()> {
         let edge = &mut options.edge;
-        duration(&self.header_timeout, "header_timeout", &mut edge.header_timeout)?;
-        duration(&self.request_timeout, "request_timeout", &mut edge.request_timeout)?;
+        duration(
+            &self.header_timeout,
+            "header_timeout",
+            &mut edge.header_timeout,
+        )?;
+        duration(
+            &self.request_timeout,
+            "request_timeout",
+            &mut edge.request_timeout,
+        )?;
         duration(&self.idle_timeout, "idle_timeout", &mut edge.idle_timeout)?;
-        count(self.max_connections, "max_connections", &mut edge.max_connections)?;
+        count(
+            self.max_connections,
+            "max_connections",
+            &mut edge.max_connections,
+        )?;
         size(&self.max_head, "max_head", &mut edge.max_head_bytes)?;
         size(&self.max_uri, "max_uri", &mut edge.max_uri_bytes)?;
         count(self.max_headers, "max_headers", &mut edge.max_headers)?;
         size(&self.max_body, "max_body", &mut options.max_body_bytes)?;
-        size(&self.max_hook_body, "max_hook_body", &mut options.max_hook_bytes)?;
-        size(&self.max_events_body, "max_events_body", &mut options.max_events_bytes)?;
-        size(&self.max_package, "max_package", &mut options.max_package_bytes)?;
+        size(
+            &self.max_hook_body,
+            "max_hook_body",
+            &mut options.max_hook_bytes,
+        )?;
+        size(
+            &self.max_events_body,
+            "max_events_body",
+            &mut options.max_events_bytes,
+        )?;
+        size(
+            &self.max_package,
+            "max_package",
+            &mut options.max_package_bytes,
+        )?;
         size(
             &self.unverified_body_budget,
             "unverified_body_budget",
             &mut options.unverified_body_budget,
         )?;
-        duration(&self.webhook_tolerance, "webhook_tolerance", &mut options.webhook_tolerance)?;
-        duration(&self.delivery_window, "delivery_window", &mut options.delivery_window)?;
-        duration(&self.idempotency_window, "idempotency_window", &mut options.idempotency_window)?;
+        duration(
+            &self.webhook_tolerance,
+            "webhook_tolerance",
+            &mut options.webhook_tolerance,
+        )?;
+        duration(
+            &self.delivery_window,
+            "delivery_window",
+            &mut options.delivery_window,
+        )?;
+        duration(
+            &self.idempotency_window,
+            "idempotency_window",
+            &mut options.idempotency_window,
+        )?;
         count(
             self.syslog_max_connections,
             "syslog_max_connections",
             &mut syslog.max_connections,
         )?;
-        duration(&self.syslog_idle_timeout, "syslog_idle_timeout", &mut syslog.idle_timeout)?;
-        duration(&self.syslog_frame_timeout, "syslog_frame_timeout", &mut syslog.frame_timeout)?;
+        duration(
+            &self.syslog_idle_timeout,
+            "syslog_idle_timeout",
+            &mut syslog.idle_timeout,
+        )?;
+        duration(
+            &self.syslog_frame_timeout,
+            "syslog_frame_timeout",
+            &mut syslog.frame_timeout,
+        )?;
         Ok(())
     }
 }
@@ -140,7 +184,11 @@ mod tests {
         assert_eq!(options.edge.header_timeout, Duration::from_secs(2));
         assert_eq!(options.edge.max_uri_bytes, 1024);
         assert_eq!(options.unverified_body_budget, 8 << 20);
-        assert_eq!(options.edge.request_timeout, Duration::from_secs(60), "unset: the default");
+        assert_eq!(
+            options.edge.request_timeout,
+            Duration::from_secs(60),
+            "unset: the default"
+        );
         assert_eq!(syslog.frame_timeout, Duration::from_secs(5));
         for bad in ["header_timeout: soon", "max_head: 0", "max_connections: 0"] {
             let config: ServerConfig = serde_yaml::from_str(bad).unwrap();

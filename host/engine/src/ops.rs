@@ -252,15 +252,22 @@ pub(crate) async fn start_once(
     let pre: Precondition = Box::new(move |c, run_id| {
         Box::pin(async move { qila_store::claim_run_key(c, &claim, &run_id).await })
     });
-    if let Some(run) = o.inner.create_from_request_if(request, None, Some(pre)).await? {
-        return Ok(Started::New(run));
+    if let Some(run) = o
+        .inner
+        .create_from_request_if(request, None, Some(pre))
+        .await?
+    {
+        return Ok(Started::New(Box::new(run)));
     }
     match o.inner.store.run_key(&key).await? {
         Some(held) => Ok(Started::Existing(held)),
         // The claim that held the key expired between the two statements: the caller may send again.
-        None => Err(StartError::Engine(EngineError::Store(qila_store::StoreError::Conflict(
-            format!("the key `{}` was held a moment ago and has just expired; send again", key.key),
-        )))),
+        None => Err(StartError::Engine(EngineError::Store(
+            qila_store::StoreError::Conflict(format!(
+                "the key `{}` was held a moment ago and has just expired; send again",
+                key.key
+            )),
+        ))),
     }
 }
 

@@ -90,7 +90,7 @@ pub struct Published {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Started {
     /// A new run, committed with its key.
-    New(RunRow),
+    New(Box<RunRow>),
     /// The key is held by the run an earlier request started (while the key lives); nothing was started.
     Existing(ClaimedKey),
 }

@@ -76,10 +76,14 @@ pub(crate) struct Held(#[allow(dead_code)] Vec<OwnedSemaphorePermit>);
 /// Reads the body of `req` under its route's limit and deadline, holding its bytes in `budget` if given (`503`
 /// with `Retry-After` when the budget cannot take them).
 pub(crate) async fn read(req: Request, budget: Option<&Budget>) -> Result<(Bytes, Held), ApiError> {
-    let limit = req.extensions().get::<BodyLimit>().copied().unwrap_or(BodyLimit {
-        bytes: crate::ServerOptions::default().max_body_bytes,
-        setting: "max_body",
-    });
+    let limit = req
+        .extensions()
+        .get::<BodyLimit>()
+        .copied()
+        .unwrap_or(BodyLimit {
+            bytes: crate::ServerOptions::default().max_body_bytes,
+            setting: "max_body",
+        });
     let deadline = req.extensions().get::<RequestDeadline>().copied();
     let too_large = |what: String| {
         ApiError::too_large(format!(
@@ -106,8 +110,12 @@ pub(crate) async fn read(req: Request, budget: Option<&Budget>) -> Result<(Bytes
     let collect = async {
         let mut bytes = Vec::with_capacity(declared.map_or(0, |n| n as usize));
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| ApiError::invalid(format!("the request's body could not be read: {e}")))?;
-            let Ok(data) = frame.into_data() else { continue };
+            let frame = frame.map_err(|e| {
+                ApiError::invalid(format!("the request's body could not be read: {e}"))
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
             if bytes.len() + data.len() > limit.bytes {
                 return Err(too_large("the body is larger".into()));
             }

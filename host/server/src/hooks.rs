@@ -153,9 +153,10 @@ pub(crate) async fn hook(
     let presented = verify::presented(request.headers(), now / 1000, tolerance)
         .map_err(|e| ApiError::unauthorized(e.to_string()))?;
     let hook = s.hooks.get(&s, &playbook).await?;
-    let opens = hook
-        .as_ref()
-        .filter(|h| h.signature.is_some_and(|scheme| presented.accepted_by(scheme)));
+    let opens = hook.as_ref().filter(|h| {
+        h.signature
+            .is_some_and(|scheme| presented.accepted_by(scheme))
+    });
     let key = opens.map(|h| h.secret.as_bytes());
     let body = if presented.signs_body() {
         let (body, held) = extract::read(request, Some(&s.budget)).await?;
@@ -195,8 +196,12 @@ pub(crate) async fn hook(
                 fingerprint: hex::encode(Sha256::digest(&body)),
                 expires_at,
             };
-            match s.orchestrator.webhook_once(&playbook, payload, key.clone()).await? {
-                Started::New(run) => run,
+            match s
+                .orchestrator
+                .webhook_once(&playbook, payload, key.clone())
+                .await?
+            {
+                Started::New(run) => *run,
                 Started::Existing(first) => {
                     return Err(ApiError::conflict(format!(
                         "this delivery (`{}`) was already accepted: it started run {}; a delivery is accepted \
@@ -223,15 +228,26 @@ fn payload(body: &[u8], takes_any_json: bool) -> Result<Value, ApiError> {
         Diagnostics(vec![Diagnostic::new("body", Pos { line, col }, message)])
     };
     let value: Value = serde_json::from_slice(body).map_err(|e| {
-        let d = at(e.line().max(1), e.column().max(1), format!("the body is not JSON: {e}"));
+        let d = at(
+            e.line().max(1),
+            e.column().max(1),
+            format!("the body is not JSON: {e}"),
+        );
         ApiError::malformed_at("the webhook's body is not JSON", &d)
     })?;
     if takes_any_json || value.is_object() {
         return Ok(value);
     }
-    let start = body.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(0);
+    let start = body
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(0);
     let line = 1 + body[..start].iter().filter(|&&b| b == b'\n').count();
-    let col = 1 + start - body[..start].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let col = 1 + start
+        - body[..start]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
     let kind = match value {
         Value::Array(_) => "an array",
         Value::String(_) => "a string",
@@ -262,7 +278,10 @@ mod tests {
         assert_eq!(webhook_scheme(&json!(null)), Some(WebhookSignature::None));
         assert_eq!(webhook_scheme(&json!(false)), Some(WebhookSignature::None));
         assert_eq!(webhook_scheme(&json!("none")), Some(WebhookSignature::None));
-        assert_eq!(webhook_scheme(&json!(true)), Some(WebhookSignature::HmacSha256));
+        assert_eq!(
+            webhook_scheme(&json!(true)),
+            Some(WebhookSignature::HmacSha256)
+        );
         assert_eq!(
             webhook_scheme(&json!("hmac-sha256")),
             Some(WebhookSignature::HmacSha256)
@@ -281,18 +300,33 @@ mod tests {
         let answer = |e: ApiError| async move {
             let response = axum::response::IntoResponse::into_response(e);
             let status = response.status();
-            let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+            let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .unwrap();
             (status, serde_json::from_slice::<Value>(&bytes).unwrap())
         };
         let (status, body) = answer(payload(b"\n\n   [1, 2]", false).unwrap_err()).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
         let d = &body["error"]["diagnostics"][0];
-        assert_eq!((d["line"].as_u64(), d["column"].as_u64()), (Some(3), Some(4)), "{body}");
-        assert!(d["text"].as_str().unwrap().starts_with("body:3:4: the body must be a JSON object"), "{d}");
+        assert_eq!(
+            (d["line"].as_u64(), d["column"].as_u64()),
+            (Some(3), Some(4)),
+            "{body}"
+        );
+        assert!(
+            d["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("body:3:4: the body must be a JSON object"),
+            "{d}"
+        );
         let (status, body) = answer(payload(b"{\"a\":\n 1,}", false).unwrap_err()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(body["error"]["diagnostics"][0]["line"], 2, "{body}");
-        assert!(payload(b"[1]", true).is_ok(), "a declared input takes any JSON");
+        assert!(
+            payload(b"[1]", true).is_ok(),
+            "a declared input takes any JSON"
+        );
         assert_eq!(payload(b"  ", false).unwrap(), json!({}));
     }
 }

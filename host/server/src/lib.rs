@@ -20,11 +20,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::{Extension, Router};
 use axum::handler::Handler;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::MethodRouter;
+use axum::{Extension, Router};
 use qila_engine::Orchestrator;
 
 pub use axum::body::Bytes;
@@ -205,7 +205,8 @@ fn table(options: &ServerOptions) -> Table {
         .at(
             "POST",
             "/api/v1/hooks/{playbook}",
-            axum::routing::post(hooks::hook).layer(Extension(limit(options.max_hook_bytes, "max_hook_body"))),
+            axum::routing::post(hooks::hook)
+                .layer(Extension(limit(options.max_hook_bytes, "max_hook_body"))),
         )
         .get("/api/v1/tokens", routes::list_tokens)
         .post("/api/v1/tokens", routes::create_token)
@@ -228,8 +229,10 @@ fn table(options: &ServerOptions) -> Table {
         .at(
             "POST",
             "/api/v1/events",
-            axum::routing::post(siem::ingest)
-                .layer(Extension(limit(options.max_events_bytes, "max_events_body"))),
+            axum::routing::post(siem::ingest).layer(Extension(limit(
+                options.max_events_bytes,
+                "max_events_body",
+            ))),
         )
         .get("/api/v1/events", siem::search)
         .get("/api/v1/events/{id}", siem::event)

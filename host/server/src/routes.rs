@@ -217,7 +217,10 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         return Err(bad());
     }
     let key = value.to_str().map_err(|_| bad())?.trim();
-    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY || !key.bytes().all(|b| b.is_ascii_graphic()) {
+    if key.is_empty()
+        || key.len() > MAX_IDEMPOTENCY_KEY
+        || !key.bytes().all(|b| b.is_ascii_graphic())
+    {
         return Err(bad());
     }
     Ok(Some(key.to_owned()))
@@ -280,9 +283,17 @@ pub(crate) async fn start_run(
     match s.orchestrator.start_run_once(request, key.clone()).await? {
         Started::New(run) => Ok((StatusCode::CREATED, Json(json!(run)))),
         Started::Existing(first) if first.same_request => {
-            let run = s.orchestrator.store().run(&first.run_id).await?.ok_or_else(|| {
-                ApiError::internal(format!("run {} of an idempotency key is missing", first.run_id))
-            })?;
+            let run = s
+                .orchestrator
+                .store()
+                .run(&first.run_id)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::internal(format!(
+                        "run {} of an idempotency key is missing",
+                        first.run_id
+                    ))
+                })?;
             let mut answer = json!(run);
             answer["idempotent_replayed"] = json!(true);
             ok(answer)

@@ -126,7 +126,11 @@ async fn connection(
         let read = async {
             if first.is_ascii_digit() {
                 let mut len = Vec::new();
-                (&mut reader).take(24).read_until(b' ', &mut len).await.ok()?;
+                (&mut reader)
+                    .take(24)
+                    .read_until(b' ', &mut len)
+                    .await
+                    .ok()?;
                 let Some(n) = std::str::from_utf8(&len)
                     .ok()
                     .and_then(|s| s.trim().parse::<usize>().ok())

@@ -273,7 +273,9 @@ async fn syslog_tcp_closes_idle_and_slow_senders_and_caps_connections() {
     }
     let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
-    slow.write_all(b"<34>1 2026-11-28T03:10:00Z half a mess").await.unwrap();
+    slow.write_all(b"<34>1 2026-11-28T03:10:00Z half a mess")
+        .await
+        .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     // A third sender while two are open is turned away at once.
     let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();

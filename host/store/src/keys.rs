@@ -120,10 +120,18 @@ mod tests {
         let later = now_ms() + 60_000;
         assert!(claim(&store, key("a", "f1", later), "run-1").await);
         assert!(!claim(&store, key("a", "f2", later), "run-2").await);
-        let held = store.run_key(&key("a", "f1", later)).await.unwrap().unwrap();
+        let held = store
+            .run_key(&key("a", "f1", later))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(held.run_id, "run-1");
         assert!(held.same_request);
-        let other = store.run_key(&key("a", "f2", later)).await.unwrap().unwrap();
+        let other = store
+            .run_key(&key("a", "f2", later))
+            .await
+            .unwrap()
+            .unwrap();
         assert!(!other.same_request);
         // Another scope is another key.
         let mut elsewhere = key("a", "f1", later);
@@ -133,7 +141,11 @@ mod tests {
         assert!(claim(&store, key("old", "f", now_ms() - 1), "run-4").await);
         assert_eq!(store.run_key(&key("old", "f", later)).await.unwrap(), None);
         assert!(claim(&store, key("old", "g", later), "run-5").await);
-        let renewed = store.run_key(&key("old", "g", later)).await.unwrap().unwrap();
+        let renewed = store
+            .run_key(&key("old", "g", later))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(renewed.run_id, "run-5");
         // The claims survive a restart.
         store.close().await;

@@ -50,11 +50,12 @@ fn check(answer: &[u8], what: &str) -> u16 {
         .unwrap_or_else(|| panic!("{what}: no status: {head:?}"));
     if status >= 400 {
         assert!(
-            head.to_ascii_lowercase().contains("content-type: application/json"),
+            head.to_ascii_lowercase()
+                .contains("content-type: application/json"),
             "{what}: {head}"
         );
-        let json: Value =
-            serde_json::from_str(body).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {body:?}"));
+        let json: Value = serde_json::from_str(body)
+            .unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {body:?}"));
         assert!(json["error"]["message"].is_string(), "{what}: {json}");
     }
     status
@@ -70,7 +71,11 @@ fn healthy(addr: &str) {
 }
 
 fn config(dir: &std::path::Path) -> PathBuf {
-    write(dir, "qila.yaml", "server:\n  header_timeout: 2s\n  max_connections: 2000\n")
+    write(
+        dir,
+        "qila.yaml",
+        "server:\n  header_timeout: 2s\n  max_connections: 2000\n",
+    )
 }
 
 #[test]
@@ -139,9 +144,18 @@ fn hostile_http_requests_all_get_json_errors_and_the_server_keeps_serving() {
     ];
     // Bytes 0x00-0xFF in each place of a request line.
     for b in [0u8, 1, 0x7f, 0x80, 0xc0, 0xff, b' ', b'\t', b'\r'] {
-        corpus.push((format!("byte {b:#04x} in the method"), [b"GE".as_slice(), &[b], b"T / HTTP/1.1\r\n\r\n"].concat()));
-        corpus.push((format!("byte {b:#04x} in the target"), [b"GET /a".as_slice(), &[b], b"b HTTP/1.1\r\n\r\n"].concat()));
-        corpus.push((format!("byte {b:#04x} in a value"), [b"GET / HTTP/1.1\r\nX: a".as_slice(), &[b], b"b\r\n\r\n"].concat()));
+        corpus.push((
+            format!("byte {b:#04x} in the method"),
+            [b"GE".as_slice(), &[b], b"T / HTTP/1.1\r\n\r\n"].concat(),
+        ));
+        corpus.push((
+            format!("byte {b:#04x} in the target"),
+            [b"GET /a".as_slice(), &[b], b"b HTTP/1.1\r\n\r\n"].concat(),
+        ));
+        corpus.push((
+            format!("byte {b:#04x} in a value"),
+            [b"GET / HTTP/1.1\r\nX: a".as_slice(), &[b], b"b\r\n\r\n"].concat(),
+        ));
     }
     let mut refused = 0;
     for (what, bytes) in &corpus {
@@ -156,7 +170,11 @@ fn hostile_http_requests_all_get_json_errors_and_the_server_keeps_serving() {
         }
         healthy(&addr);
     }
-    assert!(refused >= corpus.len() - 2, "{refused} of {} refused", corpus.len());
+    assert!(
+        refused >= corpus.len() - 2,
+        "{refused} of {} refused",
+        corpus.len()
+    );
 }
 
 #[test]
@@ -169,7 +187,8 @@ fn half_sent_heads_are_closed_at_the_header_timeout() {
     let mut open: Vec<TcpStream> = (0..500)
         .map(|_| {
             let mut s = TcpStream::connect(&addr).unwrap();
-            s.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n").unwrap();
+            s.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
             s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
             s
         })
@@ -182,7 +201,11 @@ fn half_sent_heads_are_closed_at_the_header_timeout() {
         assert_eq!(check(&answer, "half-sent head"), 408);
     }
     // 2 s header timeout; "bounded" means well before the client's own 15 s give-up.
-    assert!(started.elapsed() < Duration::from_secs(12), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "{:?}",
+        started.elapsed()
+    );
     healthy(&addr);
 }
 
@@ -209,13 +232,25 @@ fn python_with_standardwebhooks() -> &'static PathBuf {
             if out.status.success() {
                 Ok(())
             } else {
-                Err(format!("{what} failed: {}", String::from_utf8_lossy(&out.stderr)))
+                Err(format!(
+                    "{what} failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ))
             }
         };
-        ran(Command::new("python3").args(["-m", "venv"]).arg(&staging), "python3 -m venv")?;
+        ran(
+            Command::new("python3").args(["-m", "venv"]).arg(&staging),
+            "python3 -m venv",
+        )?;
         ran(
             Command::new(staging.join("bin/python"))
-                .args(["-m", "pip", "install", "--disable-pip-version-check", "--no-input"])
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--disable-pip-version-check",
+                    "--no-input",
+                ])
                 .args(["--retries", "2", "--timeout", "30"])
                 .arg(format!("standardwebhooks=={STANDARDWEBHOOKS}")),
             "pip install standardwebhooks",
@@ -226,7 +261,9 @@ fn python_with_standardwebhooks() -> &'static PathBuf {
     });
     match made {
         Ok(p) => p,
-        Err(e) => panic!("cannot install the PyPI standardwebhooks package (needs python3 with venv and PyPI): {e}"),
+        Err(e) => panic!(
+            "cannot install the PyPI standardwebhooks package (needs python3 with venv and PyPI): {e}"
+        ),
     }
 }
 
@@ -234,11 +271,21 @@ fn python_with_standardwebhooks() -> &'static PathBuf {
 fn deliver(base: &str, secret: &str, id: &str, age: i64, body: &str) -> (u16, Value) {
     let out = Command::new(python_with_standardwebhooks())
         .arg(root().join("tests/python/standard_webhooks_sender.py"))
-        .args([&format!("{base}/api/v1/hooks/std-hook"), secret, id, &age.to_string(), body])
+        .args([
+            &format!("{base}/api/v1/hooks/std-hook"),
+            secret,
+            id,
+            &age.to_string(),
+            body,
+        ])
         .output()
         .expect("cannot run the sender");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (status, body) = text.split_once('\n').unwrap_or((&text, ""));
     (
         status.trim().parse().unwrap_or(0),

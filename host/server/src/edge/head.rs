@@ -65,11 +65,18 @@ enum State {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Chunk {
     /// Reading the chunk size's hex digits.
-    Size { value: u64, digits: u8 },
+    Size {
+        value: u64,
+        digits: u8,
+    },
     /// After the size: whitespace or a chunk extension, up to CR.
-    Extension { size: u64 },
+    Extension {
+        size: u64,
+    },
     /// After the size line's CR.
-    SizeLf { size: u64 },
+    SizeLf {
+        size: u64,
+    },
     /// In the chunk's data: this many bytes remain.
     Data(u64),
     /// After the data: CR, then LF.
@@ -150,10 +157,15 @@ impl Framer {
                 let mut i = 0;
                 while i < buf.len() {
                     if let Chunk::Data(remaining) = chunk {
-                        let n = usize::try_from(remaining).map_or(buf.len() - i, |r| r.min(buf.len() - i));
+                        let n = usize::try_from(remaining)
+                            .map_or(buf.len() - i, |r| r.min(buf.len() - i));
                         i += n;
                         let left = remaining - n as u64;
-                        chunk = if left == 0 { Chunk::DataCr } else { Chunk::Data(left) };
+                        chunk = if left == 0 {
+                            Chunk::DataCr
+                        } else {
+                            Chunk::Data(left)
+                        };
                         continue;
                     }
                     let byte = buf[i];
@@ -218,7 +230,10 @@ impl Framer {
                 _ => return None,
             },
             Chunk::DataLf => match byte {
-                b'\n' => Chunk::Size { value: 0, digits: 0 },
+                b'\n' => Chunk::Size {
+                    value: 0,
+                    digits: 0,
+                },
                 _ => return None,
             },
             Chunk::TrailerStart => match byte {
@@ -283,7 +298,10 @@ fn check_head(buf: &[u8], limits: &HeadLimits) -> Result<Option<(usize, State)>,
         return Err(uri_too_long(limits));
     }
     let method = Method::from_bytes(method.as_bytes()).map_err(|_| {
-        Refusal::new(StatusCode::BAD_REQUEST, "the request method is not a valid token")
+        Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "the request method is not a valid token",
+        )
     })?;
     Uri::try_from(path).map_err(|e| {
         Refusal::new(
@@ -296,7 +314,11 @@ fn check_head(buf: &[u8], limits: &HeadLimits) -> Result<Option<(usize, State)>,
 }
 
 /// How the body of a head is framed, by hyper's rules (RFC 9112 §6.3 for requests).
-fn framing(method: &Method, version: u8, headers: &[httparse::Header<'_>]) -> Result<State, Refusal> {
+fn framing(
+    method: &Method,
+    version: u8,
+    headers: &[httparse::Header<'_>],
+) -> Result<State, Refusal> {
     let bad = |message: &str| Refusal::new(StatusCode::BAD_REQUEST, message);
     let mut length: Option<u64> = None;
     let mut chunked = None;
@@ -315,9 +337,12 @@ fn framing(method: &Method, version: u8, headers: &[httparse::Header<'_>]) -> Re
             if chunked.is_some() {
                 continue;
             }
-            let n = digits(header.value).ok_or_else(|| bad("Content-Length is not a number of bytes"))?;
+            let n = digits(header.value)
+                .ok_or_else(|| bad("Content-Length is not a number of bytes"))?;
             if length.is_some_and(|prev| prev != n) {
-                return Err(bad("the request has several different Content-Length headers"));
+                return Err(bad(
+                    "the request has several different Content-Length headers",
+                ));
             }
             if n > u64::MAX - 2 {
                 return Err(bad("Content-Length is out of range"));
@@ -353,7 +378,10 @@ fn digits(value: &[u8]) -> Option<u64> {
 /// A head still incomplete may already be over a limit.
 fn partial_too_large(buf: &[u8], limits: &HeadLimits) -> Option<Refusal> {
     // The request line (after any empty lines before it) is the first line.
-    let start = buf.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(buf.len());
+    let start = buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len());
     let line = &buf[start..];
     let line_end = line.iter().position(|&b| b == b'\n');
     let line_len = line_end.unwrap_or(line.len());
@@ -395,15 +423,18 @@ fn malformed(buf: &[u8], request: &httparse::Request<'_, '_>, error: httparse::E
             "the HTTP version is not supported; send HTTP/1.1",
         ),
         httparse::Error::Version => (StatusCode::BAD_REQUEST, "the HTTP version is malformed"),
-        httparse::Error::Token if request.method.is_none() => {
-            (StatusCode::BAD_REQUEST, "the request method is not a valid token")
-        }
+        httparse::Error::Token if request.method.is_none() => (
+            StatusCode::BAD_REQUEST,
+            "the request method is not a valid token",
+        ),
         httparse::Error::Token => (
             StatusCode::BAD_REQUEST,
             "the request target has a byte a URI may not contain",
         ),
         httparse::Error::HeaderName => (StatusCode::BAD_REQUEST, "a header name is malformed"),
-        httparse::Error::HeaderValue => (StatusCode::BAD_REQUEST, "a header value has a control byte"),
+        httparse::Error::HeaderValue => {
+            (StatusCode::BAD_REQUEST, "a header value has a control byte")
+        }
         httparse::Error::NewLine => (StatusCode::BAD_REQUEST, "a line does not end in CRLF"),
         httparse::Error::Status | httparse::Error::TooManyHeaders => {
             (StatusCode::BAD_REQUEST, "the request head is malformed")
@@ -413,16 +444,29 @@ fn malformed(buf: &[u8], request: &httparse::Request<'_, '_>, error: httparse::E
         1
     } else {
         // httparse fills the headers it read: the bad line follows them.
-        2 + request.headers.iter().take_while(|h| !h.name.is_empty()).count()
+        2 + request
+            .headers
+            .iter()
+            .take_while(|h| !h.name.is_empty())
+            .count()
     };
-    Refusal::new(status, format!("malformed request head, line {line}: {what}"))
+    Refusal::new(
+        status,
+        format!("malformed request head, line {line}: {what}"),
+    )
 }
 
 /// Whether the request line ends in a well-formed `HTTP/<digit>.<digit>` (an unsupported version, not garbage).
 fn version_like(buf: &[u8]) -> bool {
-    let start = buf.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(buf.len());
+    let start = buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len());
     let line = &buf[start..];
-    let line = &line[..line.iter().position(|&b| b == b'\r' || b == b'\n').unwrap_or(line.len())];
+    let line = &line[..line
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(line.len())];
     let version = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
     matches!(version, [b'H', b'T', b'T', b'P', b'/', a, b'.', b] if a.is_ascii_digit() && b.is_ascii_digit())
 }
@@ -451,8 +495,11 @@ mod tests {
     #[test]
     fn valid_heads_are_complete_and_their_bodies_are_framed() {
         let mut f = Framer::new(LIMITS);
-        let req = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET /b HTTP/1.1\r\n\r\n";
-        let Head::Complete(n) = f.head(req) else { panic!() };
+        let req =
+            b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET /b HTTP/1.1\r\n\r\n";
+        let Head::Complete(n) = f.head(req) else {
+            panic!()
+        };
         assert_eq!(&req[n..n + 5], b"hello");
         assert_eq!(f.body(&req[n..n + 2]), 2);
         assert_eq!(f.body(&req[n + 2..]), 3, "the body ends after its length");
@@ -466,7 +513,8 @@ mod tests {
     #[test]
     fn chunked_bodies_are_followed_to_their_end_in_any_split() {
         let body = b"5;ext=1\r\nhello\r\n10\r\n0123456789abcdef\r\n0\r\nTrailer: x\r\n\r\nNEXT";
-        let head = b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 3\r\n\r\n";
+        let head =
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 3\r\n\r\n";
         for split in 0..body.len() {
             let mut f = Framer::new(LIMITS);
             assert!(matches!(f.head(head), Head::Complete(_)));
@@ -482,25 +530,49 @@ mod tests {
         let mut f = Framer::new(LIMITS);
         assert!(matches!(f.head(head), Head::Complete(_)));
         assert_eq!(f.body(b"zz\r\n"), 4);
-        assert!(f.lost(), "malformed chunks are left to hyper, and end the connection");
+        assert!(
+            f.lost(),
+            "malformed chunks are left to hyper, and end the connection"
+        );
     }
 
     #[test]
     fn malformed_and_oversized_heads_are_refused_with_the_status_hyper_would_give() {
-        assert_eq!(refused(b"G\xffT / HTTP/1.1\r\n\r\n"), StatusCode::BAD_REQUEST);
-        assert_eq!(refused(b"GET /\xff HTTP/1.1\r\n\r\n"), StatusCode::BAD_REQUEST);
-        assert_eq!(refused(b"GET / HTTP/1.1\r\nX\xff: 1\r\n\r\n"), StatusCode::BAD_REQUEST);
-        assert_eq!(refused(b"GET / HTTP/2.0\r\n\r\n"), StatusCode::HTTP_VERSION_NOT_SUPPORTED);
+        assert_eq!(
+            refused(b"G\xffT / HTTP/1.1\r\n\r\n"),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            refused(b"GET /\xff HTTP/1.1\r\n\r\n"),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            refused(b"GET / HTTP/1.1\r\nX\xff: 1\r\n\r\n"),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            refused(b"GET / HTTP/2.0\r\n\r\n"),
+            StatusCode::HTTP_VERSION_NOT_SUPPORTED
+        );
         assert_eq!(refused(b"GET / HTTQ/1.1\r\n\r\n"), StatusCode::BAD_REQUEST);
-        assert_eq!(refused(b"GET / HTTP/1.1\r\nA: 1\rB: 2\r\n\r\n"), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            refused(b"GET / HTTP/1.1\r\nA: 1\rB: 2\r\n\r\n"),
+            StatusCode::BAD_REQUEST
+        );
         let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(200));
         assert_eq!(refused(long.as_bytes()), StatusCode::URI_TOO_LONG);
         let unfinished = format!("GET /{}", "a".repeat(200));
         assert_eq!(refused(unfinished.as_bytes()), StatusCode::URI_TOO_LONG);
         let many = format!("GET / HTTP/1.1\r\n{}\r\n", "A: 1\r\n".repeat(9));
-        assert_eq!(refused(many.as_bytes()), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        assert_eq!(
+            refused(many.as_bytes()),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        );
         let big = format!("GET / HTTP/1.1\r\nA: {}\r\n", "x".repeat(1100));
-        assert_eq!(refused(big.as_bytes()), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        assert_eq!(
+            refused(big.as_bytes()),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        );
         for framing in [
             "Content-Length: 1\r\nContent-Length: 2",
             "Content-Length: -1",
@@ -509,7 +581,11 @@ mod tests {
             "Transfer-Encoding: gzip",
         ] {
             let req = format!("POST / HTTP/1.1\r\n{framing}\r\n\r\n");
-            assert_eq!(refused(req.as_bytes()), StatusCode::BAD_REQUEST, "{framing}");
+            assert_eq!(
+                refused(req.as_bytes()),
+                StatusCode::BAD_REQUEST,
+                "{framing}"
+            );
         }
         assert_eq!(
             refused(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),

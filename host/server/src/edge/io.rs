@@ -197,7 +197,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> EdgeIo<T> {
                     let mut scratch = [0u8; READ_CHUNK];
                     let mut buf = ReadBuf::new(&mut scratch);
                     match Pin::new(&mut self.inner).poll_read(cx, &mut buf) {
-                        Poll::Ready(Ok(())) if !buf.filled().is_empty() && *drained < MAX_LINGER_BYTES => {
+                        Poll::Ready(Ok(()))
+                            if !buf.filled().is_empty() && *drained < MAX_LINGER_BYTES =>
+                        {
                             *drained += buf.filled().len();
                             continue;
                         }
@@ -359,10 +361,20 @@ mod tests {
         max_headers: 16,
     };
 
-    fn edge(timers: Timers) -> (EdgeIo<tokio::io::DuplexStream>, tokio::io::DuplexStream, Arc<Shared>) {
+    fn edge(
+        timers: Timers,
+    ) -> (
+        EdgeIo<tokio::io::DuplexStream>,
+        tokio::io::DuplexStream,
+        Arc<Shared>,
+    ) {
         let (server, client) = tokio::io::duplex(64 * 1024);
         let shared = Shared::new();
-        (EdgeIo::new(server, LIMITS, timers, shared.clone()), client, shared)
+        (
+            EdgeIo::new(server, LIMITS, timers, shared.clone()),
+            client,
+            shared,
+        )
     }
 
     const SLOW: Timers = Timers {
@@ -394,14 +406,23 @@ mod tests {
     #[tokio::test]
     async fn a_malformed_head_is_answered_in_json_and_the_connection_closed() {
         let (mut io, mut client, _) = edge(SLOW);
-        client.write_all(b"GET /\xff HTTP/1.1\r\n\r\n").await.unwrap();
+        client
+            .write_all(b"GET /\xff HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap();
         let mut nothing = Vec::new();
         io.read_to_end(&mut nothing).await.unwrap();
         assert!(nothing.is_empty(), "hyper sees only the end of the stream");
         let mut answer = String::new();
         client.read_to_string(&mut answer).await.unwrap();
-        assert!(answer.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{answer}");
-        assert!(answer.contains("content-type: application/json\r\n"), "{answer}");
+        assert!(
+            answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+            "{answer}"
+        );
+        assert!(
+            answer.contains("content-type: application/json\r\n"),
+            "{answer}"
+        );
         let body = answer.split("\r\n\r\n").nth(1).unwrap();
         let json: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(json["error"]["code"], "invalid", "{json}");
@@ -419,7 +440,9 @@ mod tests {
         let mut nothing = Vec::new();
         io.read_to_end(&mut nothing).await.unwrap();
         // The header timeout, then at most the linger that lets the client read the answer.
-        assert!((Duration::from_secs(5)..=Duration::from_secs(5) + LINGER).contains(&started.elapsed()));
+        assert!(
+            (Duration::from_secs(5)..=Duration::from_secs(5) + LINGER).contains(&started.elapsed())
+        );
         let mut answer = String::new();
         client.read_to_string(&mut answer).await.unwrap();
         assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
@@ -433,6 +456,9 @@ mod tests {
         );
         let mut answer = Vec::new();
         client.read_to_end(&mut answer).await.unwrap();
-        assert!(answer.is_empty(), "nothing is answered to a client that sent nothing");
+        assert!(
+            answer.is_empty(),
+            "nothing is answered to a client that sent nothing"
+        );
     }
 }

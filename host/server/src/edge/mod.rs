@@ -92,7 +92,8 @@ pub(crate) struct RequestDeadline {
 
 /// A whole HTTP/1.1 answer with a JSON error body, for the edge to write itself (`Connection: close`).
 pub(crate) fn answer(status: StatusCode, message: &str, extra: &[(&str, &str)]) -> Bytes {
-    let body = json!({ "error": { "code": crate::error::code_for(status), "message": message } }).to_string();
+    let body = json!({ "error": { "code": crate::error::code_for(status), "message": message } })
+        .to_string();
     let mut head = format!(
         "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
         status.as_u16(),
@@ -145,8 +146,12 @@ pub async fn serve(
             connections.spawn(turn_away(stream, options.max_connections));
             continue;
         };
-        let (router, http, options, mut stopped) =
-            (router.clone(), http.clone(), options.clone(), stopped.clone());
+        let (router, http, options, mut stopped) = (
+            router.clone(),
+            http.clone(),
+            options.clone(),
+            stopped.clone(),
+        );
         connections.spawn(async move {
             let _slot = slot;
             let shared = io::Shared::new();
@@ -176,11 +181,16 @@ pub async fn serve(
     }
     drop(listener);
     let _ = stop.send(true);
-    if tokio::time::timeout(DRAIN, async { while connections.join_next().await.is_some() {} })
-        .await
-        .is_err()
+    if tokio::time::timeout(DRAIN, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
     {
-        tracing::warn!(left = connections.len(), "open connections cut after the drain period");
+        tracing::warn!(
+            left = connections.len(),
+            "open connections cut after the drain period"
+        );
         connections.abort_all();
     }
     Ok(())
@@ -191,7 +201,11 @@ async fn turn_away(mut stream: TcpStream, max: usize) {
     let message = format!(
         "the server has {max} connections open (the limit, `max_connections`); try again shortly"
     );
-    let answer = answer(StatusCode::SERVICE_UNAVAILABLE, &message, &[("retry-after", "1")]);
+    let answer = answer(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &message,
+        &[("retry-after", "1")],
+    );
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         stream.write_all(&answer).await?;
         stream.shutdown().await

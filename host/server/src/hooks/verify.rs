@@ -72,7 +72,9 @@ pub(crate) enum HeaderError {
     Missing,
     #[error("{0} must be one header of at most {MAX_ID_BYTES} visible ASCII characters")]
     Id(&'static str),
-    #[error("Standard Webhooks needs the headers webhook-id, webhook-timestamp and webhook-signature; {0} is missing")]
+    #[error(
+        "Standard Webhooks needs the headers webhook-id, webhook-timestamp and webhook-signature; {0} is missing"
+    )]
     Incomplete(&'static str),
     #[error("webhook-timestamp must be the unix time in seconds")]
     Timestamp,
@@ -133,7 +135,10 @@ pub(crate) fn presented(
         let timestamp = one(headers, "webhook-timestamp")
             .map_err(|_| HeaderError::Timestamp)?
             .ok_or(HeaderError::Incomplete("webhook-timestamp"))?;
-        if timestamp.is_empty() || timestamp.len() > 12 || !timestamp.bytes().all(|b| b.is_ascii_digit()) {
+        if timestamp.is_empty()
+            || timestamp.len() > 12
+            || !timestamp.bytes().all(|b| b.is_ascii_digit())
+        {
             return Err(HeaderError::Timestamp);
         }
         let timestamp: i64 = timestamp.parse().map_err(|_| HeaderError::Timestamp)?;
@@ -292,16 +297,33 @@ mod tests {
         assert!(!p.accepted_by(WebhookSignature::HmacSha256));
 
         let hub = headers(&[
-            ("x-hub-signature-256", format!("sha256={}", hex::encode(hub_mac(KEY, body)))),
-            ("x-github-delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958".into()),
-            ("x-qila-hook-secret", String::from_utf8(KEY.to_vec()).unwrap()),
+            (
+                "x-hub-signature-256",
+                format!("sha256={}", hex::encode(hub_mac(KEY, body))),
+            ),
+            (
+                "x-github-delivery",
+                "72d3162e-cc78-11e3-81ab-4c9367dc0958".into(),
+            ),
+            (
+                "x-qila-hook-secret",
+                String::from_utf8(KEY.to_vec()).unwrap(),
+            ),
         ]);
         let p = presented(&hub, NOW, 300).unwrap();
-        assert!(matches!(p, Presented::Hub { .. }), "the signature wins over the secret");
+        assert!(
+            matches!(p, Presented::Hub { .. }),
+            "the signature wins over the secret"
+        );
         assert!(verify(Some(KEY), &p, body));
         assert!(!verify(Some(KEY), &p, b"x"));
 
-        let p = presented(&headers(&[("authorization", "Bearer s3cret".into())]), NOW, 300).unwrap();
+        let p = presented(
+            &headers(&[("authorization", "Bearer s3cret".into())]),
+            NOW,
+            300,
+        )
+        .unwrap();
         assert!(verify(Some(b"s3cret"), &p, b""));
         assert!(!verify(Some(b"s3cre"), &p, b""));
         assert!(!p.accepted_by(WebhookSignature::HmacSha256));
@@ -317,7 +339,10 @@ mod tests {
         assert_eq!(future, Err(HeaderError::Stale(301, 300)));
         let cases: Vec<(Vec<(&'static str, String)>, HeaderError)> = vec![
             (vec![], HeaderError::Missing),
-            (vec![("webhook-signature", "v1,AAAA".into())], HeaderError::Incomplete("webhook-id")),
+            (
+                vec![("webhook-signature", "v1,AAAA".into())],
+                HeaderError::Incomplete("webhook-id"),
+            ),
             (
                 vec![
                     ("webhook-signature", "v1,AAAA".into()),
@@ -342,18 +367,28 @@ mod tests {
                 ],
                 HeaderError::Id("webhook-id"),
             ),
-            (vec![("x-hub-signature-256", "sha256=zz".into())], HeaderError::Hub("x-hub-signature-256")),
+            (
+                vec![("x-hub-signature-256", "sha256=zz".into())],
+                HeaderError::Hub("x-hub-signature-256"),
+            ),
             (
                 vec![("x-hub-signature-256", format!("sha256={}", "0".repeat(64)))],
                 HeaderError::NoDelivery("x-hub-signature-256"),
             ),
             (
-                vec![("x-qila-hook-secret", "a".into()), ("x-qila-hook-secret", "b".into())],
+                vec![
+                    ("x-qila-hook-secret", "a".into()),
+                    ("x-qila-hook-secret", "b".into()),
+                ],
                 HeaderError::Missing,
             ),
         ];
         for (pairs, expected) in cases {
-            assert_eq!(presented(&headers(&pairs), NOW, 300), Err(expected), "{pairs:?}");
+            assert_eq!(
+                presented(&headers(&pairs), NOW, 300),
+                Err(expected),
+                "{pairs:?}"
+            );
         }
     }
 
