@@ -104,6 +104,9 @@ pub struct Config {
     /// Limits of expression evaluation.
     #[serde(default)]
     pub expressions: ExpressionsConfig,
+    /// The listeners' limits and timeouts.
+    #[serde(default)]
+    pub server: crate::server_config::ServerConfig,
 }
 
 /// The limits of one expression evaluation as written in the file; unset ones keep their defaults
@@ -205,6 +208,13 @@ impl Config {
             Some(l) => anyhow::anyhow!("{}:{}:{}: {e}", path.display(), l.line(), l.column()),
             None => anyhow::anyhow!("{}: {e}", path.display()),
         })?;
+        config
+            .server
+            .apply(
+                &mut qila_server::ServerOptions::default(),
+                &mut qila_siem::syslog::TcpLimits::default(),
+            )
+            .with_context(|| path.display().to_string())?;
         for (plugin, grant) in &config.plugins {
             grant
                 .policy()

@@ -10,6 +10,7 @@ mod lock;
 mod registry;
 mod runtime;
 mod scaffold;
+mod server_config;
 mod siem;
 mod signals;
 

@@ -24,5 +24,5 @@ pub use builtin::{BUILTIN_PLUGIN, BuiltinCatalog};
 pub use error::{ActionError, EngineError, PublishError, StartError};
 pub use executor::{StepCall, StepError, StepExecutor};
 pub use orchestrator::{
-    Approver, Options, Orchestrator, PluginCatalog, Published, RunChanged, StartRun,
+    Approver, Options, Orchestrator, PluginCatalog, Published, RunChanged, StartRun, Started,
 };

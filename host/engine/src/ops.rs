@@ -7,8 +7,8 @@ use std::time::Duration;
 use qila_model::{Evaluator, Playbook};
 use qila_store::write::{self, Settle, TaskKey, TaskShape};
 use qila_store::{
-    ApprovalRow, RunRow, RunStatus, StepStatus, Store, TriggerKind, UnfinishedRun, VersionRow,
-    now_ms,
+    ApprovalRow, RunKey, RunRow, RunStatus, StepStatus, Store, TriggerKind, UnfinishedRun,
+    VersionRow, now_ms,
 };
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -17,8 +17,10 @@ use tokio::sync::mpsc;
 use crate::builtin::BuiltinCatalog;
 use crate::error::{ActionError, EngineError, PublishError, StartError};
 use crate::executor::StepExecutor;
-use crate::orchestrator::{Approver, Options, Orchestrator, PluginCatalog, Published, StartRun};
-use crate::state::{Inner, Loaded, erase, is_builtin};
+use crate::orchestrator::{
+    Approver, Options, Orchestrator, PluginCatalog, Published, StartRun, Started,
+};
+use crate::state::{Inner, Loaded, Precondition, erase, is_builtin};
 use crate::timers;
 
 pub(crate) async fn start<E: StepExecutor>(
@@ -286,6 +288,45 @@ pub(crate) async fn webhook(
     playbook: &str,
     payload: Value,
 ) -> Result<RunRow, StartError> {
+    let request = webhook_request(o, playbook, payload).await?;
+    o.inner.create_from_request(request, None).await
+}
+
+/// Starts `request` unless `key` is held by an earlier run: the claim and the run commit together.
+pub(crate) async fn start_once(
+    o: &Orchestrator,
+    request: StartRun,
+    key: RunKey,
+) -> Result<Started, StartError> {
+    let claim = key.clone();
+    let pre: Precondition = Box::new(move |c, run_id| {
+        Box::pin(async move { qila_store::claim_run_key(c, &claim, &run_id).await })
+    });
+    if let Some(run) = o
+        .inner
+        .create_from_request_if(request, None, Some(pre))
+        .await?
+    {
+        return Ok(Started::New(Box::new(run)));
+    }
+    match o.inner.store.run_key(&key).await? {
+        Some(held) => Ok(Started::Existing(held)),
+        // The claim that held the key expired between the two statements: the caller may send again.
+        None => Err(StartError::Engine(EngineError::Store(
+            qila_store::StoreError::Conflict(format!(
+                "the key `{}` was held a moment ago and has just expired; send again",
+                key.key
+            )),
+        ))),
+    }
+}
+
+/// The run a webhook of `playbook` with `payload` asks for (the payload mapped to the inputs as declared).
+pub(crate) async fn webhook_request(
+    o: &Orchestrator,
+    playbook: &str,
+    payload: Value,
+) -> Result<StartRun, StartError> {
     let loaded = o.inner.latest(playbook).await?;
     let Some(hook) = &loaded.playbook.triggers.webhook else {
         return Err(StartError::NotTriggerable {
@@ -306,7 +347,7 @@ pub(crate) async fn webhook(
         actor: format!("hook:{playbook}"),
         tlp: Default::default(),
     };
-    o.inner.create_from_request(request, None).await
+    Ok(request)
 }
 
 pub(crate) async fn emit(

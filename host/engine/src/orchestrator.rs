@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use qila_model::{ActionCatalog, Evaluator, Tlp};
-use qila_store::{ApprovalRow, RunRow, Store, TriggerKind, VersionRow};
+use qila_store::{ApprovalRow, ClaimedKey, RunKey, RunRow, Store, TriggerKind, VersionRow};
 use serde_json::Value;
 use tokio::sync::broadcast;
 
@@ -86,6 +86,15 @@ pub struct Published {
     pub hook_secret: Option<String>,
 }
 
+/// What starting a run under a [`RunKey`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Started {
+    /// A new run, committed with its key.
+    New(Box<RunRow>),
+    /// The key is held by the run an earlier request started (while the key lives); nothing was started.
+    Existing(ClaimedKey),
+}
+
 /// A run's state changed (a step or the run moved); read what changed with
 /// [`Store::transitions`](qila_store::Store::transitions).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,9 +146,30 @@ impl Orchestrator {
         crate::ops::start_run(self, request).await
     }
 
+    /// [`Self::start_run`] at most once per `key`: the key is claimed in the transaction that creates the run, so
+    /// a request that comes again (at the same time, or after a restart) while the key lives finds the first run.
+    pub async fn start_run_once(
+        &self,
+        request: StartRun,
+        key: RunKey,
+    ) -> Result<Started, StartError> {
+        crate::ops::start_once(self, request, key).await
+    }
+
     /// Starts a run of `playbook` from its webhook with `payload` (the caller has checked the hook's secret).
     pub async fn webhook(&self, playbook: &str, payload: Value) -> Result<RunRow, StartError> {
         crate::ops::webhook(self, playbook, payload).await
+    }
+
+    /// [`Self::webhook`] at most once per delivery: `delivery` (the sender's delivery id) is claimed with the run.
+    pub async fn webhook_once(
+        &self,
+        playbook: &str,
+        payload: Value,
+        delivery: RunKey,
+    ) -> Result<Started, StartError> {
+        let request = crate::ops::webhook_request(self, playbook, payload).await?;
+        crate::ops::start_once(self, request, delivery).await
     }
 
     /// Emits an internal event (e.g. `alert.created`) with `payload`: starts a run of every playbook whose

@@ -58,9 +58,10 @@ pub(crate) struct ParentLink {
     pub(crate) input: Value,
 }
 
-/// A function run inside the transaction that creates a run; returning false abandons the creation.
+/// A function run inside the transaction that creates a run (given the new run's id); returning false abandons
+/// the creation.
 pub(crate) type Precondition =
-    Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> WriteFuture<'c, bool> + Send>;
+    Box<dyn for<'c> FnOnce(&'c mut SqliteConnection, String) -> WriteFuture<'c, bool> + Send>;
 
 pub(crate) struct Inner {
     pub(crate) store: Store,
@@ -331,6 +332,19 @@ impl Inner {
         request: StartRun,
         parent: Option<ParentLink>,
     ) -> Result<RunRow, StartError> {
+        self.create_from_request_if(request, parent, None)
+            .await
+            .map(|r| r.expect("no precondition"))
+    }
+
+    /// [`Self::create_from_request`] under a precondition run in the creating transaction: `Ok(None)` when it
+    /// returned false (no run).
+    pub(crate) async fn create_from_request_if(
+        self: &Arc<Self>,
+        request: StartRun,
+        parent: Option<ParentLink>,
+        pre: Option<Precondition>,
+    ) -> Result<Option<RunRow>, StartError> {
         let loaded = match request.version {
             Some(v) => self.load_version(&request.playbook, v).await?,
             None => self.latest(&request.playbook).await?,
@@ -387,10 +401,9 @@ impl Inner {
             &request.actor,
             parent,
             None,
-            None,
+            pre,
         )
         .await
-        .map(|r| r.expect("no precondition"))
         .map_err(StartError::from)
     }
 
@@ -446,7 +459,7 @@ impl Inner {
             .write(move |c| {
                 Box::pin(async move {
                     if let Some(pre) = pre
-                        && !pre(c).await?
+                        && !pre(c, row.id.clone()).await?
                     {
                         return Ok(false);
                     }

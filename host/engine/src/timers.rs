@@ -152,7 +152,7 @@ async fn fire_due(inner: &Arc<Inner>) -> Result<Option<i64>, String> {
                 }
             };
             let (playbook, idx, expected) = (row.playbook.clone(), row.idx, at);
-            let pre: crate::state::Precondition = Box::new(move |c| {
+            let pre: crate::state::Precondition = Box::new(move |c, _run| {
                 Box::pin(
                     async move { write::advance_schedule(c, &playbook, idx, expected, next).await },
                 )

@@ -274,9 +274,33 @@ pub struct WebhookTrigger {
     /// The declared input that receives the whole payload; `None`: the JSON object body is the
     /// inputs map.
     pub input: Option<String>,
-    /// `signature: hmac-sha256`: require an HMAC signature header; false: the secret token is
-    /// accepted.
-    pub signature: bool,
+    /// The signature scheme the webhook requires (`signature:`).
+    pub signature: WebhookSignature,
+}
+
+/// `on.webhook.signature`: how a webhook's sender proves it holds the secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WebhookSignature {
+    /// Not set: the secret token itself is accepted (and so is either signature).
+    #[default]
+    None,
+    /// `hmac-sha256`: an HMAC-SHA256 of the body (`X-Hub-Signature-256`, as GitHub sends it).
+    HmacSha256,
+    /// `standard-webhooks`: the Standard Webhooks scheme (`webhook-id`, `webhook-timestamp`,
+    /// `webhook-signature`).
+    StandardWebhooks,
+}
+
+impl WebhookSignature {
+    /// The scheme of a playbook's `signature:` value.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "hmac-sha256" => Some(Self::HmacSha256),
+            "standard-webhooks" => Some(Self::StandardWebhooks),
+            _ => None,
+        }
+    }
 }
 
 /// One `on.schedule` entry.
@@ -840,23 +864,26 @@ fn parse_webhook(
             let fields = Fields::new(entries, WEBHOOK_KEYS, path, sink);
             let (input, _) = parse_input_name(&fields, path, None, inputs, sink);
             let signature = match fields.get("signature") {
-                Some(e) => match &e.value.kind {
-                    Kind::Str(s) if s == "hmac-sha256" => true,
-                    _ => {
+                Some(e) => {
+                    let scheme = match &e.value.kind {
+                        Kind::Str(s) => WebhookSignature::parse(s),
+                        _ => None,
+                    };
+                    scheme.unwrap_or_else(|| {
                         sink.err(
                             e.value.pos,
                             format!(
-                                "{path}.signature: expected `hmac-sha256` (or leave `signature` out to accept the secret token), found {}",
+                                "{path}.signature: expected `standard-webhooks` or `hmac-sha256` (or leave `signature` out to accept the secret token), found {}",
                                 match &e.value.kind {
                                     Kind::Str(s) => format!("`{s}`"),
                                     _ => e.value.type_name().to_owned(),
                                 }
                             ),
                         );
-                        false
-                    }
-                },
-                None => false,
+                        WebhookSignature::None
+                    })
+                }
+                None => WebhookSignature::None,
             };
             Some(WebhookTrigger { input, signature })
         }
@@ -865,7 +892,7 @@ fn parse_webhook(
                 sink,
                 node,
                 path,
-                "`true`, `{}` or a mapping (`{ input: payload, signature: hmac-sha256 }`)",
+                "`true`, `{}` or a mapping (`{ input: payload, signature: standard-webhooks }`)",
             );
             None
         }

@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 
 use crate::{
     Backoff, EvalContext, OnError, Playbook, Rate, RetryPolicy, Schedule, SharedValue,
-    parse_duration,
+    WebhookSignature, parse_duration,
 };
 
 fn parse(src: &str) -> Playbook {
@@ -140,7 +140,7 @@ fn good_durable_playbook() {
     assert!(!t.manual);
     let w = t.webhook.as_ref().unwrap();
     assert_eq!(w.input.as_deref(), Some("payload"));
-    assert!(w.signature);
+    assert_eq!(w.signature, WebhookSignature::HmacSha256);
     assert_eq!(t.schedules.len(), 2);
     assert_eq!(t.schedules[0].cron, "0 * * * *");
     assert!(t.schedules[0].inputs.is_empty());
@@ -182,11 +182,21 @@ fn trigger_short_forms() {
     let t = &pb.triggers;
     assert!(t.manual);
     assert_eq!(t.webhook.as_ref().unwrap().input, None);
-    assert!(!t.webhook.as_ref().unwrap().signature);
+    assert_eq!(
+        t.webhook.as_ref().unwrap().signature,
+        WebhookSignature::None
+    );
     assert_eq!(t.schedules.len(), 1);
     assert_eq!(t.events[0].event, "alert.created");
     let pb = parse("name: x\nversion: 1\non: { webhook: {} }\nsteps: {a: {uses: p.a}}\n");
     assert!(pb.triggers.webhook.is_some());
+    let pb = parse(
+        "name: x\nversion: 1\non: { webhook: { signature: standard-webhooks } }\nsteps: {a: {uses: p.a}}\n",
+    );
+    assert_eq!(
+        pb.triggers.webhook.as_ref().unwrap().signature,
+        WebhookSignature::StandardWebhooks
+    );
     let pb = parse("name: x\nversion: 1\non:\n  webhook:\nsteps: {a: {uses: p.a}}\n");
     assert!(pb.triggers.webhook.is_some());
     let pb = parse("name: x\nversion: 1\non: { webhook: false }\nsteps: {a: {uses: p.a}}\n");
@@ -392,7 +402,7 @@ steps:
         vec![
             "pb.yaml:4:11: on.manual: expected a boolean, found a string",
             "pb.yaml:5:21: on.webhook.input: `paylod` is not a declared input; declared: ip, n",
-            "pb.yaml:5:40: on.webhook.signature: expected `hmac-sha256` (or leave `signature` out to accept the secret token), found `md5`",
+            "pb.yaml:5:40: on.webhook.signature: expected `standard-webhooks` or `hmac-sha256` (or leave `signature` out to accept the secret token), found `md5`",
             "pb.yaml:5:45: on.webhook: unknown key `path`; allowed keys: input, signature",
             "pb.yaml:7:7: on.schedule[0]: input `ip` is required; give it under `inputs` (`{ cron: \"...\", inputs: { ip: ... } }`)",
             "pb.yaml:7:7: on.schedule[0]: invalid cron expression `61 * * * *`: Component error: Number out of bounds. (write 5 fields `minute hour day-of-month month day-of-week`, e.g. `*/5 * * * *`)",

@@ -37,7 +37,7 @@ pub use catalog::{ActionCatalog, StaticCatalog, closest, did_you_mean};
 pub use diag::{Diagnostic, Diagnostics, Pos};
 pub use durable::{
     Backoff, ERROR_KINDS, EventTrigger, ForEach, OnError, Rate, RetryPolicy, Schedule,
-    StepConcurrency, Triggers, WebhookTrigger, parse_duration,
+    StepConcurrency, Triggers, WebhookSignature, WebhookTrigger, parse_duration,
 };
 pub use expr::{
     DataSources, EvalContext, EvalError, Evaluator, Expression, Failure, FailureKind, SharedValue,

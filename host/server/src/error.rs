@@ -1,4 +1,5 @@
-//! The API's error answer: `{"error": {"code", "message", "diagnostics"?}}` with a matching status.
+//! The API's error answer: `{"error": {"code", "message", "diagnostics"?}}` with a matching status, and the
+//! safety net that gives any other error answer that shape.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -15,6 +16,34 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     diagnostics: Option<Vec<Value>>,
+    /// Seconds, for `Retry-After`.
+    retry_after: Option<u64>,
+}
+
+/// The `code` of an error answer with `status` (for answers made outside a handler: the edge, the safety net).
+pub(crate) fn code_for(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::CONFLICT => "conflict",
+        StatusCode::PAYLOAD_TOO_LARGE
+        | StatusCode::URI_TOO_LONG
+        | StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "too_large",
+        StatusCode::REQUEST_TIMEOUT => "timeout",
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => "unavailable",
+        s if s.is_server_error() => "internal",
+        _ => "invalid",
+    }
+}
+
+/// A size for a message: `4 MiB`, `512 KiB`, `300 bytes`.
+pub(crate) fn size(bytes: usize) -> String {
+    match bytes {
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
+        b => format!("{b} bytes"),
+    }
 }
 
 impl ApiError {
@@ -24,6 +53,20 @@ impl ApiError {
             code,
             message: message.into(),
             diagnostics: None,
+            retry_after: None,
+        }
+    }
+
+    /// 408: the request did not arrive in time.
+    pub fn timeout(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::REQUEST_TIMEOUT, "timeout", message)
+    }
+
+    /// 503 with `Retry-After`: a shared budget is spent for now.
+    pub fn busy(message: impl Into<String>, retry_after_secs: u64) -> Self {
+        Self {
+            retry_after: Some(retry_after_secs),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
         }
     }
 
@@ -106,6 +149,15 @@ impl ApiError {
             code: "invalid",
             message: message.into(),
             diagnostics: Some(list),
+            retry_after: None,
+        }
+    }
+
+    /// 400 with one diagnostic per problem (malformed input whose place is known).
+    pub(crate) fn malformed_at(message: impl Into<String>, diagnostics: &Diagnostics) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            ..Self::diagnostics(message, diagnostics)
         }
     }
 
@@ -127,6 +179,11 @@ impl IntoResponse for ApiError {
                 "www-authenticate",
                 axum::http::HeaderValue::from_static("Bearer"),
             );
+        }
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert("retry-after", axum::http::HeaderValue::from(seconds));
         }
         response
     }
@@ -180,4 +237,34 @@ impl From<ActionError> for ApiError {
             ActionError::Engine(e) => Self::internal(e),
         }
     }
+}
+
+/// Gives every error answer (`4xx`, `5xx`) that is not JSON the API's shape, keeping its status, its headers and
+/// (as the message) its text: the answers axum makes itself never reach a client bare.
+pub(crate) async fn json_errors(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = match axum::body::to_bytes(body, 4096).await {
+        Ok(bytes) if !bytes.is_empty() => String::from_utf8_lossy(&bytes).trim().to_owned(),
+        _ => status.canonical_reason().unwrap_or("error").to_owned(),
+    };
+    let body = json!({ "error": { "code": code_for(status), "message": text } }).to_string();
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    parts.headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, axum::body::Body::from(body))
 }

@@ -6,6 +6,7 @@
 //! Callers authenticate with `Authorization: Bearer TOKEN`; see `docs/api.md`.
 
 mod auth;
+mod edge;
 mod error;
 mod extract;
 mod hooks;
@@ -15,38 +16,51 @@ mod routes;
 mod siem;
 mod sse;
 
-use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::handler::Handler;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::MethodRouter;
+use axum::{Extension, Router};
 use qila_engine::Orchestrator;
 
 pub use axum::body::Bytes;
+pub use edge::{EdgeOptions, serve};
 pub use error::ApiError;
+pub use hooks::{secret_for_senders, webhook_scheme};
 pub use plugins::{AdminFuture, GrantChoice, PluginAdmin};
 
-/// How the server behaves.
+/// How the server behaves. Every limit has a default (below) and is set in `qila.yaml`'s `server:` section.
 #[derive(Clone)]
 pub struct ServerOptions {
     /// The largest request body accepted by the JSON routes and publishing (a playbook's YAML); larger bodies
-    /// get `413 too_large`.
+    /// get `413 too_large`. Default 1 MiB.
     pub max_body_bytes: usize,
-    /// The largest webhook payload accepted.
+    /// The largest webhook payload accepted. Default 4 MiB.
     pub max_hook_bytes: usize,
-    /// The largest plugin package accepted for install.
+    /// The largest plugin package accepted for install. Default 256 MiB.
     pub max_package_bytes: usize,
     /// Plugin administration (install, grants, secrets); without it those routes answer 503.
     pub plugins: Option<Arc<dyn PluginAdmin>>,
     /// The SIEM pack (events, alerts); without it its routes answer 503.
     pub siem: Option<qila_siem::Siem>,
-    /// The largest `POST /api/v1/events` body.
+    /// The largest `POST /api/v1/events` body. Default 32 MiB.
     pub max_events_bytes: usize,
+    /// The bytes of webhook bodies held at once before their signature is checked (every signed webhook, as
+    /// the signature covers the body); a body that does not fit gets `503` with `Retry-After`. Default 32 MiB.
+    pub unverified_body_budget: usize,
+    /// How far a Standard Webhooks `webhook-timestamp` may be from the server's clock. Default 5 minutes.
+    pub webhook_tolerance: Duration,
+    /// How long a GitHub-style delivery id (`X-GitHub-Delivery`) is remembered: the same delivery within it is
+    /// refused. Default 24 hours.
+    pub delivery_window: Duration,
+    /// How long an `Idempotency-Key` of `POST /api/v1/runs` names its first run. Default 24 hours.
+    pub idempotency_window: Duration,
+    /// The listener's limits and timeouts (used by [`serve`]).
+    pub edge: EdgeOptions,
 }
 
 impl std::fmt::Debug for ServerOptions {
@@ -58,6 +72,11 @@ impl std::fmt::Debug for ServerOptions {
             .field("plugins", &self.plugins.is_some())
             .field("siem", &self.siem.is_some())
             .field("max_events_bytes", &self.max_events_bytes)
+            .field("unverified_body_budget", &self.unverified_body_budget)
+            .field("webhook_tolerance", &self.webhook_tolerance)
+            .field("delivery_window", &self.delivery_window)
+            .field("idempotency_window", &self.idempotency_window)
+            .field("edge", &self.edge)
             .finish()
     }
 }
@@ -71,6 +90,11 @@ impl Default for ServerOptions {
             plugins: None,
             siem: None,
             max_events_bytes: 32 * 1024 * 1024,
+            unverified_body_budget: 32 * 1024 * 1024,
+            webhook_tolerance: Duration::from_secs(5 * 60),
+            delivery_window: Duration::from_secs(24 * 3600),
+            idempotency_window: Duration::from_secs(24 * 3600),
+            edge: EdgeOptions::default(),
         }
     }
 }
@@ -82,6 +106,18 @@ pub struct AppState {
     pub(crate) hooks: Arc<hooks::HookCache>,
     pub(crate) plugins: Option<Arc<dyn PluginAdmin>>,
     pub(crate) siem: Option<qila_siem::Siem>,
+    /// The budget of unverified webhook bodies.
+    pub(crate) budget: extract::Budget,
+    /// Standard Webhooks' timestamp tolerance, the delivery-id window, the idempotency window.
+    pub(crate) windows: Windows,
+}
+
+/// How long webhook deliveries and idempotency keys are remembered.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Windows {
+    pub tolerance: Duration,
+    pub delivery: Duration,
+    pub idempotency: Duration,
 }
 
 /// The API's router.
@@ -91,13 +127,22 @@ pub fn router(orchestrator: Orchestrator, options: ServerOptions) -> Router {
         hooks: Arc::new(hooks::HookCache::default()),
         plugins: options.plugins.clone(),
         siem: options.siem.clone(),
+        budget: extract::Budget::new(options.unverified_body_budget),
+        windows: Windows {
+            tolerance: options.webhook_tolerance,
+            delivery: options.delivery_window,
+            idempotency: options.idempotency_window,
+        },
     };
     table(&options)
         .router
         .fallback(routes::no_route)
         .method_not_allowed_fallback(routes::wrong_method)
+        .layer(Extension(limit(options.max_body_bytes, "max_body")))
+        // Bodies are limited by `extract::read` (which names the limit); axum's own limit is lifted.
+        .layer(DefaultBodyLimit::disable())
+        .layer(middleware::from_fn(error::json_errors))
         .layer(middleware::from_fn(trace))
-        .layer(DefaultBodyLimit::max(options.max_body_bytes))
         .with_state(state)
 }
 
@@ -160,7 +205,8 @@ fn table(options: &ServerOptions) -> Table {
         .at(
             "POST",
             "/api/v1/hooks/{playbook}",
-            axum::routing::post(hooks::hook).layer(DefaultBodyLimit::max(options.max_hook_bytes)),
+            axum::routing::post(hooks::hook)
+                .layer(Extension(limit(options.max_hook_bytes, "max_hook_body"))),
         )
         .get("/api/v1/tokens", routes::list_tokens)
         .post("/api/v1/tokens", routes::create_token)
@@ -171,7 +217,7 @@ fn table(options: &ServerOptions) -> Table {
             "POST",
             "/api/v1/plugins",
             axum::routing::post(plugins::install)
-                .layer(DefaultBodyLimit::max(options.max_package_bytes)),
+                .layer(Extension(limit(options.max_package_bytes, "max_package"))),
         )
         .post("/api/v1/plugins/{name}/grants", plugins::regrant)
         .get("/api/v1/plugin-keys", plugins::keys)
@@ -183,8 +229,10 @@ fn table(options: &ServerOptions) -> Table {
         .at(
             "POST",
             "/api/v1/events",
-            axum::routing::post(siem::ingest)
-                .layer(DefaultBodyLimit::max(options.max_events_bytes)),
+            axum::routing::post(siem::ingest).layer(Extension(limit(
+                options.max_events_bytes,
+                "max_events_body",
+            ))),
         )
         .get("/api/v1/events", siem::search)
         .get("/api/v1/events/{id}", siem::event)
@@ -214,15 +262,8 @@ async fn trace(request: Request, next: Next) -> Response {
     response
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then lets open requests finish.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+fn limit(bytes: usize, setting: &'static str) -> extract::BodyLimit {
+    extract::BodyLimit { bytes, setting }
 }
 
 #[cfg(test)]

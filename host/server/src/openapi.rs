@@ -111,7 +111,7 @@ pub const ROUTES: &[Route] = &[
         "/api/v1/runs",
         Some("analyst"),
         201,
-        "Start a run.",
+        "Start a run. With an `Idempotency-Key` header, the same request under the same key (per token, 24 h) answers the first run (200) instead of starting another; another request under it is 422.",
         Some("{\"playbook\": name, \"version\": n (optional), \"inputs\": {...}}"),
     ),
     route(
@@ -175,7 +175,7 @@ pub const ROUTES: &[Route] = &[
         "/api/v1/hooks/{playbook}",
         None,
         202,
-        "Start a run from the playbook's webhook; authenticated by X-Qila-Hook-Secret or X-Qila-Signature (HMAC-SHA256 of the body).",
+        "Start a run from the playbook's webhook; authenticated by a Standard Webhooks signature (webhook-id, webhook-timestamp, webhook-signature), X-Hub-Signature-256 with X-GitHub-Delivery, or X-Qila-Hook-Secret. A signed delivery is accepted once (409 after).",
         Some("Any JSON: the run's inputs, or the input the playbook's `webhook.input` names."),
     ),
     route(

@@ -6,11 +6,12 @@ use axum::extract::State;
 
 use crate::extract::{Body, Path, Query};
 use axum::http::{HeaderMap, StatusCode, header};
-use qila_engine::{Approver, StartRun};
-use qila_store::{Role, RunFilter, RunStatus, TriggerKind, VersionRow};
+use qila_engine::{Approver, StartRun, Started};
+use qila_store::{Role, RunFilter, RunKey, RunStatus, TriggerKind, VersionRow};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 use crate::AppState;
 use crate::auth::Caller;
@@ -110,7 +111,11 @@ pub(crate) async fn publish(
     s.hooks.forget(&published.version.name);
     let mut answer = version_summary(&published.version);
     answer["created"] = json!(published.created);
-    if let Some(secret) = published.hook_secret {
+    let scheme = crate::hooks::webhook_scheme(&published.version.triggers["webhook"]["signature"]);
+    if let Some(secret) = published
+        .hook_secret
+        .map(|secret| crate::hooks::secret_for_senders(scheme, &secret))
+    {
         answer["hook"] = json!({ "path": format!("/api/v1/hooks/{}", published.version.name), "secret": secret });
         answer["hook_secret"] = json!(secret);
     }
@@ -165,16 +170,19 @@ pub(crate) async fn playbook_hook(
     Path(name): Path<String>,
 ) -> Answer {
     caller.require(Role::Engineer)?;
-    let secret = s
-        .orchestrator
-        .store()
-        .hook_secret(&name)
+    let store = s.orchestrator.store();
+    let secret = store.hook_secret(&name).await?.ok_or_else(|| {
+        ApiError::not_found(format!("playbook `{name}` has no webhook (`on: webhook`)"))
+    })?;
+    let scheme = store
+        .latest_version(&name)
         .await?
-        .ok_or_else(|| {
-            ApiError::not_found(format!("playbook `{name}` has no webhook (`on: webhook`)"))
-        })?;
+        .and_then(|v| crate::hooks::webhook_scheme(&v.triggers["webhook"]["signature"]));
     let path = format!("/api/v1/hooks/{name}");
-    ok(json!({ "path": path, "url_path": path, "secret": secret }))
+    ok(json!({
+        "path": path, "url_path": path, "secret": crate::hooks::secret_for_senders(scheme, &secret),
+        "signature": scheme,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -189,12 +197,56 @@ struct StartBody {
     tlp: std::collections::BTreeMap<String, String>,
 }
 
+/// The longest `Idempotency-Key` taken.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// The `Idempotency-Key` of a request: `Ok(None)` without one; `400` unless it is 1 to 255 visible ASCII
+/// characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let mut values = headers.get_all("idempotency-key").iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError::invalid(format!(
+            "Idempotency-Key must be one header of 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters (a UUID \
+             is a good key)"
+        ))
+    };
+    if values.next().is_some() {
+        return Err(bad());
+    }
+    let key = value.to_str().map_err(|_| bad())?.trim();
+    if key.is_empty()
+        || key.len() > MAX_IDEMPOTENCY_KEY
+        || !key.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(bad());
+    }
+    Ok(Some(key.to_owned()))
+}
+
+/// `value` with every object's members in key order, so that equal requests have one fingerprint.
+fn canonical(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let sorted: std::collections::BTreeMap<&String, Value> =
+                map.iter().map(|(k, v)| (k, canonical(v))).collect();
+            Value::Object(sorted.into_iter().map(|(k, v)| (k.clone(), v)).collect())
+        }
+        Value::Array(items) => Value::Array(items.iter().map(canonical).collect()),
+        other => other.clone(),
+    }
+}
+
 pub(crate) async fn start_run(
     State(s): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     Body(body): Body,
 ) -> Answer {
     caller.require(Role::Analyst)?;
+    let idempotency = idempotency_key(&headers)?;
     let body: StartBody = json_body(&body)?;
     let tlp = body
         .tlp
@@ -206,18 +258,54 @@ pub(crate) async fn start_run(
                 .map_err(|e| ApiError::invalid(format!("tlp.{input}: {e}")))
         })
         .collect::<Result<_, _>>()?;
-    let run = s
-        .orchestrator
-        .start_run(StartRun {
-            playbook: body.playbook,
-            version: body.version,
-            inputs: body.inputs,
-            trigger: TriggerKind::Manual,
-            actor: caller.name().to_owned(),
-            tlp,
-        })
-        .await?;
-    Ok((StatusCode::CREATED, Json(json!(run))))
+    let fingerprint = json!({
+        "playbook": body.playbook, "version": body.version, "inputs": canonical(&body.inputs), "tlp": body.tlp,
+    });
+    let request = StartRun {
+        playbook: body.playbook,
+        version: body.version,
+        inputs: body.inputs,
+        trigger: TriggerKind::Manual,
+        actor: caller.name().to_owned(),
+        tlp,
+    };
+    let Some(key) = idempotency else {
+        let run = s.orchestrator.start_run(request).await?;
+        return Ok((StatusCode::CREATED, Json(json!(run))));
+    };
+    // Keys are the caller's: under each API token, a key names one request.
+    let key = RunKey {
+        scope: format!("token:{}", caller.0.id),
+        key,
+        fingerprint: hex::encode(Sha256::digest(fingerprint.to_string().as_bytes())),
+        expires_at: qila_store::now_ms() + s.windows.idempotency.as_millis() as i64,
+    };
+    match s.orchestrator.start_run_once(request, key.clone()).await? {
+        Started::New(run) => Ok((StatusCode::CREATED, Json(json!(run)))),
+        Started::Existing(first) if first.same_request => {
+            let run = s
+                .orchestrator
+                .store()
+                .run(&first.run_id)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::internal(format!(
+                        "run {} of an idempotency key is missing",
+                        first.run_id
+                    ))
+                })?;
+            let mut answer = json!(run);
+            answer["idempotent_replayed"] = json!(true);
+            ok(answer)
+        }
+        Started::Existing(first) => Err(ApiError::unprocessable(format!(
+            "Idempotency-Key `{}` was used for another request (run {}) within the last {} h; a key names one \
+             request: send this one under a new key",
+            key.key,
+            first.run_id,
+            s.windows.idempotency.as_secs() / 3600
+        ))),
+    }
 }
 
 #[derive(Deserialize)]
@@ -383,7 +471,7 @@ pub(crate) async fn create_token(
     let body: TokenBody = json_body(&body)?;
     let role = Role::parse(&body.role).ok_or_else(|| {
         ApiError::invalid(format!(
-            "`{}` is not a role; use admin, engineer, analyst or viewer",
+            "`{}` is not a role; use admin, engineer, analyst, viewer or ingest",
             body.role
         ))
     })?;

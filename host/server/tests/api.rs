@@ -51,6 +51,10 @@ struct Server {
 
 impl Server {
     async fn start() -> Self {
+        Self::start_with(qila_server::ServerOptions::default()).await
+    }
+
+    async fn start_with(options: qila_server::ServerOptions) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).await.unwrap();
         let catalog = StaticCatalog::new()
@@ -75,8 +79,14 @@ impl Server {
             .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let router = qila_server::router(orchestrator, qila_server::ServerOptions::default());
-        tokio::spawn(qila_server::serve(listener, router, std::future::pending()));
+        let edge = options.edge.clone();
+        let router = qila_server::router(orchestrator, options);
+        tokio::spawn(qila_server::serve(
+            listener,
+            router,
+            edge,
+            std::future::pending(),
+        ));
         Self {
             base,
             http: reqwest::Client::new(),
@@ -361,16 +371,52 @@ async fn webhooks_take_the_secret_or_an_hmac_and_an_analyst_approves() {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(b"{\"ip\": \"9.9.9.8\"}");
     let wrong_sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-    let resp = post(vec![("x-qila-signature", wrong_sig)], body)
-        .await
-        .unwrap();
+    let resp = post(
+        vec![
+            ("x-qila-signature", wrong_sig),
+            ("x-github-delivery", "d-0".into()),
+        ],
+        body,
+    )
+    .await
+    .unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(body.as_bytes());
     let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-    let resp = post(vec![("x-qila-signature", sig)], body).await.unwrap();
+    // Without its delivery id, a signed webhook is refused: it is the key a delivery is accepted once under.
+    let resp = post(vec![("x-hub-signature-256", sig.clone())], body)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let refusal: Value = resp.json().await.unwrap();
+    assert!(
+        refusal["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("X-GitHub-Delivery"),
+        "{refusal}"
+    );
+    let signed_by = |delivery: &'static str| {
+        vec![
+            ("x-hub-signature-256", sig.clone()),
+            ("x-github-delivery", delivery.to_owned()),
+        ]
+    };
+    let resp = post(signed_by("d-1"), body).await.unwrap();
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     let signed: Value = resp.json().await.unwrap();
+    // The same delivery again is refused and starts nothing; another delivery of the same body is a new run.
+    let resp = post(signed_by("d-1"), body).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
+    let again: Value = resp.json().await.unwrap();
+    assert!(
+        again["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(signed["run_id"].as_str().unwrap()),
+        "{again}"
+    );
     let resp = post(
         vec![("x-qila-hook-secret", secret.clone())],
         r#"{"ip": "1.1.1.1"}"#,
@@ -806,7 +852,13 @@ async fn malformed_requests_get_json_errors_and_nothing_panics() {
             .send()
             .await
             .unwrap();
-        assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{path}");
+        let answer: Value = resp.json().await.unwrap();
+        assert_eq!(
+            error_code(&answer).as_deref(),
+            Some("unauthorized"),
+            "{answer}"
+        );
     }
     let (status, _) = s.call("GET", "/api/v1/health", None, None).await;
     assert_eq!(status, StatusCode::OK, "still serving");
@@ -844,6 +896,7 @@ async fn a_webhook_that_requires_a_signature_refuses_the_bare_secret() {
             "x-qila-signature",
             format!("sha256={}", hex::encode(mac.finalize().into_bytes())),
         )
+        .header("x-qila-delivery", "first")
         .body(body)
         .send()
         .await
@@ -866,6 +919,7 @@ async fn a_webhook_that_requires_a_signature_refuses_the_bare_secret() {
         let sent = once
             .post(s.url("/api/v1/hooks/signed"))
             .header("x-qila-signature", format!("sha256={}", "0".repeat(64)))
+            .header("x-qila-delivery", "big")
             .body(format!("\"{}\"", "x".repeat(size)))
             .send()
             .await;
@@ -1048,4 +1102,418 @@ steps:
         .wait_for(&run, |b| b["run"]["status"] == "succeeded")
         .await;
     assert_eq!(done["run"]["status"], "succeeded");
+}
+
+/// Sends raw bytes on a fresh connection and reads until the server closes it (or 5 s pass): the whole answer.
+async fn raw(s: &Server, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = s.base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _ = stream.write_all(bytes).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// The status and JSON body of a raw HTTP/1.1 answer; panics unless the body is `{"error": ...}` JSON.
+fn json_answer(answer: &str) -> (u16, Value) {
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no head: {answer:?}"));
+    let status: u16 = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let json: Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {answer:?}"));
+    assert!(json["error"]["message"].is_string(), "{answer}");
+    (status, json)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_heads_are_refused_in_json_by_the_edge_and_413_names_the_limit() {
+    let mut options = qila_server::ServerOptions::default();
+    options.edge.header_timeout = Duration::from_secs(1);
+    let s = Server::start_with(options).await;
+    let long_path = format!(
+        "GET /api/v1/{} HTTP/1.1\r\nHost: x\r\n\r\n",
+        "a".repeat(9000)
+    );
+    let huge_header = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "b".repeat(40_000));
+    let many = format!("GET / HTTP/1.1\r\n{}\r\n", "X-A: 1\r\n".repeat(101));
+    let cases: Vec<(Vec<u8>, u16)> = vec![
+        (long_path.into_bytes(), 414),
+        (huge_header.into_bytes(), 431),
+        (many.into_bytes(), 431),
+        (b"GET /\xff HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), 400),
+        (b"G@T / HTTP/1.1\r\n\r\n".to_vec(), 400),
+        (b"GET / HTTP/9.9\r\n\r\n".to_vec(), 505),
+        (b"GET / HTTP/1.1\r\nX\xff: 1\r\n\r\n".to_vec(), 400),
+        (
+            b"POST /api/v1/runs HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"
+                .to_vec(),
+            400,
+        ),
+        (b"GET / HTTP/1.1\r\nHost: x".to_vec(), 408),
+    ];
+    for (bytes, status) in cases {
+        let answer = raw(&s, &bytes).await;
+        let (got, _) = json_answer(&answer);
+        assert_eq!(
+            got,
+            status,
+            "{:?} -> {answer}",
+            String::from_utf8_lossy(&bytes[..bytes.len().min(60)])
+        );
+    }
+    // A body over its route's limit: 413, naming the limit and its setting.
+    let big = "x".repeat(2 << 20);
+    let resp = s
+        .http
+        .post(s.url("/api/v1/runs"))
+        .bearer_auth(&s.admin)
+        .body(big)
+        .send()
+        .await;
+    if let Ok(resp) = resp {
+        assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let body: Value = resp.json().await.unwrap();
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("1 MiB") && message.contains("max_body"),
+            "{message}"
+        );
+    }
+    // A token's bad role lists every role.
+    let (status, body) = s
+        .call(
+            "POST",
+            "/api/v1/tokens",
+            Some(&s.admin),
+            Some(json!({"name": "n", "role": "root"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ingest"),
+        "{body}"
+    );
+    let (status, _) = s.call("GET", "/api/v1/health", None, None).await;
+    assert_eq!(status, StatusCode::OK, "still serving");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_over_the_limit_get_503_in_json() {
+    use tokio::io::AsyncWriteExt;
+    let mut options = qila_server::ServerOptions::default();
+    options.edge.max_connections = 2;
+    let s = Server::start_with(options).await;
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        c.write_all(b"GET /api/v1/health HTTP/1.1\r\n")
+            .await
+            .unwrap();
+        held.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let answer = raw(&s, b"GET /api/v1/health HTTP/1.1\r\n\r\n").await;
+    let (status, body) = json_answer(&answer);
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: 1"),
+        "{answer}"
+    );
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (status, _) = s.call("GET", "/api/v1/health", None, None).await;
+    assert_eq!(status, StatusCode::OK, "served again once they left");
+}
+
+fn standard_headers(
+    secret_key: &[u8],
+    id: &str,
+    ts: i64,
+    body: &str,
+) -> Vec<(&'static str, String)> {
+    use base64::Engine;
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret_key).unwrap();
+    mac.update(format!("{id}.{ts}.{body}").as_bytes());
+    let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    vec![
+        ("webhook-id", id.to_owned()),
+        ("webhook-timestamp", ts.to_string()),
+        ("webhook-signature", format!("v1,{sig}")),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_playbooks_are_refused_exactly_as_wrong_credentials_are() {
+    let s = Server::start().await;
+    let (_, published) = s.publish(APPROVE).await;
+    let secret = published["hook"]["secret"].as_str().unwrap().to_owned();
+    let yaml = "name: stdhook\nversion: 1\non:\n  webhook: { signature: standard-webhooks }\nsteps:\n  a:\n    uses: t.echo\n";
+    s.publish(yaml).await;
+    let post = |path: &'static str, headers: Vec<(&'static str, String)>| {
+        let mut req = s.http.post(s.url(path)).body(r#"{"ip":"1.2.3.4"}"#);
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            (resp.status(), resp.text().await.unwrap())
+        }
+    };
+    let now = qila_store::now_ms() / 1000;
+    let hub = vec![
+        ("x-hub-signature-256", format!("sha256={}", "0".repeat(64))),
+        ("x-github-delivery", "d".into()),
+    ];
+    let answers = vec![
+        post(
+            "/api/v1/hooks/no-such-playbook",
+            vec![("x-qila-hook-secret", secret.clone())],
+        )
+        .await,
+        post(
+            "/api/v1/hooks/gate",
+            vec![("x-qila-hook-secret", "wrong".into())],
+        )
+        .await,
+        post(
+            "/api/v1/hooks/stdhook",
+            vec![("x-qila-hook-secret", secret.clone())],
+        )
+        .await,
+        post("/api/v1/hooks/no-such-playbook", hub.clone()).await,
+        post("/api/v1/hooks/gate", hub).await,
+        post(
+            "/api/v1/hooks/no-such-playbook",
+            standard_headers(b"k", "m1", now, "{}"),
+        )
+        .await,
+        post(
+            "/api/v1/hooks/stdhook",
+            standard_headers(b"k", "m1", now, "{}"),
+        )
+        .await,
+    ];
+    for (status, body) in &answers {
+        assert_eq!(*status, StatusCode::UNAUTHORIZED, "{body}");
+        assert_eq!(body, &answers[0].1, "one answer for every refusal");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn standard_webhooks_are_accepted_once_while_fresh() {
+    let s = Server::start().await;
+    let yaml = "name: stdhook\nversion: 1\non:\n  webhook: { signature: standard-webhooks, input: event }\ninputs:\n  event: { type: object, required: false }\nsteps:\n  a:\n    uses: t.echo\n";
+    let (status, published) = s.publish(yaml).await;
+    assert_eq!(status, StatusCode::CREATED, "{published}");
+    let whsec = published["hook"]["secret"].as_str().unwrap().to_owned();
+    let (_, hook) = s
+        .call(
+            "GET",
+            "/api/v1/playbooks/stdhook/hook",
+            Some(&s.admin),
+            None,
+        )
+        .await;
+    assert_eq!(hook["secret"], whsec.as_str());
+    assert_eq!(hook["signature"], "standard-webhooks");
+    use base64::Engine;
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(whsec.strip_prefix("whsec_").unwrap())
+        .unwrap();
+    let body = r#"{"type":"invoice.paid"}"#;
+    let send = |headers: Vec<(&'static str, String)>| {
+        let mut req = s.http.post(s.url("/api/v1/hooks/stdhook")).body(body);
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status();
+            (status, resp.json::<Value>().await.unwrap())
+        }
+    };
+    let now = qila_store::now_ms() / 1000;
+    let (status, first) = send(standard_headers(&key, "msg_1", now, body)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    let (status, again) = send(standard_headers(&key, "msg_1", now, body)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{again}");
+    let (status, old) = send(standard_headers(&key, "msg_2", now - 301, body)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{old}");
+    assert!(
+        old["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("webhook_tolerance"),
+        "{old}"
+    );
+    let (status, _) = send(standard_headers(b"another key", "msg_3", now, body)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (_, runs) = s
+        .call("GET", "/api/v1/runs?playbook=stdhook", Some(&s.admin), None)
+        .await;
+    assert_eq!(runs["runs"].as_array().unwrap().len(), 1, "one run: {runs}");
+    let done = s
+        .wait_for(first["run_id"].as_str().unwrap(), terminal)
+        .await;
+    assert_eq!(done["run"]["inputs"]["event"]["type"], "invoice.paid");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unverified_bodies_share_a_budget_and_the_excess_gets_503() {
+    use tokio::io::AsyncWriteExt;
+    let options = qila_server::ServerOptions {
+        unverified_body_budget: 1 << 20,
+        ..Default::default()
+    };
+    let s = Server::start_with(options).await;
+    s.publish(APPROVE).await;
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let head = |len: usize, delivery: &str| {
+        format!(
+            "POST /api/v1/hooks/gate HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\nX-Hub-Signature-256: sha256={}\r\n\
+             X-GitHub-Delivery: {delivery}\r\n\r\n",
+            "0".repeat(64)
+        )
+    };
+    // One sender holds 800 KiB of the 1 MiB budget, sending its body slowly.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(head(800 << 10, "a").as_bytes())
+        .await
+        .unwrap();
+    slow.write_all(&[b' '; 1024]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Another 800 KiB does not fit: 503 with Retry-After, before its body is read.
+    let answer = raw(&s, head(800 << 10, "b").as_bytes()).await;
+    let (status, body) = json_answer(&answer);
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: 1"),
+        "{answer}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unverified_body_budget"),
+        "{body}"
+    );
+    // A bare secret is checked before the body and takes nothing of the budget.
+    let (status, _) = s.call("GET", "/api/v1/health", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    // Once the slow sender finishes (and is refused: its signature is wrong), the budget is free again.
+    slow.write_all(&vec![b' '; (800 << 10) - 1024])
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    use tokio::io::AsyncReadExt;
+    let _ = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut rest)).await;
+    assert!(
+        String::from_utf8_lossy(&rest).starts_with("HTTP/1.1 401"),
+        "{}",
+        String::from_utf8_lossy(&rest)
+    );
+    let answer = raw(
+        &s,
+        format!("{}{}", head(10, "c"), " ".repeat(10)).as_bytes(),
+    )
+    .await;
+    assert_eq!(json_answer(&answer).0, 401);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idempotency_key_names_one_run_per_token() {
+    let s = Server::start().await;
+    s.publish(
+        "name: once\nversion: 1\ninputs:\n  n: { type: integer }\nsteps:\n  a:\n    uses: t.echo\n",
+    )
+    .await;
+    let start = |token: String, key: &'static str, body: Value| {
+        let req = s
+            .http
+            .post(s.url("/api/v1/runs"))
+            .bearer_auth(token)
+            .header("idempotency-key", key)
+            .json(&body);
+        async move {
+            let resp = req.send().await.unwrap();
+            (resp.status(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    let body = json!({"playbook": "once", "inputs": {"n": 1}});
+    let (status, first) = start(s.admin.clone(), "k-1", body.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let (status, again) = start(s.admin.clone(), "k-1", body.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["id"], first["id"]);
+    assert_eq!(again["idempotent_replayed"], true);
+    let (status, other) = start(
+        s.admin.clone(),
+        "k-1",
+        json!({"playbook": "once", "inputs": {"n": 2}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{other}");
+    assert!(
+        other["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("new key"),
+        "{other}"
+    );
+    let analyst = s.token(Role::Analyst).await;
+    let (status, theirs) = start(analyst, "k-1", body.clone()).await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "another token's keys are its own"
+    );
+    assert_ne!(theirs["id"], first["id"]);
+    let (status, bad) = start(s.admin.clone(), "has space", body).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+    let (_, runs) = s
+        .call("GET", "/api/v1/runs?playbook=once", Some(&s.admin), None)
+        .await;
+    assert_eq!(runs["runs"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_that_does_not_arrive_in_time_gets_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut options = qila_server::ServerOptions::default();
+    options.edge.request_timeout = Duration::from_secs(1);
+    let s = Server::start_with(options).await;
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/runs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: 100\r\n\r\n{{\"play",
+        s.admin
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+    let (status, body) = json_answer(&String::from_utf8_lossy(&answer));
+    assert_eq!(status, 408, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("request_timeout"),
+        "{body}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 }

@@ -4,11 +4,12 @@
 //! the kernel buffer cannot hold are dropped by the kernel, as with any UDP syslog receiver.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::{Record, Siem, SiemError};
@@ -49,16 +50,49 @@ pub fn serve_udp(siem: Siem, socket: UdpSocket) -> JoinHandle<()> {
     })
 }
 
-/// Receives syslog over TCP on `listener`.
-pub fn serve_tcp(siem: Siem, listener: TcpListener) -> JoinHandle<()> {
+/// Limits of the syslog TCP listener: how many senders at once, and how long each may take.
+#[derive(Debug, Clone, Copy)]
+pub struct TcpLimits {
+    /// Connections served at once; one more is closed at once (senders reconnect). Default 1024.
+    pub max_connections: usize,
+    /// How long a connection may stay silent between messages before it is closed. Default 5 minutes.
+    pub idle_timeout: Duration,
+    /// How long a message may take to arrive once its first byte has. Default 30 s.
+    pub frame_timeout: Duration,
+}
+
+impl Default for TcpLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            idle_timeout: Duration::from_secs(5 * 60),
+            frame_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Receives syslog over TCP on `listener`, under `limits`: a connection holds at most one message
+/// ([`MAX_MESSAGE`]) in memory, so the listener holds at most `max_connections` of them.
+pub fn serve_tcp(siem: Siem, listener: TcpListener, limits: TcpLimits) -> JoinHandle<()> {
     let (tx, rx) = mpsc::channel::<(String, Record)>(BATCH * 4);
     tokio::spawn(batcher(siem, "syslog-tcp", rx));
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     tokio::spawn(async move {
         loop {
             match listener.accept().await {
-                Ok((stream, peer)) => {
-                    tokio::spawn(connection(stream, peer, tx.clone()));
-                }
+                Ok((stream, peer)) => match slots.clone().try_acquire_owned() {
+                    Ok(slot) => {
+                        let tx = tx.clone();
+                        tokio::spawn(async move {
+                            connection(stream, peer, tx, limits).await;
+                            drop(slot);
+                        });
+                    }
+                    Err(_) => {
+                        tracing::warn!(%peer, max = limits.max_connections, "syslog TCP connection refused: too many open");
+                        drop(stream);
+                    }
+                },
                 Err(e) => {
                     tracing::warn!(error = %e, "syslog TCP accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -69,43 +103,63 @@ pub fn serve_tcp(siem: Siem, listener: TcpListener) -> JoinHandle<()> {
 }
 
 /// Reads one TCP connection: octet-counted frames (`LEN SP MSG`) when a frame starts with a digit, else lines.
-async fn connection(stream: TcpStream, peer: SocketAddr, tx: mpsc::Sender<(String, Record)>) {
+/// Silent for `idle_timeout`, or a frame that takes longer than `frame_timeout`: the connection is closed.
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tx: mpsc::Sender<(String, Record)>,
+    limits: TcpLimits,
+) {
     let mut reader = BufReader::new(stream);
     let mut frame = 0u64;
     loop {
-        let first = match reader.fill_buf().await {
-            Ok([]) => return,
-            Ok(buf) => buf[0],
-            Err(_) => return,
+        let first = match tokio::time::timeout(limits.idle_timeout, reader.fill_buf()).await {
+            Ok(Ok([])) => return,
+            Ok(Ok(buf)) => buf[0],
+            Ok(Err(_)) => return,
+            Err(_) => {
+                tracing::debug!(%peer, "syslog TCP connection idle; closed");
+                return;
+            }
         };
         frame += 1;
-        let message = if first.is_ascii_digit() {
-            let mut len = Vec::new();
-            if reader.read_until(b' ', &mut len).await.is_err() {
-                return;
+        let read = async {
+            if first.is_ascii_digit() {
+                let mut len = Vec::new();
+                (&mut reader)
+                    .take(24)
+                    .read_until(b' ', &mut len)
+                    .await
+                    .ok()?;
+                let Some(n) = std::str::from_utf8(&len)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<usize>().ok())
+                    .filter(|&n| n <= MAX_MESSAGE)
+                else {
+                    tracing::warn!(%peer, "syslog TCP frame with a bad length; closing the connection");
+                    return None;
+                };
+                let mut body = vec![0u8; n];
+                reader.read_exact(&mut body).await.ok()?;
+                Some(body)
+            } else {
+                let mut line = Vec::new();
+                match (&mut reader)
+                    .take(MAX_MESSAGE as u64)
+                    .read_until(b'\n', &mut line)
+                    .await
+                {
+                    Ok(0) | Err(_) => None,
+                    Ok(_) => Some(line),
+                }
             }
-            let Some(n) = std::str::from_utf8(&len)
-                .ok()
-                .and_then(|s| s.trim().parse::<usize>().ok())
-                .filter(|&n| n <= MAX_MESSAGE)
-            else {
-                tracing::warn!(%peer, "syslog TCP frame with a bad length; closing the connection");
+        };
+        let message = match tokio::time::timeout(limits.frame_timeout, read).await {
+            Ok(Some(message)) => message,
+            Ok(None) => return,
+            Err(_) => {
+                tracing::warn!(%peer, "syslog TCP message not finished within the frame timeout; closing the connection");
                 return;
-            };
-            let mut body = vec![0u8; n];
-            if reader.read_exact(&mut body).await.is_err() {
-                return;
-            }
-            body
-        } else {
-            let mut line = Vec::new();
-            match (&mut reader)
-                .take(MAX_MESSAGE as u64)
-                .read_until(b'\n', &mut line)
-                .await
-            {
-                Ok(0) | Err(_) => return,
-                Ok(_) => line,
             }
         };
         let text = String::from_utf8_lossy(&message).trim_end().to_owned();

@@ -195,7 +195,7 @@ async fn syslog_over_udp_and_tcp_reaches_the_store() {
     qila_siem::syslog::serve_udp(siem.clone(), udp);
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let tcp_addr = tcp.local_addr().unwrap();
-    qila_siem::syslog::serve_tcp(siem.clone(), tcp);
+    qila_siem::syslog::serve_tcp(siem.clone(), tcp, Default::default());
 
     let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let rfc5424 = "<34>1 2026-11-28T03:10:00Z edge-1 sshd 4410 - - Failed password for root from 192.0.2.10 port 1 ssh2";
@@ -238,4 +238,65 @@ async fn syslog_over_udp_and_tcp_reaches_the_store() {
         .unwrap();
     assert_eq!(page.events[0].source_ip.as_deref(), Some("192.0.2.10"));
     assert_eq!(page.events[0].dataset, "linux.auth");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syslog_tcp_closes_idle_and_slow_senders_and_caps_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    let (siem, _tasks) = Siem::start(
+        store.clone(),
+        telecom_rules(),
+        Vec::new(),
+        Arc::new(Collect::default()),
+        SiemConfig::default(),
+    );
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let limits = qila_siem::syslog::TcpLimits {
+        max_connections: 2,
+        idle_timeout: std::time::Duration::from_millis(600),
+        frame_timeout: std::time::Duration::from_millis(300),
+    };
+    qila_siem::syslog::serve_tcp(siem.clone(), tcp, limits);
+    // Closed by the server: the read sees the end of the stream (bounded here by 5 s, far above the limits).
+    async fn closed(stream: &mut tokio::net::TcpStream) -> std::time::Duration {
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("the server closes the connection")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+        started.elapsed()
+    }
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"<34>1 2026-11-28T03:10:00Z half a mess")
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // A third sender while two are open is turned away at once.
+    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert!(closed(&mut third).await < std::time::Duration::from_millis(250));
+    assert!(closed(&mut slow).await < std::time::Duration::from_millis(1500));
+    assert!(closed(&mut idle).await < std::time::Duration::from_millis(1500));
+    // With both gone, a sender is served again.
+    let mut next = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let rfc3164 = "<38>Nov 28 03:10:01 edge-2 sshd[4411]: Failed password for admin from 192.0.2.11 port 2 ssh2\n";
+    next.write_all(rfc3164.as_bytes()).await.unwrap();
+    wait_for("the event of the sender after them", async || {
+        store
+            .search_events(&EventQuery {
+                limit: 10,
+                ..EventQuery::default()
+            })
+            .await
+            .unwrap()
+            .events
+            .len()
+            == 1
+    })
+    .await;
 }

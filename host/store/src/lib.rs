@@ -1,6 +1,7 @@
 //! Qila's persistence in an embedded SQLite database: published playbook versions, runs and their tasks (with
-//! leases and timers), the transition history, approvals, schedules, webhook secrets, API tokens, the audit log
-//! and plugin key-value data; and the SIEM's events, dead letters and alerts, searched in the [`query`] language.
+//! leases and timers), the transition history, approvals, schedules, webhook secrets, run keys (webhook delivery
+//! ids and idempotency keys), API tokens, the audit log and plugin key-value data; and the SIEM's events, dead
+//! letters and alerts, searched in the [`query`] language.
 //!
 //! Writes go through the [`Journal`]: one writer task that applies requests in group-committed transactions and
 //! answers each caller after the commit, so the engine acts on a transition only once it is durable. The
@@ -10,6 +11,7 @@ mod access;
 mod error;
 mod events;
 mod journal;
+mod keys;
 mod kv;
 mod plugins;
 pub mod query;
@@ -32,6 +34,7 @@ pub use events::{
     DeadLetterRow, EventPage, EventQuery, EventRow, MAX_PAGE, NewAlert, NewEvent,
 };
 pub use journal::{Journal, WriteFuture};
+pub use keys::{ClaimedKey, RunKey, claim_run_key};
 pub use plugins::{InstallRow, SecretInfo, TrustedKeyRow};
 pub use query::QueryError;
 pub use read::{RunFilter, ScheduleRow};

@@ -29,7 +29,9 @@ pub enum PlaybookCommand {
         json: bool,
     },
     /// Print a playbook's webhook secret (only the secret, on one line: `SECRET=$(qila playbook hook NAME)`),
-    /// read from the data directory's database, so run it where `qila serve` runs. The secret goes in the
+    /// read from the data directory's database, so run it where `qila serve` runs. For a playbook declaring
+    /// `webhook: { signature: standard-webhooks }` it is printed as `whsec_<base64>`, the form Standard Webhooks
+    /// clients take; otherwise it is the HMAC key of `X-Hub-Signature-256`, or goes as is in the
     /// `X-Qila-Hook-Secret` header of `POST /api/v1/hooks/NAME`.
     Hook {
         /// The playbook's name.
@@ -257,7 +259,12 @@ async fn hook(settings: &Settings, name: &str) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
     let secret = store.hook_secret(name).await?;
+    let scheme = store
+        .latest_version(name)
+        .await?
+        .and_then(|v| qila_server::webhook_scheme(&v.triggers["webhook"]["signature"]));
     store.close().await;
+    let secret = secret.map(|s| qila_server::secret_for_senders(scheme, &s));
     match secret {
         Some(secret) => {
             println!("{secret}");

@@ -125,6 +125,13 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitC
             ..qila_siem::SiemConfig::default()
         },
     );
+    // The listeners' limits: defaults, replaced by the keys of `qila.yaml`'s `server:` section.
+    let mut options = qila_server::ServerOptions::default();
+    let mut syslog_limits = qila_siem::syslog::TcpLimits::default();
+    settings
+        .load_config()?
+        .server
+        .apply(&mut options, &mut syslog_limits)?;
     let mut listeners = Vec::new();
     if let Some(addr) = &args.syslog_udp {
         let socket = tokio::net::UdpSocket::bind(addr)
@@ -138,15 +145,17 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitC
             .await
             .with_context(|| format!("cannot receive syslog on TCP {addr}"))?;
         println!("syslog over TCP on {}", listener.local_addr()?);
-        listeners.push(qila_siem::syslog::serve_tcp(siem.clone(), listener));
+        listeners.push(qila_siem::syslog::serve_tcp(
+            siem.clone(),
+            listener,
+            syslog_limits,
+        ));
     }
-    let options = qila_server::ServerOptions {
-        plugins: Some(Arc::new(crate::registry::Admin(
-            driver.runtime.registry.clone(),
-        ))),
-        siem: Some(siem),
-        ..qila_server::ServerOptions::default()
-    };
+    options.plugins = Some(Arc::new(crate::registry::Admin(
+        driver.runtime.registry.clone(),
+    )));
+    options.siem = Some(siem);
+    let edge = options.edge.clone();
     let router = qila_server::router(orchestrator.clone(), options);
     if settings.dev() {
         tracing::warn!(
@@ -161,7 +170,7 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitC
         let signal = crate::signals::stop_requested().await;
         tracing::info!("{signal}: stopping");
     };
-    let served = qila_server::serve(listener, router, stopped).await;
+    let served = qila_server::serve(listener, router, edge, stopped).await;
     for listener in listeners {
         listener.abort();
     }
