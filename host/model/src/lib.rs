@@ -19,7 +19,9 @@ mod diag;
 mod durable;
 pub mod expr;
 mod inputs;
+pub mod limits;
 mod playbook;
+mod reach;
 mod schema;
 mod tlp;
 mod yaml;
@@ -38,5 +40,5 @@ pub use durable::{
 pub use expr::{DataSources, EvalContext, EvalError, Expression, SharedValue, Template};
 pub use indexmap::IndexMap;
 pub use inputs::{Format, InputSpec, InputType};
-pub use playbook::{Playbook, Step};
+pub use playbook::{Playbook, Step, source_text};
 pub use tlp::{Tlp, TlpError};
