@@ -14,8 +14,14 @@ pub const MAX_SOURCE_BYTES: usize = 8 * 1024 * 1024;
 /// crosses it.
 pub const MAX_EXPANDED_BYTES: usize = 2 * MAX_SOURCE_BYTES;
 
-/// The most nodes (scalars, keys, lists and mappings) a document may have, aliases expanded.
-pub const MAX_NODES: usize = 1_000_000;
+/// The most nodes (scalars, keys, lists and mappings) a document may have, aliases expanded. A step takes
+/// about ten, so 100,000 steps fit.
+pub const MAX_NODES: usize = 2_000_000;
+
+/// The most nodes all the aliases of a document may stand for together. Within the limits above, what
+/// aliases make costs memory at every later stage (JSON values, templates, positions), so it is held to a
+/// tenth of [`MAX_NODES`].
+pub const MAX_ALIAS_NODES: usize = 200_000;
 
 /// The deepest nesting of lists and mappings accepted.
 pub const MAX_DEPTH: usize = 64;

@@ -5,10 +5,10 @@
 //! always strings. Tags are ignored.
 //!
 //! Aliases are expanded by sharing: strings, lists and mappings are reference counted, so an alias costs
-//! nothing to make. What it stands for is counted against [`MAX_EXPANDED_BYTES`] and [`MAX_NODES`], as later
-//! stages (JSON values, templates) make real copies; expansion stops at the alias that crosses a limit. The
-//! source is checked first: at most [`MAX_SOURCE_BYTES`], and no NUL (which the scanner would take for the
-//! end of the input).
+//! nothing to make. What it stands for is counted against [`MAX_EXPANDED_BYTES`], [`MAX_ALIAS_NODES`] and
+//! [`MAX_NODES`], as later stages (JSON values, templates) make real copies; expansion stops at the alias
+//! that crosses a limit. The source is checked first: at most [`MAX_SOURCE_BYTES`], and no NUL (which the
+//! scanner would take for the end of the input).
 
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
@@ -18,7 +18,9 @@ use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
 use crate::diag::Pos;
-use crate::limits::{MAX_DEPTH, MAX_DIAGNOSTICS, MAX_EXPANDED_BYTES, MAX_NODES, MAX_SOURCE_BYTES};
+use crate::limits::{
+    MAX_ALIAS_NODES, MAX_DEPTH, MAX_DIAGNOSTICS, MAX_EXPANDED_BYTES, MAX_NODES, MAX_SOURCE_BYTES,
+};
 
 /// A YAML node with its position.
 #[derive(Debug, Clone, PartialEq)]
@@ -117,8 +119,23 @@ pub(crate) fn pos_at(source: &[u8], offset: usize) -> Pos {
     Pos::new(line, col + 1)
 }
 
-/// `bytes` as UTF-8 text, or an error at the first invalid sequence (its line, column and byte offset).
+/// An error at the first byte past [`MAX_SOURCE_BYTES`], if `source` is longer.
+fn check_size(source: &[u8]) -> Result<(), Vec<YamlError>> {
+    if source.len() > MAX_SOURCE_BYTES {
+        return Err(vec![YamlError {
+            pos: pos_at(source, MAX_SOURCE_BYTES),
+            message: format!("document too large (more than {MAX_SOURCE_BYTES} bytes)"),
+        }]);
+    }
+    Ok(())
+}
+
+/// `bytes` as UTF-8 text, or an error: at the first byte past [`MAX_SOURCE_BYTES`], or at the first invalid
+/// sequence (its line, column and byte offset).
 pub(crate) fn decode(bytes: &[u8]) -> Result<&str, YamlError> {
+    if let Err(mut e) = check_size(bytes) {
+        return Err(e.remove(0));
+    }
     std::str::from_utf8(bytes).map_err(|e| {
         let at = e.valid_up_to();
         let bad: Vec<String> = bytes[at..]
@@ -144,15 +161,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<&str, YamlError> {
 /// Parses the first document of `source`. An empty document is a `Null` node at 1:1.
 /// Duplicate keys and non-scalar keys are reported as errors (up to [`MAX_DIAGNOSTICS`] of them).
 pub(crate) fn parse(source: &str) -> Result<Node, Vec<YamlError>> {
-    if source.len() > MAX_SOURCE_BYTES {
-        return Err(vec![YamlError {
-            pos: pos_at(source.as_bytes(), MAX_SOURCE_BYTES),
-            message: format!(
-                "document too large ({} bytes; at most {MAX_SOURCE_BYTES} are accepted)",
-                source.len()
-            ),
-        }]);
-    }
+    check_size(source.as_bytes())?;
     if let Some(at) = source.bytes().position(|b| b == 0) {
         return Err(vec![YamlError {
             pos: pos_at(source.as_bytes(), at),
@@ -239,8 +248,8 @@ struct Builder {
     first_dropped: Pos,
     /// Everything read so far, aliases expanded.
     total: Size,
-    /// Whether an alias has been expanded (for the wording of the size error).
-    expanded: bool,
+    /// Nodes that aliases stood for so far.
+    alias_nodes: usize,
     /// A size limit was crossed: the only error reported, and nothing more is read.
     exceeded: Option<YamlError>,
     done: bool,
@@ -265,16 +274,20 @@ impl Builder {
 
     /// Counts `size` more of the document at `pos`; false (and reading stops) when a limit is crossed.
     fn charge(&mut self, pos: Pos, size: Size, alias: bool) -> bool {
-        self.expanded |= alias;
+        if alias {
+            self.alias_nodes = self.alias_nodes.saturating_add(size.nodes);
+        }
         self.total.nodes = self.total.nodes.saturating_add(size.nodes);
         self.total.bytes = self.total.bytes.saturating_add(size.bytes);
-        let after = if self.expanded {
+        let after = if self.alias_nodes > 0 {
             " after expanding aliases"
         } else {
             ""
         };
         let message = if self.total.bytes > MAX_EXPANDED_BYTES {
             format!("document too large (more than {MAX_EXPANDED_BYTES} bytes{after})")
+        } else if self.alias_nodes > MAX_ALIAS_NODES {
+            format!("document too large (its aliases stand for more than {MAX_ALIAS_NODES} nodes)")
         } else if self.total.nodes > MAX_NODES {
             format!("document too large (more than {MAX_NODES} nodes{after})")
         } else {
@@ -657,6 +670,165 @@ mod tests {
         }
         let e = parse(&s).unwrap_err();
         assert!(e[0].message.starts_with("document too large"));
+    }
+
+    /// The reproduction of issue 11: a 100 KB string anchored and aliased in five nested levels of ten
+    /// (10 GB expanded).
+    fn string_bomb() -> String {
+        let mut s = format!("name: bomb\nversion: 1\nx0: &a0 \"{}\"\n", "a".repeat(100_000));
+        for level in 1..=5 {
+            let prev = level - 1;
+            let items = vec![format!("*a{prev}"); 10].join(", ");
+            s.push_str(&format!("x{level}: &a{level} [{items}]\n"));
+        }
+        s.push_str("steps: { s: { uses: t.echo, with: { v: *a5 } } }\n");
+        s
+    }
+
+    fn too_large(source: &str) -> YamlError {
+        match parse(source) {
+            Ok(_) => panic!("accepted"),
+            Err(mut e) => {
+                assert_eq!(e.len(), 1, "{e:?}");
+                e.remove(0)
+            }
+        }
+    }
+
+    #[test]
+    fn a_string_aliased_in_nested_levels_stops_at_the_byte_budget() {
+        let e = too_large(&string_bomb());
+        assert_eq!(
+            e.message,
+            format!("document too large (more than {MAX_EXPANDED_BYTES} bytes after expanding aliases)")
+        );
+        // Level 1 stands for 1 MB, level 2 for 10 MB; the alias that crosses 16 MiB is in level 3, line 6.
+        assert_eq!(e.pos.line, 6, "{e:?}");
+    }
+
+    #[test]
+    fn many_small_aliases_stop_at_the_alias_node_budget() {
+        let mut s = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..10 {
+            let items = vec![format!("*a{}", i - 1); 10].join(", ");
+            s.push_str(&format!("a{i}: &a{i} [{items}]\n"));
+        }
+        let e = too_large(&s);
+        assert_eq!(
+            e.message,
+            format!("document too large (its aliases stand for more than {MAX_ALIAS_NODES} nodes)")
+        );
+    }
+
+    #[test]
+    fn aliases_of_mappings_and_sequences_are_counted() {
+        let big = format!("\"{}\"", "m".repeat(1_000_000));
+        // A mapping holding a sequence holding the string, aliased 20 times: 20 MB.
+        let mut s = format!("m: &m {{ k: [{big}] }}\nl:\n");
+        for _ in 0..20 {
+            s.push_str("  - *m\n");
+        }
+        let e = too_large(&s);
+        assert!(e.message.ends_with("bytes after expanding aliases)"), "{e:?}");
+        assert_eq!(e.pos.line, 2 + 16, "{e:?}");
+    }
+
+    #[test]
+    fn aliases_as_keys_are_counted() {
+        let mut s = format!("k: &k \"{}\"\nm:\n", "k".repeat(1_000_000));
+        for i in 0..20 {
+            s.push_str(&format!("  ? *k\n  : {i}\n"));
+        }
+        let e = too_large(&s);
+        assert!(e.message.ends_with("bytes after expanding aliases)"), "{e:?}");
+    }
+
+    #[test]
+    fn nested_anchors_share_instead_of_copying() {
+        // Sixty anchors, one inside the other, around aliases of a 100 KB string: each anchor is a second
+        // reference to the same list, not a copy of everything inside it.
+        let mut s = format!("s: &s \"{}\"\nl: ", "s".repeat(100_000));
+        for i in 0..60 {
+            s.push_str(&format!("&l{i} ["));
+        }
+        s.push_str(&vec!["*s"; 100].join(", "));
+        s.push_str(&"]".repeat(60));
+        s.push('\n');
+        let n = p(&s);
+        let Kind::Map(top) = &n.kind else {
+            panic!("map")
+        };
+        assert_eq!(top.len(), 2);
+    }
+
+    #[test]
+    fn a_document_without_aliases_is_within_the_byte_budget() {
+        // Escapes that grow (`\L` is three bytes) and implicit nulls (`{a, b}`) still stand for less than
+        // twice the source.
+        let s = format!(
+            "a: \"{}\"\nb: {{{}}}\n",
+            "\\L".repeat(1000),
+            (0..1000).map(|i| format!("k{i}")).collect::<Vec<_>>().join(", ")
+        );
+        let mut b = Builder::default();
+        let mut parser = Parser::new_from_str(&s);
+        assert!(parser.load(&mut b, false).is_ok());
+        assert!(b.exceeded.is_none());
+        assert!(b.total.bytes < 2 * s.len(), "{} for {}", b.total.bytes, s.len());
+    }
+
+    #[test]
+    fn a_large_source_is_refused_before_parsing() {
+        let s = format!("a: \"{}\"\n", "x".repeat(MAX_SOURCE_BYTES));
+        let e = too_large(&s);
+        assert_eq!(e.message, format!("document too large (more than {MAX_SOURCE_BYTES} bytes)"));
+        assert_eq!(e.pos, Pos::new(1, MAX_SOURCE_BYTES + 1));
+    }
+
+    #[test]
+    fn a_nul_is_an_error_at_its_place() {
+        let e = too_large("a: 1\n\0b: 2\n");
+        assert_eq!(e.pos, Pos::new(2, 1));
+        assert!(e.message.starts_with("a NUL character is not allowed"), "{e:?}");
+        let e = too_large("a: 1\nb: \"x\0y\"\n");
+        assert_eq!(e.pos, Pos::new(2, 6));
+        // The escape is fine.
+        assert_eq!(p("a: \"x\\0y\"").to_json(), serde_json::json!({"a": "x\u{0}y"}));
+    }
+
+    #[test]
+    fn not_utf8_is_an_error_at_the_first_bad_byte() {
+        let e = decode(b"a: 1\nb: \xc3\xa9\xff\n").unwrap_err();
+        assert_eq!(e.pos, Pos::new(2, 5));
+        assert_eq!(
+            e.message,
+            "not UTF-8 text: an invalid UTF-8 sequence (0xFF) at byte 10; a playbook must be UTF-8"
+        );
+        let e = decode(b"a: \xe2\x82").unwrap_err();
+        assert_eq!(e.pos, Pos::new(1, 4));
+        assert!(e.message.contains("a truncated UTF-8 sequence (0xE2 0x82) at byte 3"), "{e:?}");
+        assert_eq!(pos_at(b"a\r\nb\rc", 5), Pos::new(3, 1));
+    }
+
+    #[test]
+    fn duplicate_keys_in_large_mappings() {
+        let mut s: String = (0..100).map(|i| format!("k{i}: {i}\n")).collect();
+        s.push_str("k42: again\nk7: again\n");
+        let e = parse(&s).unwrap_err();
+        let found: Vec<_> = e.iter().map(|e| (e.pos.line, e.message.as_str())).collect();
+        assert_eq!(found, [(101, "duplicate key `k42`"), (102, "duplicate key `k7`")]);
+    }
+
+    #[test]
+    fn errors_past_the_cap_are_counted() {
+        let s: String = (0..150).map(|_| "k: 1\n").collect();
+        let e = parse(&s).unwrap_err();
+        assert_eq!(e.len(), MAX_DIAGNOSTICS + 1);
+        assert_eq!(
+            e[MAX_DIAGNOSTICS].message,
+            format!("49 more problems not shown (only the first {MAX_DIAGNOSTICS} are reported)")
+        );
+        assert_eq!(e[MAX_DIAGNOSTICS].pos, Pos::new(102, 1));
     }
 
     #[test]
