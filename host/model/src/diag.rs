@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::limits::MAX_DIAGNOSTICS;
+use crate::limits::{MAX_DIAGNOSTICS, MAX_EXPRESSIONS};
 
 /// A position in a source file (1-based line and column, in characters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -125,6 +125,8 @@ pub(crate) struct Sink<'a> {
     first_dropped: Pos,
     /// Candidates [`Sink::did_you_mean`] may still compare.
     suggest_budget: usize,
+    /// Expressions compiled so far.
+    expressions: usize,
 }
 
 /// How many candidates the suggestions of one document may compare in all (each comparison is an edit
@@ -140,7 +142,25 @@ impl<'a> Sink<'a> {
             dropped: 0,
             first_dropped: Pos::default(),
             suggest_budget: SUGGEST_BUDGET,
+            expressions: 0,
         }
+    }
+
+    /// Counts `n` more expressions to compile at `pos`; false (reported once, at the first one over) past
+    /// [`MAX_EXPRESSIONS`], when they must not be compiled.
+    pub fn admit_expressions(&mut self, n: usize, pos: Pos) -> bool {
+        let before = self.expressions;
+        self.expressions = self.expressions.saturating_add(n);
+        if self.expressions <= MAX_EXPRESSIONS {
+            return true;
+        }
+        if before <= MAX_EXPRESSIONS {
+            self.err(
+                pos,
+                format!("too many expressions (more than {MAX_EXPRESSIONS} in one playbook)"),
+            );
+        }
+        false
     }
 
     /// [`crate::did_you_mean`] within the document's budget of comparisons (after it, and once no further

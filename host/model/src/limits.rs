@@ -26,6 +26,11 @@ pub const MAX_ALIAS_NODES: usize = 200_000;
 /// The deepest nesting of lists and mappings accepted.
 pub const MAX_DEPTH: usize = 64;
 
+/// The most `${{ }}` expressions one playbook may hold (aliases count each time). A compiled expression
+/// takes about 6 KiB, so this holds them to about 90 MiB; the largest realistic document the API accepts
+/// (3,000 steps of three expressions, 1 MiB) holds 10,000.
+pub const MAX_EXPRESSIONS: usize = 15_000;
+
 /// The most problems reported for one document; the rest are counted in a last diagnostic.
 pub const MAX_DIAGNOSTICS: usize = 100;
 

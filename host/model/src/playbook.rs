@@ -914,6 +914,9 @@ pub(crate) fn parse_condition(node: &Node, cpath: &str, sink: &mut Sink<'_>) -> 
             return None;
         }
     };
+    if !sink.admit_expressions(1, node.pos) {
+        return None;
+    }
     match Expression::compile(&src) {
         Ok(e) => Some(e),
         Err(m) => {
@@ -1037,7 +1040,18 @@ pub(crate) fn template(node: &Node, path: &str, sink: &mut Sink<'_>) -> Template
 
 fn tnode(node: &Node, path: &YPath<'_>, sink: &mut Sink<'_>) -> TNode {
     let kind = match &node.kind {
-        Kind::Str(s) => compile_string(s, |m| sink.err_with(node.pos, || format!("{path}: {m}"))),
+        Kind::Str(s) => {
+            let count = match split(s) {
+                Ok(Split::Whole(_)) => 1,
+                Ok(Split::Parts(parts)) => parts.iter().filter(|(is_expr, _)| *is_expr).count(),
+                Ok(Split::Plain) | Err(_) => 0,
+            };
+            if sink.admit_expressions(count, node.pos) {
+                compile_string(s, |m| sink.err_with(node.pos, || format!("{path}: {m}")))
+            } else {
+                TKind::Const(Value::String(s.to_string()))
+            }
+        }
         Kind::Seq(items) => collapse_array(
             items
                 .iter()
