@@ -116,8 +116,9 @@ async fn validate(inner: &Arc<Inner>, source: &str, file: &str) -> Result<Playbo
                 file: file.to_owned(),
                 line: 1,
                 col: 1,
-                message: "the playbook could not be validated (an internal error; see the server log)"
-                    .to_owned(),
+                message:
+                    "the playbook could not be validated (an internal error; see the server log)"
+                        .to_owned(),
             }]))
         })
         .map_err(PublishError::Invalid)

@@ -1024,8 +1024,14 @@ fn parse_event(
                 None => ok = false,
             }
         }
-        let (name, input_ok) =
-            parse_input_name(&fields, path, Some(InputType::Object), inputs, required, sink);
+        let (name, input_ok) = parse_input_name(
+            &fields,
+            path,
+            Some(InputType::Object),
+            inputs,
+            required,
+            sink,
+        );
         input = name;
         ok &= input_ok;
     }

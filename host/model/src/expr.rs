@@ -113,6 +113,10 @@ impl Expression {
         if src.is_empty() {
             return Err("empty expression".to_owned());
         }
+        if closes_nothing(&src) {
+            // minijinja's lexer panics on text after such a `}}` (an empty lexer stack): refuse it first.
+            return Err("`}}` outside a string closes nothing (an expression cannot contain the end of a `${{ }}`)".to_owned());
+        }
         let compiled = ENV
             .compile_expression_owned(src.clone())
             .map_err(|e| mj_message(&e))?;
@@ -268,6 +272,31 @@ impl DataSources {
         }
         walk(&template.root, self);
     }
+}
+
+/// Whether `src` has a `}}` outside string literals that closes no `{` of a mapping literal.
+fn closes_nothing(src: &str) -> bool {
+    let b = src.as_bytes();
+    let mut depth = 0usize;
+    let mut quote: Option<u8> = None;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        match quote {
+            Some(_) if c == b'\\' => i += 1,
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None => match c {
+                b'\'' | b'"' => quote = Some(c),
+                b'{' => depth += 1,
+                b'}' if depth > 0 => depth -= 1,
+                b'}' if b.get(i + 1) == Some(&b'}') => return true,
+                _ => {}
+            },
+        }
+        i += 1;
+    }
+    false
 }
 
 /// Finds `steps['id']` (optionally followed by `.field` or `['field']`) and `inputs['name']`
@@ -942,6 +971,24 @@ mod tests {
                 .any(|r| matches!(r, Ref::Step { id, .. } if id == "zz"))
         );
         assert!(!refs.contains(&Ref::Unknown("range".into())));
+    }
+
+    #[test]
+    fn a_close_that_closes_nothing_is_an_error_not_a_panic() {
+        for src in ["a }} b", "a -}} b", "a }}}", "x }} y }}"] {
+            let e = Expression::compile(src).unwrap_err();
+            assert!(
+                e.starts_with("`}}` outside a string closes nothing"),
+                "{src}: {e}"
+            );
+        }
+        for src in [
+            "{'a': {'b': 1}}['a']",
+            "'}}' ~ a",
+            "\"}}\" ~ {'k': {'j': 'x'}}",
+        ] {
+            assert!(Expression::compile(src).is_ok(), "{src}");
+        }
     }
 
     #[test]

@@ -12,13 +12,13 @@ use serde_json::Value;
 
 use crate::catalog::did_you_mean;
 use crate::diag::{Diagnostic, Diagnostics, Pos, Sink};
-use crate::reach::Upstream;
 use crate::durable::{self, ForEach, OnError, RawOnError, RetryPolicy, StepConcurrency, Triggers};
 use crate::expr::{
     Expression, Ref, Split, TKind, TNode, Template, collapse_array, collapse_object,
     compile_string, split,
 };
 use crate::inputs::{Format, InputSpec, InputType};
+use crate::reach::Upstream;
 use crate::yaml::{self, Entry, Kind, Node};
 
 const TOP_KEYS: &[&str] = &[
@@ -593,9 +593,11 @@ fn parse_playbook(root: &Node, sink: &mut Sink<'_>) -> Option<Playbook> {
             locals: &[],
             item_in_if: false,
         };
-        for_each_expr_path(&t.root, &YPath::Field("outputs", name), &mut |e, pos, path| {
-            check_refs(e, pos, path, &scope, sink)
-        });
+        for_each_expr_path(
+            &t.root,
+            &YPath::Field("outputs", name),
+            &mut |e, pos, path| check_refs(e, pos, path, &scope, sink),
+        );
     }
 
     let (order, dependents) = if acyclic {
@@ -644,7 +646,9 @@ fn resolve_handler(
             ids.iter().map(String::as_str).chain(["fail", "continue"]),
         );
         sink.err_with(pos, || {
-            format!("{path}: unknown step `{name}`{hint}; expected {keywords}the id of a handler step")
+            format!(
+                "{path}: unknown step `{name}`{hint}; expected {keywords}the id of a handler step"
+            )
         });
     }
     j
@@ -1062,7 +1066,12 @@ fn tnode(node: &Node, path: &YPath<'_>, sink: &mut Sink<'_>) -> TNode {
         Kind::Map(entries) => collapse_object(
             entries
                 .iter()
-                .map(|e| (e.key.clone(), tnode(&e.value, &YPath::Key(path, &e.key), sink)))
+                .map(|e| {
+                    (
+                        e.key.clone(),
+                        tnode(&e.value, &YPath::Key(path, &e.key), sink),
+                    )
+                })
                 .collect(),
         ),
         _ => TKind::Const(node.to_json()),
@@ -1107,13 +1116,17 @@ pub(crate) fn for_each_expr_path(
 fn step_expressions(step: &Step, f: &mut dyn FnMut(&Expression, Pos, &YPath<'_>, bool)) {
     let id = step.id.as_str();
     if let Some(each) = &step.for_each {
-        for_each_expr_path(&each.items.root, &YPath::Step(id, "for_each"), &mut |e, pos, path| {
-            f(e, pos, path, false)
-        });
+        for_each_expr_path(
+            &each.items.root,
+            &YPath::Step(id, "for_each"),
+            &mut |e, pos, path| f(e, pos, path, false),
+        );
     }
-    for_each_expr_path(&step.with.root, &YPath::Step(id, "with"), &mut |e, pos, path| {
-        f(e, pos, path, true)
-    });
+    for_each_expr_path(
+        &step.with.root,
+        &YPath::Step(id, "with"),
+        &mut |e, pos, path| f(e, pos, path, true),
+    );
     if let Some(key) = step.concurrency.as_ref().and_then(|c| c.key.as_ref()) {
         for_each_expr_path(
             &key.root,
@@ -1141,7 +1154,10 @@ impl<'a> Ids<'a> {
     /// The first id (in sorted order) that starts with `prefix`.
     fn starting_with(&self, prefix: &str) -> Option<&'a str> {
         let i = self.sorted.partition_point(|s| *s < prefix);
-        self.sorted.get(i).copied().filter(|s| s.starts_with(prefix))
+        self.sorted
+            .get(i)
+            .copied()
+            .filter(|s| s.starts_with(prefix))
     }
 }
 
@@ -1193,9 +1209,7 @@ fn check_refs(
                                 .did_you_mean(id, ids.ids.iter().map(String::as_str))
                                 .replacen("(did you mean `", "(did you mean `steps.", 1),
                         };
-                        sink.err_with(pos, || {
-                            format!("{path}: unknown step `steps.{id}`{hint}")
-                        });
+                        sink.err_with(pos, || format!("{path}: unknown step `steps.{id}`{hint}"));
                     }
                 }
                 Some(&j) => {
@@ -1220,7 +1234,9 @@ fn check_refs(
                     {
                         sink.err(
                             pos,
-                            format!("{path}: `steps.{id}.{f}`: a step has only `output` and `status`"),
+                            format!(
+                                "{path}: `steps.{id}.{f}`: a step has only `output` and `status`"
+                            ),
                         );
                     }
                 }

@@ -471,7 +471,8 @@ impl MarkedEventReceiver for Builder {
                 self.push_node(Node { pos, kind }, anchor, size);
             }
             Event::Alias(id) => {
-                let Some((mut node, size)) = self.anchors.get(&id).map(|a| (a.node.clone(), a.size))
+                let Some((mut node, size)) =
+                    self.anchors.get(&id).map(|a| (a.node.clone(), a.size))
                 else {
                     self.error(pos, "unknown alias".to_owned());
                     return;
@@ -675,7 +676,10 @@ mod tests {
     /// The reproduction of issue 11: a 100 KB string anchored and aliased in five nested levels of ten
     /// (10 GB expanded).
     fn string_bomb() -> String {
-        let mut s = format!("name: bomb\nversion: 1\nx0: &a0 \"{}\"\n", "a".repeat(100_000));
+        let mut s = format!(
+            "name: bomb\nversion: 1\nx0: &a0 \"{}\"\n",
+            "a".repeat(100_000)
+        );
         for level in 1..=5 {
             let prev = level - 1;
             let items = vec![format!("*a{prev}"); 10].join(", ");
@@ -700,7 +704,9 @@ mod tests {
         let e = too_large(&string_bomb());
         assert_eq!(
             e.message,
-            format!("document too large (more than {MAX_EXPANDED_BYTES} bytes after expanding aliases)")
+            format!(
+                "document too large (more than {MAX_EXPANDED_BYTES} bytes after expanding aliases)"
+            )
         );
         // Level 1 stands for 1 MB, level 2 for 10 MB; the alias that crosses 16 MiB is in level 3, line 6.
         assert_eq!(e.pos.line, 6, "{e:?}");
@@ -729,7 +735,10 @@ mod tests {
             s.push_str("  - *m\n");
         }
         let e = too_large(&s);
-        assert!(e.message.ends_with("bytes after expanding aliases)"), "{e:?}");
+        assert!(
+            e.message.ends_with("bytes after expanding aliases)"),
+            "{e:?}"
+        );
         assert_eq!(e.pos.line, 2 + 16, "{e:?}");
     }
 
@@ -740,7 +749,10 @@ mod tests {
             s.push_str(&format!("  ? *k\n  : {i}\n"));
         }
         let e = too_large(&s);
-        assert!(e.message.ends_with("bytes after expanding aliases)"), "{e:?}");
+        assert!(
+            e.message.ends_with("bytes after expanding aliases)"),
+            "{e:?}"
+        );
     }
 
     #[test]
@@ -768,20 +780,31 @@ mod tests {
         let s = format!(
             "a: \"{}\"\nb: {{{}}}\n",
             "\\L".repeat(1000),
-            (0..1000).map(|i| format!("k{i}")).collect::<Vec<_>>().join(", ")
+            (0..1000)
+                .map(|i| format!("k{i}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         let mut b = Builder::default();
         let mut parser = Parser::new_from_str(&s);
         assert!(parser.load(&mut b, false).is_ok());
         assert!(b.exceeded.is_none());
-        assert!(b.total.bytes < 2 * s.len(), "{} for {}", b.total.bytes, s.len());
+        assert!(
+            b.total.bytes < 2 * s.len(),
+            "{} for {}",
+            b.total.bytes,
+            s.len()
+        );
     }
 
     #[test]
     fn a_large_source_is_refused_before_parsing() {
         let s = format!("a: \"{}\"\n", "x".repeat(MAX_SOURCE_BYTES));
         let e = too_large(&s);
-        assert_eq!(e.message, format!("document too large (more than {MAX_SOURCE_BYTES} bytes)"));
+        assert_eq!(
+            e.message,
+            format!("document too large (more than {MAX_SOURCE_BYTES} bytes)")
+        );
         assert_eq!(e.pos, Pos::new(1, MAX_SOURCE_BYTES + 1));
     }
 
@@ -789,11 +812,17 @@ mod tests {
     fn a_nul_is_an_error_at_its_place() {
         let e = too_large("a: 1\n\0b: 2\n");
         assert_eq!(e.pos, Pos::new(2, 1));
-        assert!(e.message.starts_with("a NUL character is not allowed"), "{e:?}");
+        assert!(
+            e.message.starts_with("a NUL character is not allowed"),
+            "{e:?}"
+        );
         let e = too_large("a: 1\nb: \"x\0y\"\n");
         assert_eq!(e.pos, Pos::new(2, 6));
         // The escape is fine.
-        assert_eq!(p("a: \"x\\0y\"").to_json(), serde_json::json!({"a": "x\u{0}y"}));
+        assert_eq!(
+            p("a: \"x\\0y\"").to_json(),
+            serde_json::json!({"a": "x\u{0}y"})
+        );
     }
 
     #[test]
@@ -806,7 +835,11 @@ mod tests {
         );
         let e = decode(b"a: \xe2\x82").unwrap_err();
         assert_eq!(e.pos, Pos::new(1, 4));
-        assert!(e.message.contains("a truncated UTF-8 sequence (0xE2 0x82) at byte 3"), "{e:?}");
+        assert!(
+            e.message
+                .contains("a truncated UTF-8 sequence (0xE2 0x82) at byte 3"),
+            "{e:?}"
+        );
         assert_eq!(pos_at(b"a\r\nb\rc", 5), Pos::new(3, 1));
     }
 
@@ -816,7 +849,10 @@ mod tests {
         s.push_str("k42: again\nk7: again\n");
         let e = parse(&s).unwrap_err();
         let found: Vec<_> = e.iter().map(|e| (e.pos.line, e.message.as_str())).collect();
-        assert_eq!(found, [(101, "duplicate key `k42`"), (102, "duplicate key `k7`")]);
+        assert_eq!(
+            found,
+            [(101, "duplicate key `k42`"), (102, "duplicate key `k7`")]
+        );
     }
 
     #[test]

@@ -96,7 +96,10 @@ pub(crate) async fn publish(
         .is_some_and(|v| v.starts_with("application/json"));
     let (source, file) = if is_json {
         let body: PublishBody = json_body(&body)?;
-        (body.source, body.file.unwrap_or_else(|| "playbook.yaml".into()))
+        (
+            body.source,
+            body.file.unwrap_or_else(|| "playbook.yaml".into()),
+        )
     } else {
         let file = q.file.unwrap_or_else(|| "playbook.yaml".into());
         // Not UTF-8: a diagnostic at the first bad sequence (its line, column and byte offset).
