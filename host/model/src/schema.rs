@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 
-use crate::catalog::{ActionCatalog, did_you_mean};
+use crate::catalog::ActionCatalog;
 use crate::diag::{Diagnostic, Diagnostics, Sink};
 use crate::expr::{Part, TKind, TNode};
 use crate::limits::MAX_SCHEMA_POINTER_BYTES;
@@ -256,25 +256,16 @@ impl Playbook {
             .collect();
         unknown.sort();
         for k in unknown {
-            let declared = if self.inputs.is_empty() {
-                "this playbook declares no inputs".to_owned()
-            } else {
-                format!(
-                    "declared inputs: {}",
-                    self.inputs
-                        .keys()
-                        .map(String::as_str)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            };
-            sink.err(
-                self.inputs_pos,
-                format!(
-                    "unknown input `{k}`{}; {declared}",
-                    did_you_mean(k, self.inputs.keys().map(String::as_str))
-                ),
-            );
+            let hint = sink.did_you_mean(k, self.inputs.keys().map(String::as_str));
+            sink.err_with(self.inputs_pos, || {
+                let declared = if self.inputs.is_empty() {
+                    "this playbook declares no inputs".to_owned()
+                } else {
+                    let names: Vec<&str> = self.inputs.keys().map(String::as_str).collect();
+                    format!("declared inputs: {}", names.join(", "))
+                };
+                format!("unknown input `{k}`{hint}; {declared}")
+            });
         }
         let mut out = Map::new();
         for (name, spec) in &self.inputs {
