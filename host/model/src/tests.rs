@@ -646,3 +646,21 @@ fn schema_errors_in_a_wide_with_are_at_their_value() {
         )]
     );
 }
+
+#[test]
+fn long_keys_deep_down_cost_nothing_until_a_problem_is_reported() {
+    // Fifty levels of 500-byte keys over 20,000 values: a path per value would be 500 MB of text.
+    let mut src = String::from("name: c\nversion: 1\nsteps:\n  s:\n    uses: p.a\n    with:\n");
+    let mut indent = 6;
+    for level in 0..50 {
+        src.push_str(&format!("{}{}{level}:\n", " ".repeat(indent), "k".repeat(500)));
+        indent += 1;
+    }
+    src.push_str(&" ".repeat(indent));
+    src.push_str("leaf: [");
+    src.push_str(&vec!["1"; 20_000].join(", "));
+    src.push_str(", \"${{ nope }}\"]\n");
+    let e = errors(&src);
+    assert_eq!(e.len(), 1);
+    assert!(e[0].contains("leaf[20000]: unknown variable `nope`"), "{}", e[0]);
+}

@@ -220,6 +220,24 @@ fn publish_refuses_hostile_documents_with_positions_and_keeps_serving() {
         "{body}"
     );
 
+    // The largest document the body limit lets through publishes; one byte more is a 413 with the error body.
+    let mut big = String::from("name: big\nversion: 1\nsteps:\n  s0: {uses: core.echo}\n");
+    let mut i = 1;
+    loop {
+        let step = format!("  s{i}: {{uses: core.echo, needs: s{}, with: {{n: {i}}}}}\n", i - 1);
+        if big.len() + step.len() > 1024 * 1024 {
+            break;
+        }
+        big.push_str(&step);
+        i += 1;
+    }
+    let (status, body) = yaml(big.clone().into_bytes());
+    assert_eq!(status, 201, "{body}");
+    big.push_str(&"#".repeat(1024 * 1024 + 1 - big.len()));
+    let (status, body) = yaml(big.into_bytes());
+    assert_eq!(status, 413, "{body}");
+    assert!(body["error"]["message"].is_string(), "{body}");
+
     let (status, _) = api.call("GET", "/api/v1/health", None);
     assert_eq!(status, 200);
     // And a real playbook still publishes.
