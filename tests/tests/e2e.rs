@@ -3,6 +3,7 @@
 mod e2e {
     pub mod cli;
     pub mod detector;
+    pub mod documents;
     pub mod edge;
     pub mod egress;
     pub mod expressions;

@@ -155,6 +155,27 @@ async fn timers_loop(inner: Arc<Inner>) {
     inner.timers.run_loop().await;
 }
 
+/// Loads a playbook against the catalog on the blocking pool: validating the largest document takes a tenth of
+/// a second of CPU, which must not hold an async worker that serves requests.
+async fn validate(inner: &Arc<Inner>, source: &str, file: &str) -> Result<Playbook, PublishError> {
+    let catalog = inner.catalog.clone();
+    let (source, name) = (source.to_owned(), file.to_owned());
+    tokio::task::spawn_blocking(move || Playbook::load(&source, &name, catalog.as_ref()))
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "playbook validation did not finish");
+            Err(qila_model::Diagnostics(vec![qila_model::Diagnostic {
+                file: file.to_owned(),
+                line: 1,
+                col: 1,
+                message:
+                    "the playbook could not be validated (an internal error; see the server log)"
+                        .to_owned(),
+            }]))
+        })
+        .map_err(PublishError::Invalid)
+}
+
 pub(crate) async fn publish(
     o: &Orchestrator,
     source: &str,
@@ -162,8 +183,7 @@ pub(crate) async fn publish(
     actor: &str,
 ) -> Result<Published, PublishError> {
     let inner = &o.inner;
-    let playbook =
-        Playbook::load(source, file, inner.catalog.as_ref()).map_err(PublishError::Invalid)?;
+    let playbook = validate(inner, source, file).await?;
     let digest = hex::encode(Sha256::digest(source.as_bytes()));
     let mut plugins = BTreeMap::new();
     for step in &playbook.steps {

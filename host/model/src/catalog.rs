@@ -59,16 +59,29 @@ impl ActionCatalog for StaticCatalog {
 }
 
 /// The candidate closest to `name` by edit distance, if close enough to be a plausible typo
-/// (distance at most a third of the name's length, and at least 1 allowed).
+/// (distance at most a third of the name's length, and at least 1 allowed). Names longer than
+/// [`SUGGEST_MAX_CHARS`] get no suggestion; a candidate whose length is too different is not compared, so the
+/// cost is linear in the number of candidates.
 pub fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    let limit = (name.chars().count() / 3).max(1);
+    let len = name.chars().count();
+    if len > SUGGEST_MAX_CHARS {
+        return None;
+    }
+    let limit = (len / 3).max(1);
+    let name: Vec<char> = name.chars().collect();
+    let mut buffers = Buffers::default();
     candidates
         .into_iter()
-        .map(|c| (levenshtein(name, c), c))
+        .filter(|c| c.len() <= 4 * (SUGGEST_MAX_CHARS + limit))
+        .filter(|c| c.chars().count().abs_diff(len) <= limit)
+        .map(|c| (levenshtein(&name, c, &mut buffers), c))
         .filter(|(d, _)| *d <= limit)
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
 }
+
+/// The longest name (in characters) for which [`closest`] looks for a suggestion.
+pub const SUGGEST_MAX_CHARS: usize = 64;
 
 /// ``" (did you mean `x`?)"`` when a close candidate exists, else `""`.
 pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
@@ -77,12 +90,22 @@ pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str
         .unwrap_or_default()
 }
 
+/// Rows reused by [`levenshtein`] across candidates.
+#[derive(Default)]
+struct Buffers {
+    b: Vec<char>,
+    d: Vec<usize>,
+}
+
 /// Optimal string alignment distance (Levenshtein plus adjacent transpositions).
-fn levenshtein(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
+fn levenshtein(a: &[char], b: &str, buffers: &mut Buffers) -> usize {
+    let Buffers { b: bv, d } = buffers;
+    bv.clear();
+    bv.extend(b.chars());
+    let b = bv.as_slice();
     let w = b.len() + 1;
-    let mut d = vec![0usize; (a.len() + 1) * w];
+    d.clear();
+    d.resize((a.len() + 1) * w, 0);
     for i in 0..=a.len() {
         d[i * w] = i;
     }

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::limits::{MAX_DIAGNOSTICS, MAX_EXPRESSIONS};
+
 /// A position in a source file (1-based line and column, in characters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Pos {
@@ -114,22 +116,124 @@ impl IntoIterator for Diagnostics {
     }
 }
 
-/// Collects diagnostics for one file.
+/// Collects diagnostics for one file: the first [`MAX_DIAGNOSTICS`] of them, and a count of the rest.
 #[derive(Debug)]
 pub(crate) struct Sink<'a> {
     pub file: &'a str,
-    pub diags: Vec<Diagnostic>,
+    diags: Vec<Diagnostic>,
+    dropped: usize,
+    first_dropped: Pos,
+    /// Candidates [`Sink::did_you_mean`] may still compare.
+    suggest_budget: usize,
+    /// Expressions compiled so far.
+    expressions: usize,
 }
+
+/// How many candidates the suggestions of one document may compare in all (each comparison is an edit
+/// distance of two short names): enough for every suggestion of a large playbook, and a bound on the work
+/// of one with many errors and many steps.
+const SUGGEST_BUDGET: usize = 2_000_000;
 
 impl<'a> Sink<'a> {
     pub fn new(file: &'a str) -> Self {
         Sink {
             file,
             diags: Vec::new(),
+            dropped: 0,
+            first_dropped: Pos::default(),
+            suggest_budget: SUGGEST_BUDGET,
+            expressions: 0,
         }
     }
 
+    /// Counts `n` more expressions to compile at `pos`; false (reported once, at the first one over) past
+    /// [`MAX_EXPRESSIONS`], when they must not be compiled.
+    pub fn admit_expressions(&mut self, n: usize, pos: Pos) -> bool {
+        let before = self.expressions;
+        self.expressions = self.expressions.saturating_add(n);
+        if self.expressions <= MAX_EXPRESSIONS {
+            return true;
+        }
+        if before <= MAX_EXPRESSIONS {
+            self.err(
+                pos,
+                format!("too many expressions (more than {MAX_EXPRESSIONS} in one playbook)"),
+            );
+        }
+        false
+    }
+
+    /// [`crate::did_you_mean`] within the document's budget of comparisons (after it, and once no further
+    /// diagnostic is kept, no suggestion).
+    pub fn did_you_mean<'c>(
+        &mut self,
+        name: &str,
+        candidates: impl IntoIterator<Item = &'c str>,
+    ) -> String {
+        if self.full() || self.suggest_budget == 0 {
+            return String::new();
+        }
+        let mut used = 0;
+        let suggestion = crate::catalog::did_you_mean(
+            name,
+            candidates
+                .into_iter()
+                .take(self.suggest_budget)
+                .inspect(|_| used += 1),
+        );
+        self.suggest_budget -= used;
+        suggestion
+    }
+
     pub fn err(&mut self, pos: Pos, message: impl Into<String>) {
-        self.diags.push(Diagnostic::new(self.file, pos, message));
+        if self.full() {
+            self.drop_one(pos);
+        } else {
+            self.diags.push(Diagnostic::new(self.file, pos, message));
+        }
+    }
+
+    /// Like [`Sink::err`], for a message that is costly to build (a suggestion among every step id, a list
+    /// of every input): built only if it will be reported.
+    pub fn err_with(&mut self, pos: Pos, message: impl FnOnce() -> String) {
+        if self.full() {
+            self.drop_one(pos);
+        } else {
+            self.diags.push(Diagnostic::new(self.file, pos, message()));
+        }
+    }
+
+    /// Whether no further diagnostic will be kept.
+    pub fn full(&self) -> bool {
+        self.diags.len() >= MAX_DIAGNOSTICS
+    }
+
+    /// Whether nothing was reported.
+    pub fn is_empty(&self) -> bool {
+        self.diags.is_empty()
+    }
+
+    fn drop_one(&mut self, pos: Pos) {
+        if self.dropped == 0 {
+            self.first_dropped = pos;
+        }
+        self.dropped += 1;
+    }
+
+    /// The diagnostics sorted by position, then a count of those not kept (at the first of them).
+    pub fn finish(self) -> Diagnostics {
+        let mut d = Diagnostics(self.diags);
+        d.sort();
+        if self.dropped > 0 {
+            d.0.push(Diagnostic::new(
+                self.file,
+                self.first_dropped,
+                format!(
+                    "{} more problems not shown (only the first {MAX_DIAGNOSTICS} are reported)",
+                    self.dropped
+                ),
+            ));
+        }
+        d
     }
 }

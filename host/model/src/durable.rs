@@ -566,9 +566,9 @@ pub(crate) fn parse_retry(node: &Node, path: &str, sink: &mut Sink<'_>) -> Optio
 
 pub(crate) fn parse_on_error(node: &Node, path: &str, sink: &mut Sink<'_>) -> Option<RawOnError> {
     match &node.kind {
-        Kind::Str(s) if s == "fail" => Some(RawOnError::Fail),
-        Kind::Str(s) if s == "continue" => Some(RawOnError::Continue),
-        Kind::Str(s) => Some(RawOnError::Step(s.clone(), node.pos)),
+        Kind::Str(s) if &**s == "fail" => Some(RawOnError::Fail),
+        Kind::Str(s) if &**s == "continue" => Some(RawOnError::Continue),
+        Kind::Str(s) => Some(RawOnError::Step(s.to_string(), node.pos)),
         _ => {
             type_error(
                 sink,
@@ -736,6 +736,12 @@ pub(crate) fn parse_triggers(
         return t;
     };
     let fields = Fields::new(entries, ON_KEYS, "on", sink);
+    // Found once: every trigger checks that the inputs it does not fill are optional.
+    let required: Vec<&str> = inputs
+        .iter()
+        .filter(|(_, spec)| spec.required)
+        .map(|(name, _)| name.as_str())
+        .collect();
     if let Some(e) = fields.get("manual") {
         match e.value.kind {
             Kind::Bool(b) => t.manual = b,
@@ -743,7 +749,7 @@ pub(crate) fn parse_triggers(
         }
     }
     if let Some(e) = fields.get("webhook") {
-        t.webhook = parse_webhook(&e.value, inputs, sink);
+        t.webhook = parse_webhook(&e.value, inputs, &required, sink);
     }
     if let Some(e) = fields.get("schedule") {
         let items: Vec<(&Node, String)> = match &e.value.kind {
@@ -755,7 +761,7 @@ pub(crate) fn parse_triggers(
             _ => vec![(&e.value, "on.schedule".to_owned())],
         };
         for (n, path) in items {
-            if let Some(s) = parse_schedule(n, &path, inputs, sink) {
+            if let Some(s) = parse_schedule(n, &path, inputs, &required, sink) {
                 t.schedules.push(s);
             }
         }
@@ -770,7 +776,7 @@ pub(crate) fn parse_triggers(
             _ => vec![(&e.value, "on.event".to_owned())],
         };
         for (n, path) in items {
-            if let Some(ev) = parse_event(n, &path, inputs, sink) {
+            if let Some(ev) = parse_event(n, &path, inputs, &required, sink) {
                 t.events.push(ev);
             }
         }
@@ -786,10 +792,11 @@ fn check_target_input(
     name: &str,
     ty: Option<InputType>,
     inputs: &IndexMap<String, InputSpec>,
+    required: &[&str],
     sink: &mut Sink<'_>,
 ) -> bool {
     let Some(spec) = inputs.get(name) else {
-        sink.err(node.pos, format!("{path}: {}", undeclared(name, inputs)));
+        undeclared(node.pos, path, name, inputs, sink);
         return false;
     };
     if let Some(ty) = ty
@@ -806,31 +813,40 @@ fn check_target_input(
         return false;
     }
     let mut ok = true;
-    for (other, spec) in inputs {
-        if other != name && spec.required {
-            sink.err(
-                node.pos,
-                format!(
-                    "{path}: only `{name}` is filled, but input `{other}` is required; give `{other}` a `default` or `required: false`"
-                ),
-            );
-            ok = false;
+    for &other in required.iter().filter(|&&other| other != name) {
+        ok = false;
+        sink.err_with(node.pos, || {
+            format!(
+                "{path}: only `{name}` is filled, but input `{other}` is required; give `{other}` a `default` or `required: false`"
+            )
+        });
+        if sink.full() {
+            break;
         }
     }
     ok
 }
 
-fn undeclared(name: &str, inputs: &IndexMap<String, InputSpec>) -> String {
-    let names = inputs.keys().map(String::as_str);
-    if inputs.is_empty() {
-        format!("`{name}` is not a declared input (no inputs are declared)")
-    } else {
-        format!(
-            "`{name}` is not a declared input{}; declared: {}",
-            did_you_mean(name, names),
-            inputs.keys().cloned().collect::<Vec<_>>().join(", ")
-        )
-    }
+/// Reports `name` as not a declared input at `pos`.
+fn undeclared(
+    pos: Pos,
+    path: &str,
+    name: &str,
+    inputs: &IndexMap<String, InputSpec>,
+    sink: &mut Sink<'_>,
+) {
+    let hint = sink.did_you_mean(name, inputs.keys().map(String::as_str));
+    sink.err_with(pos, || {
+        if inputs.is_empty() {
+            format!("{path}: `{name}` is not a declared input (no inputs are declared)")
+        } else {
+            let names: Vec<&str> = inputs.keys().map(String::as_str).collect();
+            format!(
+                "{path}: `{name}` is not a declared input{hint}; declared: {}",
+                names.join(", ")
+            )
+        }
+    });
 }
 
 fn parse_input_name(
@@ -838,6 +854,7 @@ fn parse_input_name(
     path: &str,
     ty: Option<InputType>,
     inputs: &IndexMap<String, InputSpec>,
+    required: &[&str],
     sink: &mut Sink<'_>,
 ) -> (Option<String>, bool) {
     let Some(e) = fields.get("input") else {
@@ -847,13 +864,14 @@ fn parse_input_name(
     let Some(name) = as_str(&e.value, &ipath, sink) else {
         return (None, false);
     };
-    let ok = check_target_input(&e.value, &ipath, name, ty, inputs, sink);
+    let ok = check_target_input(&e.value, &ipath, name, ty, inputs, required, sink);
     (Some(name.to_owned()), ok)
 }
 
 fn parse_webhook(
     node: &Node,
     inputs: &IndexMap<String, InputSpec>,
+    required: &[&str],
     sink: &mut Sink<'_>,
 ) -> Option<WebhookTrigger> {
     let path = "on.webhook";
@@ -862,7 +880,7 @@ fn parse_webhook(
         Kind::Bool(false) => None,
         Kind::Map(entries) => {
             let fields = Fields::new(entries, WEBHOOK_KEYS, path, sink);
-            let (input, _) = parse_input_name(&fields, path, None, inputs, sink);
+            let (input, _) = parse_input_name(&fields, path, None, inputs, required, sink);
             let signature = match fields.get("signature") {
                 Some(e) => {
                     let scheme = match &e.value.kind {
@@ -903,6 +921,7 @@ fn parse_schedule(
     node: &Node,
     path: &str,
     inputs: &IndexMap<String, InputSpec>,
+    required: &[&str],
     sink: &mut Sink<'_>,
 ) -> Option<Schedule> {
     let (cron_node, cron_path, inputs_node) = match &node.kind {
@@ -929,20 +948,17 @@ fn parse_schedule(
     let cron = as_str(cron_node, &cron_path, sink)?;
     let mut ok = true;
     let mut values = Map::new();
-    let mut given = Vec::new();
+    let mut given = std::collections::HashSet::new();
     if let Some(n) = inputs_node {
         let ipath = format!("{path}.inputs");
         match &n.kind {
             Kind::Map(entries) => {
-                for e in entries {
-                    given.push(e.key.as_str());
+                for e in entries.iter() {
+                    given.insert(e.key.as_str());
                     let v = e.value.to_json();
                     match inputs.get(&e.key) {
                         None => {
-                            sink.err(
-                                e.key_pos,
-                                format!("{ipath}: {}", undeclared(&e.key, inputs)),
-                            );
+                            undeclared(e.key_pos, &ipath, &e.key, inputs, sink);
                             ok = false;
                         }
                         Some(spec) => {
@@ -961,15 +977,15 @@ fn parse_schedule(
             }
         }
     }
-    for (name, spec) in inputs {
-        if spec.required && !given.contains(&name.as_str()) {
-            sink.err(
-                node.pos,
-                format!(
-                    "{path}: input `{name}` is required; give it under `inputs` (`{{ cron: \"...\", inputs: {{ {name}: ... }} }}`)"
-                ),
-            );
-            ok = false;
+    for &name in required.iter().filter(|&&name| !given.contains(name)) {
+        ok = false;
+        sink.err_with(node.pos, || {
+            format!(
+                "{path}: input `{name}` is required; give it under `inputs` (`{{ cron: \"...\", inputs: {{ {name}: ... }} }}`)"
+            )
+        });
+        if sink.full() {
+            break;
         }
     }
     let schedule = match Schedule::new(cron, values) {
@@ -991,6 +1007,7 @@ fn parse_event(
     node: &Node,
     path: &str,
     inputs: &IndexMap<String, InputSpec>,
+    required: &[&str],
     sink: &mut Sink<'_>,
 ) -> Option<EventTrigger> {
     let (name_node, name_path, fields) = match &node.kind {
@@ -1034,8 +1051,14 @@ fn parse_event(
                 None => ok = false,
             }
         }
-        let (name, input_ok) =
-            parse_input_name(&fields, path, Some(InputType::Object), inputs, sink);
+        let (name, input_ok) = parse_input_name(
+            &fields,
+            path,
+            Some(InputType::Object),
+            inputs,
+            required,
+            sink,
+        );
         input = name;
         ok &= input_ok;
     }

@@ -1162,6 +1162,24 @@ mod tests {
     }
 
     #[test]
+    fn a_close_that_closes_nothing_is_an_error_not_a_panic() {
+        for src in ["a }} b", "a -}} b", "a }}}", "x }} y }}"] {
+            let e = Expression::compile(src).unwrap_err();
+            assert!(
+                e.starts_with("`}}` outside a string closes nothing"),
+                "{src}: {e}"
+            );
+        }
+        for src in [
+            "{'a': {'b': 1}}['a']",
+            "'}}' ~ a",
+            "\"}}\" ~ {'k': {'j': 'x'}}",
+        ] {
+            assert!(Expression::compile(src).is_ok(), "{src}");
+        }
+    }
+
+    #[test]
     fn send_sync() {
         fn assert<T: Send + Sync>() {}
         assert::<Expression>();

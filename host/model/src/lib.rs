@@ -23,7 +23,9 @@ mod diag;
 mod durable;
 pub mod expr;
 mod inputs;
+pub mod limits;
 mod playbook;
+mod reach;
 mod schema;
 mod tlp;
 mod yaml;
@@ -45,5 +47,5 @@ pub use expr::{
 };
 pub use indexmap::IndexMap;
 pub use inputs::{Format, InputSpec, InputType};
-pub use playbook::{Playbook, Step};
+pub use playbook::{Playbook, Step, source_text};
 pub use tlp::{Tlp, TlpError};

@@ -18,6 +18,7 @@ use crate::expr::{
     compile_string, split,
 };
 use crate::inputs::{Format, InputSpec, InputType};
+use crate::reach::Upstream;
 use crate::yaml::{self, Entry, Kind, Node};
 
 const TOP_KEYS: &[&str] = &[
@@ -109,8 +110,8 @@ pub struct Step {
     pub uses_pos: Pos,
     /// Position of the `with` key, or of the step id when there is no `with`.
     pub with_pos: Pos,
-    /// Position of every value under `with`, by JSON pointer (for schema errors).
-    pub(crate) with_spans: HashMap<String, Pos>,
+    /// Position of every value under `with` (for schema errors).
+    pub(crate) with_spans: Spans,
     /// `retry:`; `None`: one attempt.
     pub retry: Option<RetryPolicy>,
     /// `timeout:`, per attempt.
@@ -144,6 +145,8 @@ impl Playbook {
     /// `uses` shape, the DAG (missing `needs`, cycles), expressions (compile, reference upstream
     /// steps and declared inputs). Everything that does not need the catalog. All problems are
     /// collected, sorted by position.
+    ///
+    /// Work and memory are linear in the document's size, within the limits of [`crate::limits`].
     pub fn parse(source: &str, file: &str) -> Result<Playbook, Diagnostics> {
         let mut sink = Sink::new(file);
         let root = match yaml::parse(source) {
@@ -159,12 +162,8 @@ impl Playbook {
         };
         let pb = parse_playbook(&root, &mut sink);
         match pb {
-            Some(pb) if sink.diags.is_empty() => Ok(pb),
-            _ => {
-                let mut d = Diagnostics(sink.diags);
-                d.sort();
-                Err(d)
-            }
+            Some(pb) if sink.is_empty() => Ok(pb),
+            _ => Err(sink.finish()),
         }
     }
 
@@ -216,6 +215,13 @@ impl Playbook {
 
 use crate::catalog::ActionCatalog;
 
+/// `bytes` as the source text of a playbook from `file`, or a diagnostic at the first sequence that is not
+/// UTF-8, naming its line, column and byte offset (`file:3:7: not UTF-8 text: an invalid UTF-8 sequence (0xFF)
+/// at byte 40; a playbook must be UTF-8`).
+pub fn source_text<'b>(bytes: &'b [u8], file: &str) -> Result<&'b str, Diagnostics> {
+    yaml::decode(bytes).map_err(|e| Diagnostics(vec![Diagnostic::new(file, e.pos, e.message)]))
+}
+
 /// Reads a mapping's fields, reporting unknown keys.
 pub(crate) struct Fields<'n> {
     entries: &'n [Entry],
@@ -231,16 +237,15 @@ impl<'n> Fields<'n> {
     ) -> Self {
         for e in entries {
             if !allowed.contains(&e.key.as_str()) {
-                sink.err(
-                    e.key_pos,
+                sink.err_with(e.key_pos, || {
                     format!(
                         "{}unknown key `{}`{}; allowed keys: {}",
                         prefix(path),
                         e.key,
                         did_you_mean(&e.key, allowed.iter().copied()),
                         allowed.join(", ")
-                    ),
-                );
+                    )
+                });
             }
         }
         Fields { entries }
@@ -425,30 +430,31 @@ fn parse_playbook(root: &Node, sink: &mut Sink<'_>) -> Option<Playbook> {
         .collect();
     let ids: Vec<String> = raw_steps.iter().map(|s| s.step.id.clone()).collect();
     let mut need_pos: Vec<Vec<Pos>> = Vec::with_capacity(raw_steps.len());
-    for rs in &mut raw_steps {
+    // `listed[j] == i + 1`: step `i` already lists `j` (a set per step, without clearing one).
+    let mut listed = vec![0usize; raw_steps.len()];
+    for (i, rs) in raw_steps.iter_mut().enumerate() {
         let mut positions = Vec::new();
         for (name, pos, path) in &rs.needs {
             match index.get(name) {
-                Some(&j) if rs.step.needs.contains(&j) => {
+                Some(&j) if listed[j] == i + 1 => {
                     sink.err(*pos, format!("{path}: `{name}` is listed twice"));
                 }
                 Some(&j) => {
+                    listed[j] = i + 1;
                     rs.step.needs.push(j);
                     positions.push(*pos);
                 }
-                None => sink.err(
-                    *pos,
-                    format!(
-                        "{path}: unknown step `{name}`{}",
-                        did_you_mean(name, ids.iter().map(String::as_str))
-                    ),
-                ),
+                None => {
+                    let hint = sink.did_you_mean(name, ids.iter().map(String::as_str));
+                    sink.err_with(*pos, || format!("{path}: unknown step `{name}`{hint}"));
+                }
             }
         }
         need_pos.push(positions);
     }
     let needs: Vec<Vec<usize>> = raw_steps.iter().map(|s| s.step.needs.clone()).collect();
-    let acyclic = report_cycles(&needs, &need_pos, &ids, sink);
+    let sccs = tarjan(&needs);
+    let acyclic = report_cycles(&needs, &sccs, &need_pos, &ids, sink);
 
     // Handlers: `on_error: <id>` and `on_failure: <id>`.
     let on_failure = fields.get("on_failure").and_then(|e| {
@@ -531,10 +537,28 @@ fn parse_playbook(root: &Node, sink: &mut Sink<'_>) -> Option<Playbook> {
         }
     }
 
-    // Expression references.
-    let input_names: Vec<&str> = inputs.keys().map(String::as_str).collect();
+    // Expression references: first every question "is `steps.x` upstream of the step that reads it?",
+    // answered together (linear for the usual shapes, see `reach`), then the checks.
+    let ids = Ids::new(&ids, &index);
+    let mut asked = Vec::new();
     for (i, rs) in raw_steps.iter().enumerate() {
-        let upstream = ancestors(&needs, i);
+        let mut ask = |e: &Expression| {
+            for r in e.references() {
+                if let Ref::Step { id, .. } = r
+                    && let Some(&j) = index.get(&id)
+                {
+                    asked.push((i, j));
+                }
+            }
+        };
+        if let Some(c) = &rs.step.condition {
+            ask(c);
+        }
+        step_expressions(&rs.step, &mut |e, _, _, _| ask(e));
+    }
+    let upstream = Upstream::new(&needs, &sccs, &asked);
+    drop(asked);
+    for (i, rs) in raw_steps.iter().enumerate() {
         let id = &rs.step.id;
         let base: &[&str] = if handlers[i] { &["error"] } else { &[] };
         let mut per_item: Vec<&str> = base.to_vec();
@@ -544,56 +568,36 @@ fn parse_playbook(root: &Node, sink: &mut Sink<'_>) -> Option<Playbook> {
         let scope = RefScope {
             ids: &ids,
             step: Some((i, &upstream)),
-            inputs: &input_names,
+            inputs: &inputs,
             locals: base,
             item_in_if: false,
-        };
-        let check = |e: &Expression, pos: Pos, path: &str, locals: &[&str], sink: &mut Sink<'_>| {
-            check_refs(e, pos, path, &RefScope { locals, ..scope }, sink);
         };
         if let Some(c) = &rs.step.condition {
             let scope = RefScope {
                 item_in_if: rs.step.for_each.is_some(),
                 ..scope
             };
-            check_refs(
-                c,
-                cond_pos(rs.node),
-                &format!("steps.{id}.if"),
-                &scope,
-                sink,
-            );
+            let path = YPath::Step(id, "if");
+            check_refs(c, cond_pos(rs.node), &path, &scope, sink);
         }
-        if let Some(fe) = &rs.step.for_each {
-            for_each_expr_path(
-                &fe.items.root,
-                &format!("steps.{id}.for_each"),
-                &mut |e, pos, path| check(e, pos, path, base, sink),
-            );
-        }
-        let with_path = format!("steps.{id}.with");
-        for_each_expr_path(&rs.step.with.root, &with_path, &mut |e, pos, path| {
-            check(e, pos, path, &per_item, sink)
+        step_expressions(&rs.step, &mut |e, pos, path, per_step_item| {
+            let locals = if per_step_item { &per_item } else { base };
+            check_refs(e, pos, path, &RefScope { locals, ..scope }, sink);
         });
-        if let Some(key) = rs.step.concurrency.as_ref().and_then(|c| c.key.as_ref()) {
-            for_each_expr_path(
-                &key.root,
-                &format!("steps.{id}.concurrency.key"),
-                &mut |e, pos, path| check(e, pos, path, &per_item, sink),
-            );
-        }
     }
     for (name, t, _) in &outputs {
-        for_each_expr_path(&t.root, &format!("outputs.{name}"), &mut |e, pos, path| {
-            let scope = RefScope {
-                ids: &ids,
-                step: None,
-                inputs: &input_names,
-                locals: &[],
-                item_in_if: false,
-            };
-            check_refs(e, pos, path, &scope, sink)
-        });
+        let scope = RefScope {
+            ids: &ids,
+            step: None,
+            inputs: &inputs,
+            locals: &[],
+            item_in_if: false,
+        };
+        for_each_expr_path(
+            &t.root,
+            &YPath::Field("outputs", name),
+            &mut |e, pos, path| check_refs(e, pos, path, &scope, sink),
+        );
     }
 
     let (order, dependents) = if acyclic {
@@ -637,16 +641,15 @@ fn resolve_handler(
         } else {
             "`fail`, `continue` or "
         };
-        sink.err(
-            pos,
-            format!(
-                "{path}: unknown step `{name}`{}; expected {keywords}the id of a handler step",
-                did_you_mean(
-                    name,
-                    ids.iter().map(String::as_str).chain(["fail", "continue"])
-                )
-            ),
+        let hint = sink.did_you_mean(
+            name,
+            ids.iter().map(String::as_str).chain(["fail", "continue"]),
         );
+        sink.err_with(pos, || {
+            format!(
+                "{path}: unknown step `{name}`{hint}; expected {keywords}the id of a handler step"
+            )
+        });
     }
     j
 }
@@ -813,7 +816,7 @@ fn parse_step<'n>(entry: &'n Entry, sink: &mut Sink<'_>) -> Option<RawStep<'n>> 
     if let Some(n) = fields.get("needs") {
         let npath = format!("{path}.needs");
         match &n.value.kind {
-            Kind::Str(s) => needs.push((s.clone(), n.value.pos, npath)),
+            Kind::Str(s) => needs.push((s.to_string(), n.value.pos, npath)),
             Kind::Seq(items) => {
                 for (i, item) in items.iter().enumerate() {
                     let ipath = format!("{npath}[{i}]");
@@ -830,10 +833,10 @@ fn parse_step<'n>(entry: &'n Entry, sink: &mut Sink<'_>) -> Option<RawStep<'n>> 
         .get("if")
         .and_then(|c| parse_condition(&c.value, &format!("{path}.if"), sink));
 
-    let mut with_spans = HashMap::new();
+    let mut with_spans = Spans::default();
     let (with, with_pos) = match fields.get("with") {
         Some(w) => {
-            spans(&w.value, String::new(), &mut with_spans);
+            with_spans = Spans::of(&w.value);
             let wpath = format!("{path}.with");
             if !matches!(w.value.kind, Kind::Map(_)) {
                 type_error(sink, &w.value, &wpath, "a mapping");
@@ -894,7 +897,7 @@ pub(crate) fn parse_condition(node: &Node, cpath: &str, sink: &mut Sink<'_>) -> 
     let src: String = match &node.kind {
         Kind::Bool(b) => b.to_string(),
         Kind::Str(s) => match split(s) {
-            Ok(Split::Plain) => s.clone(),
+            Ok(Split::Plain) => s.to_string(),
             Ok(Split::Whole(src)) => src.to_owned(),
             Ok(Split::Parts(_)) => {
                 sink.err(
@@ -915,6 +918,9 @@ pub(crate) fn parse_condition(node: &Node, cpath: &str, sink: &mut Sink<'_>) -> 
             return None;
         }
     };
+    if !sink.admit_expressions(1, node.pos) {
+        return None;
+    }
     match Expression::compile(&src) {
         Ok(e) => Some(e),
         Err(m) => {
@@ -927,40 +933,134 @@ pub(crate) fn parse_condition(node: &Node, cpath: &str, sink: &mut Sink<'_>) -> 
     }
 }
 
-/// Records the position of every node under `node` by JSON pointer.
-fn spans(node: &Node, pointer: String, out: &mut HashMap<String, Pos>) {
-    match &node.kind {
-        Kind::Seq(items) => {
-            for (i, item) in items.iter().enumerate() {
-                spans(item, format!("{pointer}/{i}"), out);
+/// The positions of a step's `with`: one per value, found by JSON pointer (for schema errors).
+#[derive(Debug, Default)]
+pub(crate) struct Spans {
+    pos: Pos,
+    children: SpanChildren,
+}
+
+#[derive(Debug, Default)]
+enum SpanChildren {
+    #[default]
+    Leaf,
+    Seq(Vec<Spans>),
+    /// Sorted by key (keys are unique), for a binary search.
+    Map(Vec<(String, Spans)>),
+}
+
+impl Spans {
+    fn of(node: &Node) -> Spans {
+        let children = match &node.kind {
+            Kind::Seq(items) => SpanChildren::Seq(items.iter().map(Spans::of).collect()),
+            Kind::Map(entries) => {
+                let mut m: Vec<(String, Spans)> = entries
+                    .iter()
+                    .map(|e| (e.key.clone(), Spans::of(&e.value)))
+                    .collect();
+                m.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                SpanChildren::Map(m)
             }
+            _ => SpanChildren::Leaf,
+        };
+        Spans {
+            pos: node.pos,
+            children,
         }
-        Kind::Map(entries) => {
-            for e in entries {
-                let key = e.key.replace('~', "~0").replace('/', "~1");
-                spans(&e.value, format!("{pointer}/{key}"), out);
-            }
-        }
-        _ => {}
     }
-    out.insert(pointer, node.pos);
+
+    /// The position of the value at JSON pointer `pointer` (`/a/0`), or of its closest ancestor below the
+    /// root; `None` for the root itself or a pointer whose first step is not there.
+    pub(crate) fn find(&self, pointer: &str) -> Option<Pos> {
+        let mut at = self;
+        let mut found = None;
+        for seg in pointer.split('/').skip(1) {
+            let next = match &at.children {
+                SpanChildren::Leaf => None,
+                SpanChildren::Seq(items) => seg.parse::<usize>().ok().and_then(|i| items.get(i)),
+                SpanChildren::Map(entries) => {
+                    let key = unescape_pointer(seg);
+                    entries
+                        .binary_search_by(|(k, _)| k.as_str().cmp(&key))
+                        .ok()
+                        .map(|i| &entries[i].1)
+                }
+            };
+            match next {
+                Some(n) => {
+                    at = n;
+                    found = Some(n.pos);
+                }
+                None => break,
+            }
+        }
+        found
+    }
+}
+
+/// A JSON pointer segment as a key (`~1` is `/`, `~0` is `~`).
+pub(crate) fn unescape_pointer(seg: &str) -> std::borrow::Cow<'_, str> {
+    if seg.contains('~') {
+        std::borrow::Cow::Owned(seg.replace("~1", "/").replace("~0", "~"))
+    } else {
+        std::borrow::Cow::Borrowed(seg)
+    }
+}
+
+/// A YAML path for messages (`steps.a.with.list[0]`), made into text only when a message is reported: making
+/// it for every value would cost the length of its keys times their number.
+#[derive(Clone, Copy)]
+pub(crate) enum YPath<'a> {
+    /// A path given as text.
+    Text(&'a str),
+    /// `parent.field` at the top: `outputs.name`.
+    Field(&'a str, &'a str),
+    /// `steps.<id>.<field>`.
+    Step(&'a str, &'a str),
+    /// `<parent>.<key>`.
+    Key(&'a YPath<'a>, &'a str),
+    /// `<parent>[<index>]`.
+    Index(&'a YPath<'a>, usize),
+}
+
+impl std::fmt::Display for YPath<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            YPath::Text(t) => f.write_str(t),
+            YPath::Field(a, b) => write!(f, "{a}.{b}"),
+            YPath::Step(id, field) => write!(f, "steps.{id}.{field}"),
+            YPath::Key(parent, key) => write!(f, "{parent}.{key}"),
+            YPath::Index(parent, i) => write!(f, "{parent}[{i}]"),
+        }
+    }
 }
 
 /// Compiles a YAML node into a template, reporting expression errors at the scalar.
 pub(crate) fn template(node: &Node, path: &str, sink: &mut Sink<'_>) -> Template {
     Template {
-        root: tnode(node, path, sink),
+        root: tnode(node, &YPath::Text(path), sink),
     }
 }
 
-fn tnode(node: &Node, path: &str, sink: &mut Sink<'_>) -> TNode {
+fn tnode(node: &Node, path: &YPath<'_>, sink: &mut Sink<'_>) -> TNode {
     let kind = match &node.kind {
-        Kind::Str(s) => compile_string(s, |m| sink.err(node.pos, format!("{path}: {m}"))),
+        Kind::Str(s) => {
+            let count = match split(s) {
+                Ok(Split::Whole(_)) => 1,
+                Ok(Split::Parts(parts)) => parts.iter().filter(|(is_expr, _)| *is_expr).count(),
+                Ok(Split::Plain) | Err(_) => 0,
+            };
+            if sink.admit_expressions(count, node.pos) {
+                compile_string(s, |m| sink.err_with(node.pos, || format!("{path}: {m}")))
+            } else {
+                TKind::Const(Value::String(s.to_string()))
+            }
+        }
         Kind::Seq(items) => collapse_array(
             items
                 .iter()
                 .enumerate()
-                .map(|(i, n)| tnode(n, &format!("{path}[{i}]"), sink))
+                .map(|(i, n)| tnode(n, &YPath::Index(path, i), sink))
                 .collect(),
         ),
         Kind::Map(entries) => collapse_object(
@@ -969,7 +1069,7 @@ fn tnode(node: &Node, path: &str, sink: &mut Sink<'_>) -> TNode {
                 .map(|e| {
                     (
                         e.key.clone(),
-                        tnode(&e.value, &format!("{path}.{}", e.key), sink),
+                        tnode(&e.value, &YPath::Key(path, &e.key), sink),
                     )
                 })
                 .collect(),
@@ -983,7 +1083,11 @@ fn tnode(node: &Node, path: &str, sink: &mut Sink<'_>) -> TNode {
 }
 
 /// Calls `f(expression, position, path)` for every expression under `n`.
-pub(crate) fn for_each_expr_path(n: &TNode, path: &str, f: &mut dyn FnMut(&Expression, Pos, &str)) {
+pub(crate) fn for_each_expr_path(
+    n: &TNode,
+    path: &YPath<'_>,
+    f: &mut dyn FnMut(&Expression, Pos, &YPath<'_>),
+) {
     match &n.kind {
         TKind::Const(_) => {}
         TKind::Expr(e) => f(e, n.pos, path),
@@ -996,14 +1100,64 @@ pub(crate) fn for_each_expr_path(n: &TNode, path: &str, f: &mut dyn FnMut(&Expre
         }
         TKind::Array(items) => {
             for (i, item) in items.iter().enumerate() {
-                for_each_expr_path(item, &format!("{path}[{i}]"), f);
+                for_each_expr_path(item, &YPath::Index(path, i), f);
             }
         }
         TKind::Object(entries) => {
             for (k, v) in entries {
-                for_each_expr_path(v, &format!("{path}.{k}"), f);
+                for_each_expr_path(v, &YPath::Key(path, k), f);
             }
         }
+    }
+}
+
+/// Calls `f(expression, position, path, per_item)` for every expression of a step's `for_each`, `with` and
+/// `concurrency.key` (not its `if`); `per_item`: where a `for_each` step binds `item` and `index`.
+fn step_expressions(step: &Step, f: &mut dyn FnMut(&Expression, Pos, &YPath<'_>, bool)) {
+    let id = step.id.as_str();
+    if let Some(each) = &step.for_each {
+        for_each_expr_path(
+            &each.items.root,
+            &YPath::Step(id, "for_each"),
+            &mut |e, pos, path| f(e, pos, path, false),
+        );
+    }
+    for_each_expr_path(
+        &step.with.root,
+        &YPath::Step(id, "with"),
+        &mut |e, pos, path| f(e, pos, path, true),
+    );
+    if let Some(key) = step.concurrency.as_ref().and_then(|c| c.key.as_ref()) {
+        for_each_expr_path(
+            &key.root,
+            &YPath::Step(id, "concurrency.key"),
+            &mut |e, pos, path| f(e, pos, path, true),
+        );
+    }
+}
+
+/// Step ids, for lookups and suggestions.
+struct Ids<'a> {
+    ids: &'a [String],
+    index: &'a HashMap<String, usize>,
+    /// Sorted, to find an id that starts with a prefix.
+    sorted: Vec<&'a str>,
+}
+
+impl<'a> Ids<'a> {
+    fn new(ids: &'a [String], index: &'a HashMap<String, usize>) -> Self {
+        let mut sorted: Vec<&str> = ids.iter().map(String::as_str).collect();
+        sorted.sort_unstable();
+        Ids { ids, index, sorted }
+    }
+
+    /// The first id (in sorted order) that starts with `prefix`.
+    fn starting_with(&self, prefix: &str) -> Option<&'a str> {
+        let i = self.sorted.partition_point(|s| *s < prefix);
+        self.sorted
+            .get(i)
+            .copied()
+            .filter(|s| s.starts_with(prefix))
     }
 }
 
@@ -1011,11 +1165,11 @@ pub(crate) fn for_each_expr_path(n: &TNode, path: &str, f: &mut dyn FnMut(&Expre
 #[derive(Clone, Copy)]
 struct RefScope<'a> {
     /// All step ids.
-    ids: &'a [String],
-    /// `(index, upstream set)` for a step's expressions, `None` for outputs.
-    step: Option<(usize, &'a HashSet<usize>)>,
-    /// Declared input names.
-    inputs: &'a [&'a str],
+    ids: &'a Ids<'a>,
+    /// `(index, reachability)` for a step's expressions, `None` for outputs.
+    step: Option<(usize, &'a Upstream)>,
+    /// Declared inputs.
+    inputs: &'a IndexMap<String, InputSpec>,
     /// Extra roots valid here (`item`, `index`, `error`).
     locals: &'a [&'a str],
     /// The `if` of a `for_each` step: `item` and `index` get a dedicated message.
@@ -1023,7 +1177,13 @@ struct RefScope<'a> {
 }
 
 /// Checks an expression's references against `scope`.
-fn check_refs(e: &Expression, pos: Pos, path: &str, scope: &RefScope<'_>, sink: &mut Sink<'_>) {
+fn check_refs(
+    e: &Expression,
+    pos: Pos,
+    path: &dyn std::fmt::Display,
+    scope: &RefScope<'_>,
+    sink: &mut Sink<'_>,
+) {
     let RefScope {
         ids,
         step,
@@ -1036,64 +1196,62 @@ fn check_refs(e: &Expression, pos: Pos, path: &str, scope: &RefScope<'_>, sink: 
     let mut reported = HashSet::new();
     for r in &refs {
         match r {
-            Ref::Step { id, field } => {
-                match ids.iter().position(|s| s == id) {
-                    None => {
-                        let with_dash = format!("{id}-");
-                        let hint = match ids.iter().find(|s| s.starts_with(&with_dash)) {
+            Ref::Step { id, field } => match ids.index.get(id.as_str()) {
+                None => {
+                    let dashed = ids.starting_with(&format!("{id}-"));
+                    hyphen_hint |= dashed.is_some();
+                    if reported.insert(format!("s:{id}")) {
+                        let hint = match dashed {
                             Some(full) => {
-                                hyphen_hint = true;
                                 format!(" (a step id with `-` must be written `steps['{full}']`)")
                             }
-                            None => did_you_mean(id, ids.iter().map(String::as_str)).replacen(
-                                "(did you mean `",
-                                "(did you mean `steps.",
-                                1,
-                            ),
+                            None => sink
+                                .did_you_mean(id, ids.ids.iter().map(String::as_str))
+                                .replacen("(did you mean `", "(did you mean `steps.", 1),
                         };
-                        if reported.insert(format!("s:{id}")) {
-                            sink.err(pos, format!("{path}: unknown step `steps.{id}`{hint}"));
-                        }
-                    }
-                    Some(j) => {
-                        if let Some((i, upstream)) = step
-                            && !upstream.contains(&j)
-                            && reported.insert(format!("u:{id}"))
-                        {
-                            let msg = if i == j {
-                                format!("{path}: step `{id}` cannot reference its own `steps.{id}`")
-                            } else {
-                                format!(
-                                    "{path}: `steps.{id}` is not upstream of step `{}` (add `{id}` to its `needs`)",
-                                    ids[i]
-                                )
-                            };
-                            sink.err(pos, msg);
-                        }
-                        if let Some(f) = field
-                            && f != "output"
-                            && f != "status"
-                            && reported.insert(format!("f:{id}.{f}"))
-                        {
-                            sink.err(
-                                    pos,
-                                    format!("{path}: `steps.{id}.{f}`: a step has only `output` and `status`"),
-                                );
-                        }
+                        sink.err_with(pos, || format!("{path}: unknown step `steps.{id}`{hint}"));
                     }
                 }
-            }
+                Some(&j) => {
+                    if let Some((i, upstream)) = step
+                        && !upstream.is_upstream(i, j)
+                        && reported.insert(format!("u:{id}"))
+                    {
+                        let msg = if i == j {
+                            format!("{path}: step `{id}` cannot reference its own `steps.{id}`")
+                        } else {
+                            format!(
+                                "{path}: `steps.{id}` is not upstream of step `{}` (add `{id}` to its `needs`)",
+                                ids.ids[i]
+                            )
+                        };
+                        sink.err(pos, msg);
+                    }
+                    if let Some(f) = field
+                        && f != "output"
+                        && f != "status"
+                        && reported.insert(format!("f:{id}.{f}"))
+                    {
+                        sink.err(
+                            pos,
+                            format!(
+                                "{path}: `steps.{id}.{f}`: a step has only `output` and `status`"
+                            ),
+                        );
+                    }
+                }
+            },
             Ref::Input(name) => {
-                if !inputs.contains(&name.as_str()) && reported.insert(format!("i:{name}")) {
-                    let declared = if inputs.is_empty() {
-                        "no inputs are declared".to_owned()
-                    } else {
-                        format!("declared: {}", inputs.join(", "))
-                    };
-                    sink.err(
-                        pos,
-                        format!("{path}: undeclared input `inputs.{name}` ({declared})"),
-                    );
+                if !inputs.contains_key(name) && reported.insert(format!("i:{name}")) {
+                    sink.err_with(pos, || {
+                        let declared = if inputs.is_empty() {
+                            "no inputs are declared".to_owned()
+                        } else {
+                            let names: Vec<&str> = inputs.keys().map(String::as_str).collect();
+                            format!("declared: {}", names.join(", "))
+                        };
+                        format!("{path}: undeclared input `inputs.{name}` ({declared})")
+                    });
                 }
             }
             Ref::Unknown(_) => {}
@@ -1141,30 +1299,16 @@ fn check_refs(e: &Expression, pos: Pos, path: &str, scope: &RefScope<'_>, sink: 
     }
 }
 
-/// Steps reachable from `i` through `needs` (transitively).
-fn ancestors(needs: &[Vec<usize>], i: usize) -> HashSet<usize> {
-    let mut seen = HashSet::new();
-    let mut stack: Vec<usize> = needs.get(i).cloned().unwrap_or_default();
-    while let Some(j) = stack.pop() {
-        if seen.insert(j)
-            && let Some(n) = needs.get(j)
-        {
-            stack.extend(n.iter().copied());
-        }
-    }
-    seen
-}
-
 /// Reports one cycle per strongly connected component (self-loops included), named in `needs`
 /// direction (`a -> b` = `a` needs `b`), starting at the earliest step in file order, at the
 /// `needs` entry that starts the cycle. Returns whether the graph is acyclic.
 fn report_cycles(
     needs: &[Vec<usize>],
+    sccs: &[Vec<usize>],
     need_pos: &[Vec<Pos>],
     ids: &[String],
     sink: &mut Sink<'_>,
 ) -> bool {
-    let sccs = tarjan(needs);
     let mut acyclic = true;
     for comp in sccs {
         let is_cycle = comp.len() > 1 || comp.first().is_some_and(|&v| needs[v].contains(&v));
@@ -1224,8 +1368,8 @@ fn report_cycles(
     acyclic
 }
 
-/// Tarjan's strongly connected components (iterative).
-fn tarjan(g: &[Vec<usize>]) -> Vec<Vec<usize>> {
+/// Tarjan's strongly connected components (iterative), each listed after every component it reaches.
+pub(crate) fn tarjan(g: &[Vec<usize>]) -> Vec<Vec<usize>> {
     let n = g.len();
     let mut index = vec![usize::MAX; n];
     let mut low = vec![0; n];

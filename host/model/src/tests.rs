@@ -520,3 +520,155 @@ steps:
     let b = pb.steps[1].data_sources();
     assert!(b.steps.contains("a") && b.all_inputs, "{b:?}");
 }
+
+/// `n` steps `s0`..: each needs the one before it.
+fn chain(n: usize, extra: &str) -> String {
+    let mut s = String::from("name: c\nversion: 1\nsteps:\n  s0: { uses: p.a }\n");
+    for i in 1..n {
+        s.push_str(&format!("  s{i}: {{ uses: p.a, needs: s{} }}\n", i - 1));
+    }
+    s.push_str(extra);
+    s
+}
+
+#[test]
+fn upstream_references_in_a_long_chain() {
+    // The last step reads the first, 3,000 steps up: upstream. `s5` reads `s10`: downstream.
+    let n = 3000;
+    let mut src = chain(n, "");
+    src.push_str(&format!(
+        "  last: {{ uses: p.a, needs: s{}, with: {{ v: \"${{{{ steps.s0.output }}}}\" }} }}\n",
+        n - 1
+    ));
+    src.push_str("  side: { uses: p.a, needs: [s5], with: { v: \"${{ steps.s10.output }}\" } }\n");
+    let e = errors(&src);
+    assert_eq!(
+        e,
+        [format!(
+            "pb.yaml:{}:46: steps.side.with.v: `steps.s10` is not upstream of step `side` (add `s10` to its `needs`)",
+            n + 5
+        )]
+    );
+}
+
+#[test]
+fn a_step_may_list_many_needs_once() {
+    let mut src = chain(2, "");
+    let all: Vec<String> = (0..2).map(|i| format!("s{i}")).collect();
+    src.push_str(&format!(
+        "  fan: {{ uses: p.a, needs: [{}, s1] }}\n",
+        all.join(", ")
+    ));
+    let e = errors(&src);
+    assert_eq!(
+        e,
+        ["pb.yaml:6:37: steps.fan.needs[2]: `s1` is listed twice"]
+    );
+}
+
+#[test]
+fn problems_past_the_cap_are_counted() {
+    let mut src = String::from("name: c\nversion: 1\nsteps:\n");
+    for i in 0..150 {
+        src.push_str(&format!("  s{i}: {{ uses: p.a, needs: nope{i} }}\n"));
+    }
+    let e = errors(&src);
+    assert_eq!(e.len(), crate::limits::MAX_DIAGNOSTICS + 1);
+    assert!(
+        e[0].starts_with("pb.yaml:4:27: steps.s0.needs: unknown step `nope0`"),
+        "{}",
+        e[0]
+    );
+    assert_eq!(
+        e[crate::limits::MAX_DIAGNOSTICS],
+        "pb.yaml:104:29: 50 more problems not shown (only the first 100 are reported)"
+    );
+}
+
+#[test]
+fn too_many_expressions_is_one_error() {
+    let n = crate::limits::MAX_EXPRESSIONS + 10;
+    let items = vec!["\"${{ inputs.x }}\""; n].join(", ");
+    let src = format!(
+        "name: c\nversion: 1\ninputs: {{ x: {{ type: string }} }}\nsteps:\n  s: {{ uses: p.a, with: {{ v: [{items}] }} }}\n"
+    );
+    let e = errors(&src);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].ends_with(": too many expressions (more than 15000 in one playbook)"),
+        "{}",
+        e[0]
+    );
+}
+
+#[test]
+fn a_stray_close_in_a_bare_condition_is_a_diagnostic() {
+    let e = errors("name: c\nversion: 1\nsteps:\n  s:\n    uses: p.a\n    if: a }} b\n");
+    assert_eq!(e.len(), 1);
+    assert!(
+        e[0].starts_with(
+            "pb.yaml:6:9: steps.s.if: invalid expression `a }} b`: `}}` outside a string"
+        ),
+        "{}",
+        e[0]
+    );
+}
+
+#[test]
+fn schema_errors_in_a_wide_with_are_at_their_value() {
+    // 40 keys (an index is built for the lookup), one of them an expression, one of the wrong type.
+    let catalog = StaticCatalog::new().with(
+        "p",
+        "a",
+        json!({"type": "object", "additionalProperties": {"type": "integer"}}),
+    );
+    let mut with: Vec<String> = (0..40).map(|i| format!("k{i}: {i}")).collect();
+    with[3] = "k3: \"${{ inputs.x }}\"".to_owned();
+    with[17] = "k17: seventeen".to_owned();
+    let src = format!(
+        "name: c\nversion: 1\ninputs: {{ x: {{ type: string }} }}\nsteps:\n  s:\n    uses: p.a\n    with: {{ {} }}\n",
+        with.join(", ")
+    );
+    let e = match Playbook::load(&src, "pb.yaml", &catalog) {
+        Ok(_) => panic!("accepted"),
+        Err(d) => d.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    };
+    let col = src
+        .lines()
+        .nth(6)
+        .and_then(|l| l.find("seventeen"))
+        .unwrap_or(0)
+        + 1;
+    assert_eq!(
+        e,
+        [format!(
+            "pb.yaml:7:{col}: steps.s.with.k17: \"seventeen\" is not of type \"integer\""
+        )]
+    );
+}
+
+#[test]
+fn long_keys_deep_down_cost_nothing_until_a_problem_is_reported() {
+    // Fifty levels of 500-byte keys over 20,000 values: a path per value would be 500 MB of text.
+    let mut src = String::from("name: c\nversion: 1\nsteps:\n  s:\n    uses: p.a\n    with:\n");
+    let mut indent = 6;
+    for level in 0..50 {
+        src.push_str(&format!(
+            "{}{}{level}:\n",
+            " ".repeat(indent),
+            "k".repeat(500)
+        ));
+        indent += 1;
+    }
+    src.push_str(&" ".repeat(indent));
+    src.push_str("leaf: [");
+    src.push_str(&vec!["1"; 20_000].join(", "));
+    src.push_str(", \"${{ nope }}\"]\n");
+    let e = errors(&src);
+    assert_eq!(e.len(), 1);
+    assert!(
+        e[0].contains("leaf[20000]: unknown variable `nope`"),
+        "{}",
+        e[0]
+    );
+}

@@ -2,20 +2,25 @@
 //!
 //! Built from `yaml-rust2`'s event parser. Plain scalars are resolved with the YAML 1.2 core schema
 //! (`null`/`~`/empty, `true`/`false`, integers, floats, else strings); quoted and block scalars are
-//! always strings. Tags are ignored. Aliases are expanded (bounded, against "billion laughs").
+//! always strings. Tags are ignored.
+//!
+//! Aliases are expanded by sharing: strings, lists and mappings are reference counted, so an alias costs
+//! nothing to make. What it stands for is counted against [`MAX_EXPANDED_BYTES`], [`MAX_ALIAS_NODES`] and
+//! [`MAX_NODES`], as later stages (JSON values, templates) make real copies; expansion stops at the alias
+//! that crosses a limit. The source is checked first: at most [`MAX_SOURCE_BYTES`], and no NUL (which the
+//! scanner would take for the end of the input).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 
 use serde_json::Value;
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
 use crate::diag::Pos;
-
-/// Deepest nesting accepted (keeps every recursive walk over a node tree far from the stack limit).
-pub(crate) const MAX_DEPTH: usize = 64;
-/// Most nodes a document may expand to (aliases included).
-const MAX_NODES: usize = 1_000_000;
+use crate::limits::{
+    MAX_ALIAS_NODES, MAX_DEPTH, MAX_DIAGNOSTICS, MAX_EXPANDED_BYTES, MAX_NODES, MAX_SOURCE_BYTES,
+};
 
 /// A YAML node with its position.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,17 +29,17 @@ pub(crate) struct Node {
     pub kind: Kind,
 }
 
-/// The value of a node.
+/// The value of a node. Strings and collections are shared (an alias is a second reference).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Kind {
     Null,
     Bool(bool),
     Int(i64),
     Float(f64),
-    Str(String),
-    Seq(Vec<Node>),
+    Str(Rc<str>),
+    Seq(Rc<[Node]>),
     /// Entries in source order: key, key position, value.
-    Map(Vec<Entry>),
+    Map(Rc<[Entry]>),
 }
 
 /// One mapping entry.
@@ -66,7 +71,7 @@ impl Node {
             Kind::Bool(b) => Value::Bool(*b),
             Kind::Int(i) => Value::from(*i),
             Kind::Float(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
-            Kind::Str(s) => Value::String(s.clone()),
+            Kind::Str(s) => Value::String(s.to_string()),
             Kind::Seq(items) => Value::Array(items.iter().map(Node::to_json).collect()),
             Kind::Map(entries) => Value::Object(
                 entries
@@ -85,20 +90,110 @@ pub(crate) struct YamlError {
     pub message: String,
 }
 
+/// The position of byte `offset` of `source` (1-based line and column in characters), counting line
+/// breaks as the scanner does (`\n`, `\r\n`, a lone `\r`).
+pub(crate) fn pos_at(source: &[u8], offset: usize) -> Pos {
+    let before = &source[..offset.min(source.len())];
+    let mut line = 1;
+    let mut line_start = 0;
+    let mut i = 0;
+    while i < before.len() {
+        match before[i] {
+            b'\n' => {
+                line += 1;
+                line_start = i + 1;
+            }
+            b'\r' if before.get(i + 1) != Some(&b'\n') => {
+                line += 1;
+                line_start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    // Characters, not bytes: count the bytes that start a UTF-8 sequence.
+    let col = before[line_start..]
+        .iter()
+        .filter(|&&b| (b & 0xC0) != 0x80)
+        .count();
+    Pos::new(line, col + 1)
+}
+
+/// An error at the first byte past [`MAX_SOURCE_BYTES`], if `source` is longer.
+fn check_size(source: &[u8]) -> Result<(), Vec<YamlError>> {
+    if source.len() > MAX_SOURCE_BYTES {
+        return Err(vec![YamlError {
+            pos: pos_at(source, MAX_SOURCE_BYTES),
+            message: format!("document too large (more than {MAX_SOURCE_BYTES} bytes)"),
+        }]);
+    }
+    Ok(())
+}
+
+/// `bytes` as UTF-8 text, or an error: at the first byte past [`MAX_SOURCE_BYTES`], or at the first invalid
+/// sequence (its line, column and byte offset).
+pub(crate) fn decode(bytes: &[u8]) -> Result<&str, YamlError> {
+    if let Err(mut e) = check_size(bytes) {
+        return Err(e.remove(0));
+    }
+    std::str::from_utf8(bytes).map_err(|e| {
+        let at = e.valid_up_to();
+        let bad: Vec<String> = bytes[at..]
+            .iter()
+            .take(e.error_len().unwrap_or(bytes.len() - at).clamp(1, 4))
+            .map(|b| format!("0x{b:02X}"))
+            .collect();
+        let what = if e.error_len().is_none() {
+            "a truncated UTF-8 sequence"
+        } else {
+            "an invalid UTF-8 sequence"
+        };
+        YamlError {
+            pos: pos_at(bytes, at),
+            message: format!(
+                "not UTF-8 text: {what} ({}) at byte {at}; a playbook must be UTF-8",
+                bad.join(" ")
+            ),
+        }
+    })
+}
+
 /// Parses the first document of `source`. An empty document is a `Null` node at 1:1.
-/// Duplicate keys and non-scalar keys are reported as errors (all of them).
+/// Duplicate keys and non-scalar keys are reported as errors (up to [`MAX_DIAGNOSTICS`] of them).
 pub(crate) fn parse(source: &str) -> Result<Node, Vec<YamlError>> {
+    check_size(source.as_bytes())?;
+    if let Some(at) = source.bytes().position(|b| b == 0) {
+        return Err(vec![YamlError {
+            pos: pos_at(source.as_bytes(), at),
+            message: "a NUL character is not allowed in YAML (inside a double-quoted string, write `\\0`)"
+                .to_owned(),
+        }]);
+    }
     let mut builder = Builder::default();
     let mut parser = Parser::new_from_str(source);
     if let Err(e) = parser.load(&mut builder, false) {
         let m = e.marker();
         return Err(vec![YamlError {
-            pos: Pos::new(m.line().max(1), m.col() + 1),
+            pos: pos_of(*m),
             message: format!("YAML syntax error: {}", e.info()),
         }]);
     }
+    if let Some(limit) = builder.exceeded {
+        return Err(vec![limit]);
+    }
     if !builder.errors.is_empty() {
-        return Err(builder.errors);
+        let mut errors = builder.errors;
+        if builder.dropped > 0 {
+            let pos = builder.first_dropped;
+            errors.push(YamlError {
+                pos,
+                message: format!(
+                    "{} more problems not shown (only the first {MAX_DIAGNOSTICS} are reported)",
+                    builder.dropped
+                ),
+            });
+        }
+        return Err(errors);
     }
     Ok(builder.root.unwrap_or(Node {
         pos: Pos::new(1, 1),
@@ -106,16 +201,27 @@ pub(crate) fn parse(source: &str) -> Result<Node, Vec<YamlError>> {
     }))
 }
 
+/// What a node stands for once its aliases are expanded.
+#[derive(Debug, Clone, Copy, Default)]
+struct Size {
+    nodes: usize,
+    bytes: usize,
+}
+
 enum Frame {
     Seq {
         pos: Pos,
         anchor: usize,
+        start: Size,
         items: Vec<Node>,
     },
     Map {
         pos: Pos,
         anchor: usize,
+        start: Size,
         entries: Vec<Entry>,
+        /// The keys so far, once the mapping has more than a few (small ones are scanned).
+        keys: HashSet<String>,
         pending_key: Option<(String, Pos)>,
         /// The key was not a scalar: skip its value.
         skip_value: bool,
@@ -124,13 +230,28 @@ enum Frame {
     Skip { depth: usize },
 }
 
+/// Mappings up to this size are checked for duplicate keys by a scan; larger ones by a set.
+const SCAN_KEYS: usize = 16;
+
+struct Anchor {
+    node: Node,
+    size: Size,
+}
+
 #[derive(Default)]
 struct Builder {
     stack: Vec<Frame>,
     root: Option<Node>,
-    anchors: HashMap<usize, Node>,
+    anchors: HashMap<usize, Anchor>,
     errors: Vec<YamlError>,
-    nodes: usize,
+    dropped: usize,
+    first_dropped: Pos,
+    /// Everything read so far, aliases expanded.
+    total: Size,
+    /// Nodes that aliases stood for so far.
+    alias_nodes: usize,
+    /// A size limit was crossed: the only error reported, and nothing more is read.
+    exceeded: Option<YamlError>,
     done: bool,
 }
 
@@ -139,23 +260,55 @@ fn pos_of(m: Marker) -> Pos {
     Pos::new(m.line().max(1), m.col() + 1)
 }
 
-fn node_count(n: &Node) -> usize {
-    match &n.kind {
-        Kind::Seq(items) => 1 + items.iter().map(node_count).sum::<usize>(),
-        Kind::Map(entries) => 1 + entries.iter().map(|e| node_count(&e.value)).sum::<usize>(),
-        _ => 1,
-    }
-}
-
 impl Builder {
     fn error(&mut self, pos: Pos, message: String) {
-        self.errors.push(YamlError { pos, message });
+        if self.errors.len() < MAX_DIAGNOSTICS {
+            self.errors.push(YamlError { pos, message });
+        } else {
+            if self.dropped == 0 {
+                self.first_dropped = pos;
+            }
+            self.dropped += 1;
+        }
+    }
+
+    /// Counts `size` more of the document at `pos`; false (and reading stops) when a limit is crossed.
+    fn charge(&mut self, pos: Pos, size: Size, alias: bool) -> bool {
+        if alias {
+            self.alias_nodes = self.alias_nodes.saturating_add(size.nodes);
+        }
+        self.total.nodes = self.total.nodes.saturating_add(size.nodes);
+        self.total.bytes = self.total.bytes.saturating_add(size.bytes);
+        let after = if self.alias_nodes > 0 {
+            " after expanding aliases"
+        } else {
+            ""
+        };
+        let message = if self.total.bytes > MAX_EXPANDED_BYTES {
+            format!("document too large (more than {MAX_EXPANDED_BYTES} bytes{after})")
+        } else if self.alias_nodes > MAX_ALIAS_NODES {
+            format!("document too large (its aliases stand for more than {MAX_ALIAS_NODES} nodes)")
+        } else if self.total.nodes > MAX_NODES {
+            format!("document too large (more than {MAX_NODES} nodes{after})")
+        } else {
+            return true;
+        };
+        self.exceeded = Some(YamlError { pos, message });
+        self.done = true;
+        false
     }
 
     /// Adds a finished node to the innermost container (or makes it the root).
-    fn push_node(&mut self, node: Node, anchor: usize) {
+    fn push_node(&mut self, node: Node, anchor: usize, size: Size) {
         if anchor != 0 {
-            self.anchors.insert(anchor, node.clone());
+            // Cheap: strings and collections are shared.
+            self.anchors.insert(
+                anchor,
+                Anchor {
+                    node: node.clone(),
+                    size,
+                },
+            );
         }
         let mut key_error = None;
         match self.stack.last_mut() {
@@ -167,6 +320,7 @@ impl Builder {
             Some(Frame::Seq { items, .. }) => items.push(node),
             Some(Frame::Map {
                 entries,
+                keys,
                 pending_key,
                 skip_value,
                 ..
@@ -174,7 +328,15 @@ impl Builder {
                 if *skip_value {
                     *skip_value = false;
                 } else if let Some((key, key_pos)) = pending_key.take() {
-                    if entries.iter().any(|e| e.key == key) {
+                    let duplicate = if entries.len() < SCAN_KEYS {
+                        entries.iter().any(|e| e.key == key)
+                    } else {
+                        if keys.is_empty() {
+                            keys.extend(entries.iter().map(|e| e.key.clone()));
+                        }
+                        !keys.insert(key.clone())
+                    };
+                    if duplicate {
                         key_error = Some((key_pos, format!("duplicate key `{key}`")));
                     } else {
                         entries.push(Entry {
@@ -234,34 +396,40 @@ impl Builder {
         self.stack.push(frame);
     }
 
+    /// What was read since `start`, aliases expanded.
+    fn since(&self, start: Size) -> Size {
+        Size {
+            nodes: self.total.nodes - start.nodes,
+            bytes: self.total.bytes - start.bytes,
+        }
+    }
+
     fn end_collection(&mut self) {
         match self.stack.pop() {
             Some(Frame::Skip { depth }) if depth > 1 => {
                 self.stack.push(Frame::Skip { depth: depth - 1 });
             }
             Some(Frame::Skip { .. }) | None => {}
-            Some(Frame::Seq { pos, anchor, items }) => {
-                self.push_node(
-                    Node {
-                        pos,
-                        kind: Kind::Seq(items),
-                    },
-                    anchor,
-                );
+            Some(Frame::Seq {
+                pos,
+                anchor,
+                start,
+                items,
+            }) => {
+                let size = self.since(start);
+                let kind = Kind::Seq(items.into());
+                self.push_node(Node { pos, kind }, anchor, size);
             }
             Some(Frame::Map {
                 pos,
                 anchor,
+                start,
                 entries,
                 ..
             }) => {
-                self.push_node(
-                    Node {
-                        pos,
-                        kind: Kind::Map(entries),
-                    },
-                    anchor,
-                );
+                let size = self.since(start);
+                let kind = Kind::Map(entries.into());
+                self.push_node(Node { pos, kind }, anchor, size);
             }
         }
     }
@@ -269,7 +437,7 @@ impl Builder {
 
 fn scalar_key(node: &Node) -> Option<String> {
     match &node.kind {
-        Kind::Str(s) => Some(s.clone()),
+        Kind::Str(s) => Some(s.to_string()),
         Kind::Int(i) => Some(i.to_string()),
         Kind::Bool(b) => Some(b.to_string()),
         Kind::Float(f) => Some(f.to_string()),
@@ -284,70 +452,73 @@ impl MarkedEventReceiver for Builder {
             return;
         }
         let pos = pos_of(mark);
-        self.nodes += 1;
-        if self.nodes > MAX_NODES {
-            self.error(
-                pos,
-                format!("document too large (more than {MAX_NODES} nodes)"),
-            );
-            self.done = true;
-            return;
-        }
         match ev {
             Event::Scalar(value, style, anchor, _tag) => {
-                if matches!(self.stack.last(), Some(Frame::Skip { .. })) {
+                let size = Size {
+                    nodes: 1,
+                    bytes: 1 + value.len(),
+                };
+                if !self.charge(pos, size, false)
+                    || matches!(self.stack.last(), Some(Frame::Skip { .. }))
+                {
                     return;
                 }
                 let kind = if style == TScalarStyle::Plain {
                     resolve_plain(value)
                 } else {
-                    Kind::Str(value)
+                    Kind::Str(value.into())
                 };
-                self.push_node(Node { pos, kind }, anchor);
+                self.push_node(Node { pos, kind }, anchor, size);
             }
             Event::Alias(id) => {
-                if matches!(self.stack.last(), Some(Frame::Skip { .. })) {
+                let Some((mut node, size)) =
+                    self.anchors.get(&id).map(|a| (a.node.clone(), a.size))
+                else {
+                    self.error(pos, "unknown alias".to_owned());
+                    return;
+                };
+                if !self.charge(pos, size, true)
+                    || matches!(self.stack.last(), Some(Frame::Skip { .. }))
+                {
                     return;
                 }
-                match self.anchors.get(&id).cloned() {
-                    Some(mut node) => {
-                        self.nodes += node_count(&node);
-                        if self.nodes > MAX_NODES {
-                            self.error(pos, format!("document too large (more than {MAX_NODES} nodes after expanding aliases)"));
-                            self.done = true;
-                            return;
-                        }
-                        if self.expecting_key() && scalar_key(&node).is_none() {
-                            self.error(pos, "mapping keys must be scalars".to_owned());
-                            if let Some(Frame::Map { skip_value, .. }) = self.stack.last_mut() {
-                                *skip_value = true;
-                            }
-                            return;
-                        }
-                        node.pos = pos;
-                        self.push_node(node, 0);
+                if self.expecting_key() && scalar_key(&node).is_none() {
+                    self.error(pos, "mapping keys must be scalars".to_owned());
+                    if let Some(Frame::Map { skip_value, .. }) = self.stack.last_mut() {
+                        *skip_value = true;
                     }
-                    None => self.error(pos, "unknown alias".to_owned()),
+                    return;
+                }
+                node.pos = pos;
+                self.push_node(node, 0, size);
+            }
+            Event::SequenceStart(anchor, _) => {
+                let start = self.total;
+                if self.charge(pos, Size { nodes: 1, bytes: 1 }, false) {
+                    let frame = Frame::Seq {
+                        pos,
+                        anchor,
+                        start,
+                        items: Vec::new(),
+                    };
+                    self.start_collection(frame, pos);
                 }
             }
-            Event::SequenceStart(anchor, _) => self.start_collection(
-                Frame::Seq {
-                    pos,
-                    anchor,
-                    items: Vec::new(),
-                },
-                pos,
-            ),
-            Event::MappingStart(anchor, _) => self.start_collection(
-                Frame::Map {
-                    pos,
-                    anchor,
-                    entries: Vec::new(),
-                    pending_key: None,
-                    skip_value: false,
-                },
-                pos,
-            ),
+            Event::MappingStart(anchor, _) => {
+                let start = self.total;
+                if self.charge(pos, Size { nodes: 1, bytes: 1 }, false) {
+                    let frame = Frame::Map {
+                        pos,
+                        anchor,
+                        start,
+                        entries: Vec::new(),
+                        keys: HashSet::new(),
+                        pending_key: None,
+                        skip_value: false,
+                    };
+                    self.start_collection(frame, pos);
+                }
+            }
             Event::SequenceEnd | Event::MappingEnd => self.end_collection(),
             Event::DocumentEnd => {
                 if self.stack.is_empty() && self.root.is_some() {
@@ -401,7 +572,7 @@ fn resolve_plain(s: String) -> Kind {
     {
         return Kind::Float(f);
     }
-    Kind::Str(s)
+    Kind::Str(s.into())
 }
 
 /// `( \. [0-9]+ | [0-9]+ ( \. [0-9]* )? ) ( [eE] [-+]? [0-9]+ )?` (sign already stripped).
@@ -500,6 +671,200 @@ mod tests {
         }
         let e = parse(&s).unwrap_err();
         assert!(e[0].message.starts_with("document too large"));
+    }
+
+    /// The reproduction of issue 11: a 100 KB string anchored and aliased in five nested levels of ten
+    /// (10 GB expanded).
+    fn string_bomb() -> String {
+        let mut s = format!(
+            "name: bomb\nversion: 1\nx0: &a0 \"{}\"\n",
+            "a".repeat(100_000)
+        );
+        for level in 1..=5 {
+            let prev = level - 1;
+            let items = vec![format!("*a{prev}"); 10].join(", ");
+            s.push_str(&format!("x{level}: &a{level} [{items}]\n"));
+        }
+        s.push_str("steps: { s: { uses: t.echo, with: { v: *a5 } } }\n");
+        s
+    }
+
+    fn too_large(source: &str) -> YamlError {
+        match parse(source) {
+            Ok(_) => panic!("accepted"),
+            Err(mut e) => {
+                assert_eq!(e.len(), 1, "{e:?}");
+                e.remove(0)
+            }
+        }
+    }
+
+    #[test]
+    fn a_string_aliased_in_nested_levels_stops_at_the_byte_budget() {
+        let e = too_large(&string_bomb());
+        assert_eq!(
+            e.message,
+            format!(
+                "document too large (more than {MAX_EXPANDED_BYTES} bytes after expanding aliases)"
+            )
+        );
+        // Level 1 stands for 1 MB, level 2 for 10 MB; the alias that crosses 16 MiB is in level 3, line 6.
+        assert_eq!(e.pos.line, 6, "{e:?}");
+    }
+
+    #[test]
+    fn many_small_aliases_stop_at_the_alias_node_budget() {
+        let mut s = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..10 {
+            let items = vec![format!("*a{}", i - 1); 10].join(", ");
+            s.push_str(&format!("a{i}: &a{i} [{items}]\n"));
+        }
+        let e = too_large(&s);
+        assert_eq!(
+            e.message,
+            format!("document too large (its aliases stand for more than {MAX_ALIAS_NODES} nodes)")
+        );
+    }
+
+    #[test]
+    fn aliases_of_mappings_and_sequences_are_counted() {
+        let big = format!("\"{}\"", "m".repeat(1_000_000));
+        // A mapping holding a sequence holding the string, aliased 20 times: 20 MB.
+        let mut s = format!("m: &m {{ k: [{big}] }}\nl:\n");
+        for _ in 0..20 {
+            s.push_str("  - *m\n");
+        }
+        let e = too_large(&s);
+        assert!(
+            e.message.ends_with("bytes after expanding aliases)"),
+            "{e:?}"
+        );
+        assert_eq!(e.pos.line, 2 + 16, "{e:?}");
+    }
+
+    #[test]
+    fn aliases_as_keys_are_counted() {
+        let mut s = format!("k: &k \"{}\"\nm:\n", "k".repeat(1_000_000));
+        for i in 0..20 {
+            s.push_str(&format!("  ? *k\n  : {i}\n"));
+        }
+        let e = too_large(&s);
+        assert!(
+            e.message.ends_with("bytes after expanding aliases)"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn nested_anchors_share_instead_of_copying() {
+        // Sixty anchors, one inside the other, around aliases of a 100 KB string: each anchor is a second
+        // reference to the same list, not a copy of everything inside it.
+        let mut s = format!("s: &s \"{}\"\nl: ", "s".repeat(100_000));
+        for i in 0..60 {
+            s.push_str(&format!("&l{i} ["));
+        }
+        s.push_str(&vec!["*s"; 100].join(", "));
+        s.push_str(&"]".repeat(60));
+        s.push('\n');
+        let n = p(&s);
+        let Kind::Map(top) = &n.kind else {
+            panic!("map")
+        };
+        assert_eq!(top.len(), 2);
+    }
+
+    #[test]
+    fn a_document_without_aliases_is_within_the_byte_budget() {
+        // Escapes that grow (`\L` is three bytes) and implicit nulls (`{a, b}`) still stand for less than
+        // twice the source.
+        let s = format!(
+            "a: \"{}\"\nb: {{{}}}\n",
+            "\\L".repeat(1000),
+            (0..1000)
+                .map(|i| format!("k{i}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut b = Builder::default();
+        let mut parser = Parser::new_from_str(&s);
+        assert!(parser.load(&mut b, false).is_ok());
+        assert!(b.exceeded.is_none());
+        assert!(
+            b.total.bytes < 2 * s.len(),
+            "{} for {}",
+            b.total.bytes,
+            s.len()
+        );
+    }
+
+    #[test]
+    fn a_large_source_is_refused_before_parsing() {
+        let s = format!("a: \"{}\"\n", "x".repeat(MAX_SOURCE_BYTES));
+        let e = too_large(&s);
+        assert_eq!(
+            e.message,
+            format!("document too large (more than {MAX_SOURCE_BYTES} bytes)")
+        );
+        assert_eq!(e.pos, Pos::new(1, MAX_SOURCE_BYTES + 1));
+    }
+
+    #[test]
+    fn a_nul_is_an_error_at_its_place() {
+        let e = too_large("a: 1\n\0b: 2\n");
+        assert_eq!(e.pos, Pos::new(2, 1));
+        assert!(
+            e.message.starts_with("a NUL character is not allowed"),
+            "{e:?}"
+        );
+        let e = too_large("a: 1\nb: \"x\0y\"\n");
+        assert_eq!(e.pos, Pos::new(2, 6));
+        // The escape is fine.
+        assert_eq!(
+            p("a: \"x\\0y\"").to_json(),
+            serde_json::json!({"a": "x\u{0}y"})
+        );
+    }
+
+    #[test]
+    fn not_utf8_is_an_error_at_the_first_bad_byte() {
+        let e = decode(b"a: 1\nb: \xc3\xa9\xff\n").unwrap_err();
+        assert_eq!(e.pos, Pos::new(2, 5));
+        assert_eq!(
+            e.message,
+            "not UTF-8 text: an invalid UTF-8 sequence (0xFF) at byte 10; a playbook must be UTF-8"
+        );
+        let e = decode(b"a: \xe2\x82").unwrap_err();
+        assert_eq!(e.pos, Pos::new(1, 4));
+        assert!(
+            e.message
+                .contains("a truncated UTF-8 sequence (0xE2 0x82) at byte 3"),
+            "{e:?}"
+        );
+        assert_eq!(pos_at(b"a\r\nb\rc", 5), Pos::new(3, 1));
+    }
+
+    #[test]
+    fn duplicate_keys_in_large_mappings() {
+        let mut s: String = (0..100).map(|i| format!("k{i}: {i}\n")).collect();
+        s.push_str("k42: again\nk7: again\n");
+        let e = parse(&s).unwrap_err();
+        let found: Vec<_> = e.iter().map(|e| (e.pos.line, e.message.as_str())).collect();
+        assert_eq!(
+            found,
+            [(101, "duplicate key `k42`"), (102, "duplicate key `k7`")]
+        );
+    }
+
+    #[test]
+    fn errors_past_the_cap_are_counted() {
+        let s: String = (0..150).map(|_| "k: 1\n").collect();
+        let e = parse(&s).unwrap_err();
+        assert_eq!(e.len(), MAX_DIAGNOSTICS + 1);
+        assert_eq!(
+            e[MAX_DIAGNOSTICS].message,
+            format!("49 more problems not shown (only the first {MAX_DIAGNOSTICS} are reported)")
+        );
+        assert_eq!(e[MAX_DIAGNOSTICS].pos, Pos::new(102, 1));
     }
 
     #[test]

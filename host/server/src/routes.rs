@@ -6,7 +6,7 @@ use axum::extract::State;
 
 use crate::extract::{Body, Path, Query};
 use axum::http::{HeaderMap, StatusCode, header};
-use qila_engine::{Approver, StartRun, Started};
+use qila_engine::{Approver, PublishError, StartRun, Started};
 use qila_store::{Role, RunFilter, RunKey, RunStatus, TriggerKind, VersionRow};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -97,13 +97,17 @@ pub(crate) async fn publish(
         .is_some_and(|v| v.starts_with("application/json"));
     let (source, file) = if is_json {
         let body: PublishBody = json_body(&body)?;
-        (body.source, body.file)
+        (
+            body.source,
+            body.file.unwrap_or_else(|| "playbook.yaml".into()),
+        )
     } else {
-        let text = String::from_utf8(body.to_vec())
-            .map_err(|_| ApiError::invalid("the playbook is not UTF-8 text"))?;
-        (text, q.file)
+        let file = q.file.unwrap_or_else(|| "playbook.yaml".into());
+        // Not UTF-8: a diagnostic at the first bad sequence (its line, column and byte offset).
+        let text = qila_model::source_text(&body, &file)
+            .map_err(|d| ApiError::from(PublishError::Invalid(d)))?;
+        (text.to_owned(), file)
     };
-    let file = file.unwrap_or_else(|| "playbook.yaml".into());
     let published = s
         .orchestrator
         .publish(&source, &file, caller.name())

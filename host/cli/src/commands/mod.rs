@@ -16,20 +16,31 @@ pub mod serve;
 pub mod token;
 pub mod validate;
 
+use std::io::Read;
 use std::path::Path;
 
 use qila_model::{ActionCatalog, Diagnostic, Diagnostics, Playbook};
 
-/// Reads a playbook file; an unreadable file becomes a `FILE:1:1: cannot read file: ...` diagnostic.
+/// Reads a playbook file; an unreadable file becomes a `FILE:1:1: cannot read file: ...` diagnostic, one that
+/// is not UTF-8 a diagnostic at its first bad byte, one larger than the loader accepts a diagnostic (read from
+/// its first bytes only).
 pub fn read_playbook(path: &Path) -> Result<String, Diagnostics> {
-    std::fs::read_to_string(path).map_err(|e| {
+    let file = path.display().to_string();
+    let unreadable = |e: std::io::Error| {
         Diagnostics(vec![Diagnostic {
-            file: path.display().to_string(),
+            file: file.clone(),
             line: 1,
             col: 1,
             message: format!("cannot read file: {e}"),
         }])
-    })
+    };
+    // Read one byte past the limit, so that the loader reports a larger file without it all in memory.
+    let limit = qila_model::limits::MAX_SOURCE_BYTES as u64 + 1;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(limit).read_to_end(&mut bytes))
+        .map_err(unreadable)?;
+    qila_model::source_text(&bytes, &file).map(str::to_owned)
 }
 
 /// Reads and validates a playbook against `catalog`; unreadable files become a diagnostic too.
