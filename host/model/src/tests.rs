@@ -653,7 +653,11 @@ fn long_keys_deep_down_cost_nothing_until_a_problem_is_reported() {
     let mut src = String::from("name: c\nversion: 1\nsteps:\n  s:\n    uses: p.a\n    with:\n");
     let mut indent = 6;
     for level in 0..50 {
-        src.push_str(&format!("{}{}{level}:\n", " ".repeat(indent), "k".repeat(500)));
+        src.push_str(&format!(
+            "{}{}{level}:\n",
+            " ".repeat(indent),
+            "k".repeat(500)
+        ));
         indent += 1;
     }
     src.push_str(&" ".repeat(indent));
@@ -662,5 +666,9 @@ fn long_keys_deep_down_cost_nothing_until_a_problem_is_reported() {
     src.push_str(", \"${{ nope }}\"]\n");
     let e = errors(&src);
     assert_eq!(e.len(), 1);
-    assert!(e[0].contains("leaf[20000]: unknown variable `nope`"), "{}", e[0]);
+    assert!(
+        e[0].contains("leaf[20000]: unknown variable `nope`"),
+        "{}",
+        e[0]
+    );
 }

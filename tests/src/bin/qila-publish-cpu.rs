@@ -23,7 +23,12 @@ fn cpu_ticks(pid: &str) -> u64 {
     // of the line, stime the 15th.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     field(11) + field(12)
 }
 
@@ -63,10 +68,17 @@ fn document(kind: &str, n: usize) -> String {
                     .map(|d| format!("step-{}", i - d))
                     .collect();
                 let _ = writeln!(s, "    needs: [{}]", needs.join(", "));
-                let _ = writeln!(s, "    if: \"${{{{ steps['step-{}'].status == 'succeeded' }}}}\"", i - 1);
+                let _ = writeln!(
+                    s,
+                    "    if: \"${{{{ steps['step-{}'].status == 'succeeded' }}}}\"",
+                    i - 1
+                );
             }
             s.push_str("    retry: { attempts: 3, backoff: exponential }\n    with:\n");
-            let _ = writeln!(s, "      value: \"${{{{ inputs.ip }}}} #{i}\"\n      n: {i}");
+            let _ = writeln!(
+                s,
+                "      value: \"${{{{ inputs.ip }}}} #{i}\"\n      n: {i}"
+            );
             s
         }),
         "flat" => fill(&head, |i| format!("  s{i}: {{uses: core.echo}}\n")),
@@ -126,7 +138,10 @@ async fn main() -> std::process::ExitCode {
                     let status = r.status().as_u16();
                     if status >= 300 {
                         let text = r.text().await.unwrap_or_default();
-                        eprintln!("{kind}: {status} {}", text.chars().take(300).collect::<String>());
+                        eprintln!(
+                            "{kind}: {status} {}",
+                            text.chars().take(300).collect::<String>()
+                        );
                     }
                     statuses.push(status);
                 }

@@ -224,7 +224,10 @@ fn publish_refuses_hostile_documents_with_positions_and_keeps_serving() {
     let mut big = String::from("name: big\nversion: 1\nsteps:\n  s0: {uses: core.echo}\n");
     let mut i = 1;
     loop {
-        let step = format!("  s{i}: {{uses: core.echo, needs: s{}, with: {{n: {i}}}}}\n", i - 1);
+        let step = format!(
+            "  s{i}: {{uses: core.echo, needs: s{}, with: {{n: {i}}}}}\n",
+            i - 1
+        );
         if big.len() + step.len() > 1024 * 1024 {
             break;
         }
