@@ -99,9 +99,9 @@ fn document(kind: &str, n: usize) -> String {
             let mut s = format!(
                 "name: publish-{kind}-{n}\nversion: 1\nsteps:\n  s:\n    uses: core.echo\n    with:\n      a: &a \"{}\"\n      b: &b [{}]\n      c: [",
                 "x".repeat(100_000),
-                vec!["*a"; 10].join(", ")
+                ["*a"; 10].join(", ")
             );
-            s.push_str(&vec!["*b"; 14].join(", "));
+            s.push_str(&["*b"; 14].join(", "));
             s.push_str("]\n");
             s
         }
