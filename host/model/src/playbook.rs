@@ -215,8 +215,9 @@ impl Playbook {
 
 use crate::catalog::ActionCatalog;
 
-/// `bytes` as the source text of a playbook from `file`, or a diagnostic at the first sequence that is not
-/// UTF-8, naming its line, column and byte offset (`file:3:7: not UTF-8 text: an invalid UTF-8 sequence (0xFF)
+/// `bytes` as the source text of a playbook from `file`, or a diagnostic: at the first byte past
+/// [`crate::limits::MAX_SOURCE_BYTES`], or at the first sequence that is not UTF-8, naming its line, column and
+/// byte offset (`file:3:7: not UTF-8 text: an invalid UTF-8 sequence (0xFF)
 /// at byte 40; a playbook must be UTF-8`).
 pub fn source_text<'b>(bytes: &'b [u8], file: &str) -> Result<&'b str, Diagnostics> {
     yaml::decode(bytes).map_err(|e| Diagnostics(vec![Diagnostic::new(file, e.pos, e.message)]))

@@ -101,7 +101,7 @@ fn document(kind: &str, n: usize) -> String {
                 "x".repeat(100_000),
                 ["*a"; 10].join(", ")
             );
-            s.push_str(&vec!["*b"; 14].join(", "));
+            s.push_str(&["*b"; 14].join(", "));
             s.push_str("]\n");
             s
         }
