@@ -94,8 +94,9 @@ pub(crate) const MAX_RESUMES: i64 = 2;
 /// How many runs are woken at once when resuming; other tasks run in between.
 const RESUME_BATCH: usize = 64;
 
-/// Resumes the unfinished runs found at start: fails those that died with their process too often, counts one
-/// more start for the others (committed before any of them does anything), then wakes them in batches.
+/// Resumes the unfinished runs found at start: fails those that died with their process too often and wakes the
+/// others in batches. Each counts this start against it when it first does work here (see
+/// [`crate::run`]'s `working`), committed before that work.
 async fn resume(inner: Arc<Inner>, unfinished: Vec<UnfinishedRun>, queued_playbooks: Vec<String>) {
     let (given_up, running): (Vec<&UnfinishedRun>, Vec<&UnfinishedRun>) = unfinished
         .iter()
@@ -128,18 +129,13 @@ async fn resume(inner: Arc<Inner>, unfinished: Vec<UnfinishedRun>, queued_playbo
             tracing::error!(run = %run.id, error = %e, "cannot fail a run that keeps stopping its process");
         }
     }
+    // A run counts this start against it only once it does work here (a run that only waits never does).
     let ids: Vec<String> = running.iter().map(|r| r.id.clone()).collect();
-    let counted = {
-        let ids = ids.clone();
-        inner
-            .store
-            .journal()
-            .write(move |c| Box::pin(async move { write::note_resumed(c, &ids).await }))
-            .await
-    };
-    if let Err(e) = counted {
-        tracing::error!(error = %e, "cannot count the start that resumes the unfinished runs");
-    }
+    inner
+        .resumed
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .extend(ids.iter().cloned());
     for batch in ids.chunks(RESUME_BATCH) {
         for id in batch {
             inner.wake(id);
@@ -653,6 +649,19 @@ pub(crate) async fn shutdown(o: &Orchestrator, grace: Duration) {
                 "steps still running at shutdown resume at the next start"
             );
             break;
+        }
+    }
+    // The process stops by choice: the runs it counted a start against did not die under it.
+    let counted = o.inner.take_counted();
+    if !counted.is_empty() {
+        let taken_back = o
+            .inner
+            .store
+            .journal()
+            .write(move |c| Box::pin(async move { write::uncount_resume(c, &counted).await }))
+            .await;
+        if let Err(e) = taken_back {
+            tracing::warn!(error = %e, "cannot take back the starts counted against runs in flight");
         }
     }
 }

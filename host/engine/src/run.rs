@@ -420,6 +420,7 @@ impl RunTask {
     /// The run came to rest in this process (a step ended, or it only waits): a later start need not count it as
     /// having died under its process ([`RunRow::resumes`]). Costs a write only after a start resumed it.
     async fn rested(&mut self) {
+        self.inner.rested(&self.run.id);
         if self.run.resumes == 0 {
             return;
         }
@@ -434,6 +435,36 @@ impl RunTask {
             Ok(()) => self.run.resumes = 0,
             Err(e) => tracing::warn!(error = %e, "cannot record that the run came to rest"),
         }
+    }
+
+    /// The run is about to do work (evaluate, claim, finish). If it was in flight when this process started and
+    /// this is its first work here, that start is counted against it, committed before the work: should the work
+    /// kill the process, the next start knows ([`RunRow::resumes`]).
+    async fn working(&mut self) -> Result<(), EngineError> {
+        if !self.inner.first_work_since_start(&self.run.id) {
+            return Ok(());
+        }
+        let id = self.run.id.clone();
+        self.inner
+            .store
+            .journal()
+            .write(move |c| Box::pin(async move { write::count_resume(c, &id).await }))
+            .await?;
+        self.run.resumes += 1;
+        Ok(())
+    }
+
+    /// Renders step `i`'s `with` against `ctx`: work, so counted first (see [`RunTask::working`]).
+    async fn render_with(
+        &mut self,
+        i: usize,
+        ctx: &EvalContext,
+    ) -> Result<Result<Value, qila_model::EvalError>, EngineError> {
+        self.working().await?;
+        let template = &self.loaded.playbook.steps[i].with;
+        Ok(template
+            .render("with", ctx, self.inner.evaluator.as_ref())
+            .await)
     }
 
     /// Activates the handler of step `i`, which has failed.
@@ -600,6 +631,7 @@ impl RunTask {
         }
         let fresh = row.is_none();
         if fresh {
+            self.working().await?;
             if let Some(&blocked) = step.needs.iter().find(|&&n| !self.passes(n)) {
                 let what = match self.status(blocked) {
                     Some(StepStatus::Failed) => "failed",
@@ -643,13 +675,9 @@ impl RunTask {
         if step.for_each.is_some() {
             return self.consider_items(i).await;
         }
-        let input = match row.and_then(|r| r.input.clone()) {
+        let input = match self.rows.get(&(i, -1)).and_then(|r| r.input.clone()) {
             Some(input) => input,
-            None => match step
-                .with
-                .render("with", &self.step_ctx(i), self.inner.evaluator.as_ref())
-                .await
-            {
+            None => match self.render_with(i, &self.step_ctx(i)).await? {
                 Ok(input) => input,
                 Err(e) => {
                     let message = e.to_string();
@@ -814,11 +842,7 @@ impl RunTask {
                 .with_local("index", &json!(n));
             let input = match row.and_then(|r| r.input.clone()) {
                 Some(input) => input,
-                None => match step
-                    .with
-                    .render("with", &ctx, self.inner.evaluator.as_ref())
-                    .await
-                {
+                None => match self.render_with(i, &ctx).await? {
                     Ok(input) => input,
                     Err(e) => {
                         let message = e.to_string();
@@ -967,6 +991,7 @@ impl RunTask {
         let pb = self.loaded.playbook.clone();
         let step = &pb.steps[slot.0];
         let key = self.key(slot);
+        self.working().await?;
         let row = self
             .rows
             .entry(slot)
@@ -1590,6 +1615,7 @@ impl RunTask {
                 )
             }
             None => {
+                self.working().await?;
                 let mut outputs = Map::new();
                 let mut error = None;
                 for (name, template) in &pb.outputs {

@@ -1,7 +1,7 @@
 //! The orchestrator's shared state: which runs are in memory, the parsed playbook versions, limits, timers, and
 //! the operations that create and end runs.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
@@ -84,6 +84,12 @@ pub(crate) struct Inner {
     latest: Mutex<HashMap<String, i64>>,
     /// Event name to the playbooks whose latest version subscribes to it.
     pub(crate) subscriptions: RwLock<HashMap<String, Vec<String>>>,
+    /// Runs that were in flight when this process started and have not yet done any work in it: the first work
+    /// one does counts this start against it ([`qila_store::RunRow::resumes`]).
+    pub(crate) resumed: Mutex<HashSet<String>>,
+    /// Runs whose `resumes` this process counted and that have not come to rest since: a graceful shutdown takes
+    /// the count back (the process did not die under them).
+    pub(crate) counted: Mutex<HashSet<String>>,
     stopping: AtomicBool,
     in_flight: AtomicUsize,
     pub(crate) idle: Notify,
@@ -134,10 +140,32 @@ impl Inner {
             versions: Mutex::new(HashMap::new()),
             latest: Mutex::new(HashMap::new()),
             subscriptions: RwLock::new(HashMap::new()),
+            resumed: Mutex::new(HashSet::new()),
+            counted: Mutex::new(HashSet::new()),
             stopping: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
         }
+    }
+
+    /// Whether run `id` was in flight at this start and does its first work in this process now (then it is no
+    /// longer: the caller counts the start against it).
+    pub(crate) fn first_work_since_start(&self, id: &str) -> bool {
+        let first = lock(&self.resumed).remove(id);
+        if first {
+            lock(&self.counted).insert(id.to_owned());
+        }
+        first
+    }
+
+    /// Run `id` came to rest: this process no longer holds a count against it.
+    pub(crate) fn rested(&self, id: &str) {
+        lock(&self.counted).remove(id);
+    }
+
+    /// The runs this process counted a start against and that have not come to rest (see [`Inner::counted`]).
+    pub(crate) fn take_counted(&self) -> Vec<String> {
+        lock(&self.counted).drain().collect()
     }
 
     pub(crate) fn is_stopping(&self) -> bool {

@@ -1190,15 +1190,46 @@ fn a_run_that_only_waits_is_resumed_after_any_number_of_restarts() {
     });
     for _ in 0..4 {
         process(dir.path(), async |o| {
-            // Resumed, it finds nothing to do and comes to rest again.
-            for _ in 0..200 {
-                if o.store().run(&id).await.unwrap().unwrap().resumes == 0 {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            // Resumed, it finds nothing to do: the start is never counted against it, however soon it dies.
+            tokio::time::sleep(Duration::from_millis(100)).await;
             let row = o.store().run(&id).await.unwrap().unwrap();
             assert_eq!((row.status, row.resumes), (RunStatus::Running, 0));
         });
     }
+}
+
+#[test]
+fn a_graceful_shutdown_takes_back_the_start_it_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "name: slow\nversion: 1\nsteps:\n  hang: { uses: t.block }\n";
+    let id = process(dir.path(), async |o| {
+        o.publish(yaml, "slow.yaml", "tester").await.unwrap();
+        let r = run(&o, "slow", json!({})).await;
+        wait_until(&o, &r.id, |s| {
+            s.get(&("hang".into(), -1))
+                .is_some_and(|r| r.status == StepStatus::Running)
+        })
+        .await;
+        r.id
+    });
+    // Three starts in a row each resume it and stop gracefully while it is in flight: none is a death.
+    for attempt in [2, 3, 4] {
+        process(dir.path(), async |o| {
+            wait_until(&o, &id, |s| {
+                s.get(&("hang".into(), -1))
+                    .is_some_and(|r| r.attempt == attempt && r.status == StepStatus::Running)
+            })
+            .await;
+            assert_eq!(o.store().run(&id).await.unwrap().unwrap().resumes, 1);
+            o.shutdown(Duration::from_millis(10)).await;
+            assert_eq!(o.store().run(&id).await.unwrap().unwrap().resumes, 0);
+        });
+    }
+    process(dir.path(), async |o| {
+        wait_until(&o, &id, |s| step(s, "hang").attempt == 5).await;
+        assert_eq!(
+            o.store().run(&id).await.unwrap().unwrap().status,
+            RunStatus::Running
+        );
+    });
 }

@@ -111,10 +111,19 @@ pub async fn finish_run(
     Ok(done)
 }
 
-/// Counts one more start that resumes each of the running runs `ids` (see [`RunRow::resumes`]).
-pub async fn note_resumed(c: &mut Conn, ids: &[String]) -> Result<(), StoreError> {
+/// Counts one more start that resumed running run `id` and in which it did work (see [`RunRow::resumes`]).
+pub async fn count_resume(c: &mut Conn, id: &str) -> Result<(), StoreError> {
+    sqlx::query("UPDATE runs SET resumes = resumes + 1 WHERE id = ? AND status = 'running'")
+        .bind(id)
+        .execute(&mut *c)
+        .await?;
+    Ok(())
+}
+
+/// Takes back the start counted against each of `ids`: the process stopped gracefully, it did not die.
+pub async fn uncount_resume(c: &mut Conn, ids: &[String]) -> Result<(), StoreError> {
     for id in ids {
-        sqlx::query("UPDATE runs SET resumes = resumes + 1 WHERE id = ? AND status = 'running'")
+        sqlx::query("UPDATE runs SET resumes = resumes - 1 WHERE id = ? AND resumes > 0")
             .bind(id)
             .execute(&mut *c)
             .await?;
