@@ -47,6 +47,57 @@ pub(crate) struct Loaded {
     pub(crate) playbook: Arc<Playbook>,
 }
 
+/// Parsed playbook versions, least recently used first out: bounded by the bytes of their sources, since a parsed
+/// playbook takes tens of times its source (publishing many large playbooks must not grow the server without end).
+/// A run holds its own version while it runs; an evicted one is parsed again when a run needs it.
+#[derive(Default)]
+pub(crate) struct VersionCache {
+    entries: HashMap<(String, i64), (Arc<Loaded>, u64)>,
+    source_bytes: usize,
+    clock: u64,
+}
+
+impl VersionCache {
+    /// Source bytes of the versions kept: about 100-200 MiB parsed at worst.
+    const MAX_SOURCE_BYTES: usize = 4 << 20;
+    /// Versions kept.
+    const MAX_ENTRIES: usize = 512;
+
+    fn get(&mut self, key: &(String, i64)) -> Option<Arc<Loaded>> {
+        self.clock += 1;
+        let clock = self.clock;
+        self.entries.get_mut(key).map(|(loaded, used)| {
+            *used = clock;
+            loaded.clone()
+        })
+    }
+
+    fn insert(&mut self, key: (String, i64), loaded: Arc<Loaded>) {
+        self.clock += 1;
+        let size = loaded.row.source.len();
+        if let Some((old, _)) = self.entries.insert(key, (loaded, self.clock)) {
+            self.source_bytes -= old.row.source.len();
+        }
+        self.source_bytes += size;
+        while self.entries.len() > 1
+            && (self.source_bytes > Self::MAX_SOURCE_BYTES
+                || self.entries.len() > Self::MAX_ENTRIES)
+        {
+            let Some(oldest) = self
+                .entries
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            if let Some((gone, _)) = self.entries.remove(&oldest) {
+                self.source_bytes -= gone.row.source.len();
+            }
+        }
+    }
+}
+
 /// The step of a parent run that starts a child run.
 pub(crate) struct ParentLink {
     pub(crate) run: String,
@@ -78,7 +129,7 @@ pub(crate) struct Inner {
     pub(crate) timers: Timers,
     pub(crate) schedules_changed: Notify,
     active: Mutex<HashMap<String, mpsc::UnboundedSender<()>>>,
-    versions: Mutex<HashMap<(String, i64), Arc<Loaded>>>,
+    versions: Mutex<VersionCache>,
     /// The latest version of each playbook (publication goes through this process, which holds the data
     /// directory).
     latest: Mutex<HashMap<String, i64>>,
@@ -137,7 +188,7 @@ impl Inner {
             wake_tx,
             schedules_changed: Notify::new(),
             active: Mutex::new(HashMap::new()),
-            versions: Mutex::new(HashMap::new()),
+            versions: Mutex::new(VersionCache::default()),
             latest: Mutex::new(HashMap::new()),
             subscriptions: RwLock::new(HashMap::new()),
             resumed: Mutex::new(HashSet::new()),
@@ -710,4 +761,51 @@ fn short(digest: &str) -> &str {
 /// Whether `plugin.action` is built into the engine.
 pub(crate) fn is_builtin(plugin: &str, action: &str) -> bool {
     Builtin::of(plugin, action).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loaded(name: &str, version: i64, source_bytes: usize) -> Arc<Loaded> {
+        let playbook = Playbook::parse(
+            "name: p\nversion: 1\nsteps:\n  a: { uses: t.echo }\n",
+            "p.yaml",
+        )
+        .expect("parses");
+        Arc::new(Loaded {
+            row: VersionRow {
+                name: name.to_owned(),
+                version,
+                source: "x".repeat(source_bytes),
+                digest: String::new(),
+                plugins: Value::Null,
+                triggers: Value::Null,
+                published_at: 0,
+                published_by: String::new(),
+            },
+            playbook: Arc::new(playbook),
+        })
+    }
+
+    #[test]
+    fn the_version_cache_is_bounded_by_source_bytes_and_keeps_what_is_used() {
+        let mut cache = VersionCache::default();
+        cache.insert(("hot".into(), 1), loaded("hot", 1, 1000));
+        for v in 1..=100 {
+            cache.insert(("big".into(), v), loaded("big", v, 512 << 10));
+            assert!(
+                cache.get(&("hot".into(), 1)).is_some(),
+                "the used one stays"
+            );
+            assert!(cache.source_bytes <= VersionCache::MAX_SOURCE_BYTES);
+        }
+        assert!(cache.get(&("big".into(), 100)).is_some());
+        assert!(cache.get(&("big".into(), 1)).is_none());
+        assert!(cache.entries.len() <= 9);
+        for v in 0..2000 {
+            cache.insert(("small".into(), v), loaded("small", v, 10));
+        }
+        assert_eq!(cache.entries.len(), VersionCache::MAX_ENTRIES);
+    }
 }
