@@ -1,12 +1,22 @@
 //! The API's error answer: `{"error": {"code", "message", "diagnostics"?}}` with a matching status.
+//!
+//! A store error answers by its kind ([`qila_store::ErrorKind`]): a store that cannot write at the moment is
+//! `503 unavailable` with `Retry-After` (the request may be sent again as it is), a bad request `400`, a lost race
+//! `409`, anything else `500` (logged, with a generic message).
 
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use qila_engine::{ActionError, EngineError, PublishError, StartError};
 use qila_model::Diagnostics;
-use qila_store::StoreError;
+use qila_siem::SiemError;
+use qila_store::{ErrorKind, StoreError};
 use serde_json::{Value, json};
+
+/// The `Retry-After` (seconds) of a `503` while the store cannot write.
+pub const STORE_RETRY_AFTER_SECS: u32 = 2;
+/// The `Retry-After` (seconds) of a `503` while the SIEM's queue is full.
+pub const BUSY_RETRY_AFTER_SECS: u32 = 1;
 
 /// An error answered to a client.
 #[derive(Debug)]
@@ -15,6 +25,8 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     diagnostics: Option<Vec<Value>>,
+    /// `Retry-After`, in seconds.
+    retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -24,6 +36,7 @@ impl ApiError {
             code,
             message: message.into(),
             diagnostics: None,
+            retry_after: None,
         }
     }
 
@@ -60,6 +73,13 @@ impl ApiError {
     /// 503: the server lacks what the request needs.
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+
+    /// 503 with `Retry-After: seconds`: the server cannot do this now, and the same request may succeed later.
+    pub fn retry_later(message: impl Into<String>, seconds: u32) -> Self {
+        let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message);
+        e.retry_after = Some(seconds);
+        e
     }
 
     /// 422 with a message (a package or grant that breaks a rule).
@@ -106,6 +126,7 @@ impl ApiError {
             code: "invalid",
             message: message.into(),
             diagnostics: Some(list),
+            retry_after: None,
         }
     }
 
@@ -122,6 +143,11 @@ impl IntoResponse for ApiError {
             error["diagnostics"] = Value::Array(d);
         }
         let mut response = (self.status, Json(json!({ "error": error }))).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 "www-authenticate",
@@ -134,13 +160,45 @@ impl IntoResponse for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        Self::internal(e)
+        match e.kind() {
+            ErrorKind::Unavailable => {
+                tracing::warn!(error = %e, "the store cannot serve a request at the moment");
+                Self::retry_later(
+                    format!(
+                        "the store cannot do this at the moment ({e}); nothing of the request was kept: send it \
+                         again after the Retry-After delay"
+                    ),
+                    STORE_RETRY_AFTER_SECS,
+                )
+            }
+            ErrorKind::Invalid => Self::invalid(e.to_string()),
+            ErrorKind::Conflict => Self::conflict(e.to_string()),
+            ErrorKind::Internal => Self::internal(e),
+        }
     }
 }
 
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
-        Self::internal(e)
+        match e {
+            EngineError::Store(e) => e.into(),
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl From<SiemError> for ApiError {
+    fn from(e: SiemError) -> Self {
+        match e {
+            SiemError::Busy => Self::retry_later(e.to_string(), BUSY_RETRY_AFTER_SECS),
+            SiemError::Unavailable(_) => {
+                tracing::warn!(error = %e, "events refused: the store cannot write");
+                Self::retry_later(e.to_string(), STORE_RETRY_AFTER_SECS)
+            }
+            SiemError::Store(e) => e.into(),
+            SiemError::Stopped => Self::retry_later(e.to_string(), STORE_RETRY_AFTER_SECS),
+            SiemError::Write(_) => Self::internal(e),
+        }
     }
 }
 
@@ -150,7 +208,7 @@ impl From<PublishError> for ApiError {
             PublishError::Invalid(d) => {
                 Self::diagnostics(format!("the playbook has {} problem(s)", d.len()), &d)
             }
-            PublishError::Engine(e) => Self::internal(e),
+            PublishError::Engine(e) => e.into(),
         }
     }
 }
@@ -165,7 +223,7 @@ impl From<StartError> for ApiError {
                 Self::conflict(e.to_string())
             }
             StartError::Inputs(d) => Self::diagnostics("the inputs do not match the playbook", &d),
-            StartError::Engine(e) => Self::internal(e),
+            StartError::Engine(e) => e.into(),
         }
     }
 }
@@ -177,7 +235,7 @@ impl From<ActionError> for ApiError {
             ActionError::Conflict(m) => Self::conflict(m),
             ActionError::Forbidden(m) => Self::forbidden(m),
             ActionError::Start(e) => e.into(),
-            ActionError::Engine(e) => Self::internal(e),
+            ActionError::Engine(e) => e.into(),
         }
     }
 }
