@@ -86,6 +86,8 @@ pub async fn execute(
             Err(StepError::new("invalid-input", format!("query {e}")))
         }
         Err(qila_store::StoreError::BadCursor(m)) => Err(StepError::new("invalid-input", m)),
+        // The store cannot read at the moment: the step's retry policy (transient by default) covers it.
+        Err(e) if e.is_unavailable() => Err(StepError::new("transient", e.to_string())),
         Err(e) => Err(StepError::new("internal", e.to_string())),
     }
 }

@@ -1,13 +1,23 @@
 //! The API's error answer: `{"error": {"code", "message", "diagnostics"?}}` with a matching status, and the
 //! safety net that gives any other error answer that shape.
+//!
+//! A store error answers by its kind ([`qila_store::ErrorKind`]): a store that cannot write at the moment is
+//! `503 unavailable` with `Retry-After` (the request may be sent again as it is), a bad request `400`, a lost race
+//! `409`, anything else `500` (logged, with a generic message).
 
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use qila_engine::{ActionError, EngineError, PublishError, StartError};
 use qila_model::Diagnostics;
-use qila_store::StoreError;
+use qila_siem::SiemError;
+use qila_store::{ErrorKind, StoreError};
 use serde_json::{Value, json};
+
+/// The `Retry-After` (seconds) of a `503` while the store cannot write.
+pub const STORE_RETRY_AFTER_SECS: u64 = 2;
+/// The `Retry-After` (seconds) of a `503` while the SIEM's queue is full.
+pub const BUSY_RETRY_AFTER_SECS: u64 = 1;
 
 /// An error answered to a client.
 #[derive(Debug)]
@@ -191,13 +201,45 @@ impl IntoResponse for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        Self::internal(e)
+        match e.kind() {
+            ErrorKind::Unavailable => {
+                tracing::warn!(error = %e, "the store cannot serve a request at the moment");
+                Self::busy(
+                    format!(
+                        "the store cannot do this at the moment ({e}); nothing of the request was kept: send it \
+                         again after the Retry-After delay"
+                    ),
+                    STORE_RETRY_AFTER_SECS,
+                )
+            }
+            ErrorKind::Invalid => Self::invalid(e.to_string()),
+            ErrorKind::Conflict => Self::conflict(e.to_string()),
+            ErrorKind::Internal => Self::internal(e),
+        }
     }
 }
 
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
-        Self::internal(e)
+        match e {
+            EngineError::Store(e) => e.into(),
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl From<SiemError> for ApiError {
+    fn from(e: SiemError) -> Self {
+        match e {
+            SiemError::Busy => Self::busy(e.to_string(), BUSY_RETRY_AFTER_SECS),
+            SiemError::Unavailable(_) => {
+                tracing::warn!(error = %e, "events refused: the store cannot write");
+                Self::busy(e.to_string(), STORE_RETRY_AFTER_SECS)
+            }
+            SiemError::Store(e) => e.into(),
+            SiemError::Stopped => Self::busy(e.to_string(), STORE_RETRY_AFTER_SECS),
+            SiemError::Write(_) => Self::internal(e),
+        }
     }
 }
 
@@ -207,7 +249,7 @@ impl From<PublishError> for ApiError {
             PublishError::Invalid(d) => {
                 Self::diagnostics(format!("the playbook has {} problem(s)", d.len()), &d)
             }
-            PublishError::Engine(e) => Self::internal(e),
+            PublishError::Engine(e) => e.into(),
         }
     }
 }
@@ -222,7 +264,7 @@ impl From<StartError> for ApiError {
                 Self::conflict(e.to_string())
             }
             StartError::Inputs(d) => Self::diagnostics("the inputs do not match the playbook", &d),
-            StartError::Engine(e) => Self::internal(e),
+            StartError::Engine(e) => e.into(),
         }
     }
 }
@@ -234,7 +276,7 @@ impl From<ActionError> for ApiError {
             ActionError::Conflict(m) => Self::conflict(m),
             ActionError::Forbidden(m) => Self::forbidden(m),
             ActionError::Start(e) => e.into(),
-            ActionError::Engine(e) => Self::internal(e),
+            ActionError::Engine(e) => e.into(),
         }
     }
 }

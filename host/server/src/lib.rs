@@ -184,6 +184,8 @@ fn table(options: &ServerOptions) -> Table {
     };
     table
         .get("/api/v1/health", routes::health)
+        .get("/api/v1/health/live", routes::live)
+        .get("/api/v1/health/ready", routes::ready)
         .get("/api/v1/openapi.json", routes::openapi)
         .get("/api/v1/playbooks", routes::list_playbooks)
         .post("/api/v1/playbooks", routes::publish)

@@ -40,8 +40,75 @@ fn version_summary(v: &VersionRow) -> Value {
     })
 }
 
-pub(crate) async fn health() -> Json<Value> {
+/// The state of each part: the store's writers, the SIEM's writer, the orchestrator (whose writes go through the
+/// journal), and whether all are ok.
+fn parts(state: &AppState, store: &qila_store::StoreHealth) -> (bool, Value) {
+    let status = |ok: bool| if ok { "ok" } else { "degraded" };
+    let siem = state.siem.as_ref().map(|siem| siem.health());
+    let siem_ok = siem.as_ref().is_none_or(qila_siem::SiemHealth::ok);
+    let orchestrator_ok = store.journal.ok;
+    let ok = store.ok() && siem_ok && orchestrator_ok;
+    let mut parts = json!({
+        "store": { "status": status(store.ok()), "journal": store.journal, "events": store.events },
+        "orchestrator": {
+            "status": status(orchestrator_ok),
+            "active_runs": state.orchestrator.active_runs(),
+            "journal": store.journal,
+        },
+    });
+    parts["siem"] = match siem {
+        Some(siem) => json!({ "status": status(siem_ok), "writer": siem }),
+        None => json!({ "status": "off" }),
+    };
+    (ok, parts)
+}
+
+/// The names of the degraded parts, for a message.
+fn degraded(parts: &Value) -> String {
+    let names: Vec<&str> = ["store", "siem", "orchestrator"]
+        .into_iter()
+        .filter(|p| parts[*p]["status"] == "degraded")
+        .collect();
+    names.join(", ")
+}
+
+/// `GET /api/v1/health`: always 200 while the process serves; the body says what the writers last saw (no
+/// database access, so it answers at once whatever the store does).
+pub(crate) async fn health(State(s): State<AppState>) -> Json<Value> {
+    let (ok, parts) = parts(&s, &s.orchestrator.store().health());
+    Json(json!({ "status": if ok { "ok" } else { "degraded" }, "parts": parts }))
+}
+
+/// `GET /api/v1/health/live`: the process serves requests.
+pub(crate) async fn live() -> Json<Value> {
     Json(json!({ "status": "ok" }))
+}
+
+/// `GET /api/v1/health/ready`: every writer commits a probe write (at most one a second, shared by concurrent
+/// callers); 503 with `Retry-After` and the degraded parts otherwise.
+pub(crate) async fn ready(State(s): State<AppState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let store = s.orchestrator.store().probe().await;
+    let (ok, parts) = parts(&s, &store);
+    if ok {
+        return (
+            StatusCode::OK,
+            Json(json!({ "status": "ready", "parts": parts })),
+        )
+            .into_response();
+    }
+    let message = format!("not ready: degraded: {}", degraded(&parts));
+    let body = json!({
+        "error": { "code": "unavailable", "message": message },
+        "status": "degraded",
+        "parts": parts,
+    });
+    let mut response = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        crate::error::STORE_RETRY_AFTER_SECS.into(),
+    );
+    response
 }
 
 pub(crate) async fn openapi() -> Json<Value> {

@@ -3,9 +3,9 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use qila_siem::{Record, Siem, SiemError};
+use qila_siem::Siem;
 use qila_store::{AlertFilter, AlertStatus, EventQuery, Role, StoreError};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -33,34 +33,6 @@ fn search_error(e: StoreError) -> ApiError {
     }
 }
 
-/// Splits an NDJSON (or plain-text log) body into records: a line that is a JSON string is that log line; any
-/// other line is parsed as it is (a JSON object, or a log line). A line that is not UTF-8 is kept as a dead
-/// letter by the SIEM with the reason.
-fn records(body: &[u8]) -> Vec<(String, Record)> {
-    body.split(|&b| b == b'\n')
-        .enumerate()
-        .filter_map(|(i, line)| {
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.iter().all(u8::is_ascii_whitespace) {
-                return None;
-            }
-            let location = format!("line {}", i + 1);
-            let record = match std::str::from_utf8(line) {
-                Ok(text) if text.starts_with('"') => match serde_json::from_str::<String>(text) {
-                    Ok(inner) => Record::Text(inner),
-                    Err(_) => Record::Text(text.to_owned()),
-                },
-                Ok(text) => Record::Text(text.to_owned()),
-                Err(e) => Record::Undecodable(
-                    String::from_utf8_lossy(line).into_owned(),
-                    format!("not UTF-8 (byte {})", e.valid_up_to()),
-                ),
-            };
-            Some((location, record))
-        })
-        .collect()
-}
-
 pub(crate) async fn ingest(
     State(s): State<AppState>,
     caller: Caller,
@@ -73,7 +45,7 @@ pub(crate) async fn ingest(
         Ok(siem) => siem,
         Err(e) => return e.into_response(),
     };
-    let records = records(&body);
+    let records = qila_siem::ndjson::records(&body);
     if records.is_empty() {
         return ApiError::invalid(
             "the body has no events: send one JSON object or log line per line (NDJSON)",
@@ -82,14 +54,7 @@ pub(crate) async fn ingest(
     }
     match siem.ingest("http", records).await {
         Ok(done) => (StatusCode::OK, Json(json!(done))).into_response(),
-        Err(SiemError::Busy) => {
-            let mut response = ApiError::unavailable(SiemError::Busy.to_string()).into_response();
-            response
-                .headers_mut()
-                .insert("retry-after", HeaderValue::from_static("1"));
-            response
-        }
-        Err(e) => ApiError::internal(e).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
     }
 }
 
@@ -275,20 +240,4 @@ pub(crate) async fn rules(State(s): State<AppState>, caller: Caller) -> Answer {
     caller.require(Role::Viewer)?;
     let report = siem(&s)?.rules();
     Ok((StatusCode::OK, Json(json!(report))))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ndjson_lines_become_records_with_their_line_numbers() {
-        let body = b"{\"a\":1}\n\n\"Feb 25 14:34:10 belka sshd[1]: hi\"\r\nplain line\n\xff\xfe\n";
-        let got = records(body);
-        assert_eq!(got.len(), 4);
-        assert_eq!(got[0].0, "line 1");
-        assert!(matches!(&got[1].1, Record::Text(t) if t.starts_with("Feb 25")));
-        assert_eq!(got[2].0, "line 4");
-        assert!(matches!(&got[3].1, Record::Undecodable(_, reason) if reason.contains("UTF-8")));
-    }
 }

@@ -13,8 +13,14 @@
 //! [`SiemConfig::enqueue_timeout`]) and then answers [`SiemError::Busy`] with nothing of that batch taken, so the
 //! sender retries; an acknowledged batch is committed. A record that cannot be parsed is kept in the dead-letter
 //! table with the reason and never stops the batch.
+//!
+//! A store that cannot write (read-only, full, an I/O error) is retried with backoff for
+//! [`SiemConfig::write_retry`]; then the senders of that group are answered [`SiemError::Unavailable`], with
+//! nothing of their batches kept, and the next group tries again on a fresh connection: the service heals by
+//! itself when the store can write again.
 
 mod alerts;
+pub mod ndjson;
 mod pipeline;
 pub mod syslog;
 
@@ -57,6 +63,9 @@ pub struct SiemConfig {
     pub retention: Option<Duration>,
     /// How often retention runs.
     pub retention_interval: Duration,
+    /// How long the writer retries a group of batches the store could not write (with backoff) before it answers
+    /// their senders [`SiemError::Unavailable`].
+    pub write_retry: Duration,
 }
 
 impl Default for SiemConfig {
@@ -67,6 +76,7 @@ impl Default for SiemConfig {
             dedup_window: Duration::from_secs(600),
             retention: Some(Duration::from_secs(30 * 24 * 3600)),
             retention_interval: Duration::from_secs(3600),
+            write_retry: Duration::from_secs(1),
         }
     }
 }
@@ -80,7 +90,13 @@ pub enum SiemError {
     /// The service has stopped.
     #[error("the SIEM service has stopped")]
     Stopped,
-    /// The batch's events could not be committed (its dead letters may have been); send it again.
+    /// The store cannot write at the moment (read-only, full, an I/O error): nothing of the batch was kept; send it
+    /// again in a moment.
+    #[error(
+        "the event store cannot write at the moment ({0}); nothing of this batch was kept, send it again later"
+    )]
+    Unavailable(String),
+    /// The batch's events could not be committed for another reason (nothing of it was kept).
     #[error("the events could not be stored: {0}")]
     Write(String),
     /// The store failed.
@@ -135,6 +151,26 @@ impl Stats {
             alerts: self.alerts.load(Ordering::Relaxed),
             busy: self.busy.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// How the service is doing, for the health routes.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SiemHealth {
+    /// Whether the writer task is running (it stops only with the service).
+    pub writer_running: bool,
+    /// Batches waiting for the writer.
+    pub queued_batches: usize,
+    /// How many may wait before senders wait too.
+    pub queue_capacity: usize,
+    /// What the writer's last group of batches came to.
+    pub last_write: qila_store::WriterHealth,
+}
+
+impl SiemHealth {
+    /// Whether events are being stored.
+    pub fn ok(&self) -> bool {
+        self.writer_running && self.last_write.ok
     }
 }
 
@@ -241,5 +277,16 @@ impl Siem {
     /// The names of the detector plugins in use.
     pub fn detectors(&self) -> &[String] {
         &self.detectors
+    }
+
+    /// How the service is doing: its writer, its queue, and what the store's events writer last saw.
+    pub fn health(&self) -> SiemHealth {
+        let capacity = self.queue.max_capacity();
+        SiemHealth {
+            writer_running: !self.queue.is_closed(),
+            queued_batches: capacity - self.queue.capacity(),
+            queue_capacity: capacity,
+            last_write: self.store.health().events,
+        }
     }
 }

@@ -46,8 +46,19 @@ pub(crate) struct Job {
     /// The same events as rows to store.
     rows: Vec<NewEvent>,
     dead: Vec<DeadLetter>,
-    done: oneshot::Sender<Result<(), String>>,
+    done: oneshot::Sender<Result<(), Failure>>,
 }
+
+/// Why a group of batches was not stored (the same for each of its senders).
+#[derive(Debug, Clone)]
+struct Failure {
+    unavailable: bool,
+    message: String,
+}
+
+/// The backoff between two attempts to write a group the store refused.
+const FIRST_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
+const LONGEST_RETRY: std::time::Duration = std::time::Duration::from_millis(400);
 
 struct Stored {
     events: Vec<Event>,
@@ -69,7 +80,13 @@ pub(crate) fn spawn(
     let (queue, jobs) = mpsc::channel(config.queue_batches.max(1));
     let (detect_tx, detect_rx) = mpsc::channel(DETECTION_QUEUE);
     let handles = vec![
-        tokio::spawn(writer(store.clone(), jobs, detect_tx, stats.clone())),
+        tokio::spawn(writer(
+            store.clone(),
+            jobs,
+            detect_tx,
+            stats.clone(),
+            config.write_retry,
+        )),
         tokio::spawn(detection(
             store.clone(),
             detector,
@@ -130,7 +147,11 @@ pub(crate) async fn ingest(
     }
     match acknowledged.await {
         Ok(Ok(())) => Ok(report),
-        Ok(Err(message)) => Err(SiemError::Write(message)),
+        Ok(Err(Failure {
+            unavailable: true,
+            message,
+        })) => Err(SiemError::Unavailable(message)),
+        Ok(Err(Failure { message, .. })) => Err(SiemError::Write(message)),
         Err(_) => Err(SiemError::Stopped),
     }
 }
@@ -212,6 +233,28 @@ fn to_row(event: &mut Event, received_us: i64) -> NewEvent {
     }
 }
 
+/// Stores a group's dead letters and events in one transaction, retrying with backoff while the store cannot
+/// write, for up to `retry`. A failed attempt kept nothing, so a retry stores nothing twice.
+async fn store_group(
+    store: &Store,
+    dead: &[DeadLetter],
+    rows: &[NewEvent],
+    retry: std::time::Duration,
+) -> Result<Vec<i64>, qila_store::StoreError> {
+    let deadline = tokio::time::Instant::now() + retry;
+    let mut wait = FIRST_RETRY;
+    loop {
+        match store.store_events(dead, rows).await {
+            Err(e) if e.is_unavailable() && tokio::time::Instant::now() + wait < deadline => {
+                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "the store cannot write events; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(LONGEST_RETRY);
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Takes queued batches, commits each group in one transaction, acknowledges the senders, and passes the stored
 /// events on to detection.
 async fn writer(
@@ -219,6 +262,7 @@ async fn writer(
     mut jobs: mpsc::Receiver<Job>,
     detection: mpsc::Sender<Stored>,
     stats: Arc<Stats>,
+    retry: std::time::Duration,
 ) {
     while let Some(first) = jobs.recv().await {
         let mut group = vec![first];
@@ -238,16 +282,9 @@ async fn writer(
             .collect();
         let dead: Vec<DeadLetter> = group.iter().flat_map(|j| j.dead.iter().cloned()).collect();
         let span = tracing::debug_span!("siem.write", events = rows.len(), dead = dead.len());
-        let result = async {
-            // Dead letters first: a retry after a failure may store a dead letter twice, never lose an event.
-            if !dead.is_empty() {
-                store.insert_dead_letters(&dead).await?;
-            }
-            let ids = store.insert_events(&rows).await?;
-            Ok::<_, qila_store::StoreError>(ids)
-        }
-        .instrument(span)
-        .await;
+        let result = store_group(&store, &dead, &rows, retry)
+            .instrument(span)
+            .await;
         match result {
             Ok(ids) => {
                 Stats::add(&stats.stored, rows.len());
@@ -265,8 +302,12 @@ async fn writer(
             }
             Err(e) => {
                 tracing::error!(error = %e, "storing events failed; the senders are told");
+                let failure = Failure {
+                    unavailable: e.is_unavailable(),
+                    message: e.to_string(),
+                };
                 for job in group {
-                    let _ = job.done.send(Err(e.to_string()));
+                    let _ = job.done.send(Err(failure.clone()));
                 }
             }
         }

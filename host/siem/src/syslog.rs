@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
@@ -102,81 +102,202 @@ pub fn serve_tcp(siem: Siem, listener: TcpListener, limits: TcpLimits) -> JoinHa
     })
 }
 
-/// Reads one TCP connection: octet-counted frames (`LEN SP MSG`) when a frame starts with a digit, else lines.
-/// Silent for `idle_timeout`, or a frame that takes longer than `frame_timeout`: the connection is closed.
-async fn connection(
-    stream: TcpStream,
-    peer: SocketAddr,
-    tx: mpsc::Sender<(String, Record)>,
-    limits: TcpLimits,
-) {
-    let mut reader = BufReader::new(stream);
-    let mut frame = 0u64;
-    loop {
-        let first = match tokio::time::timeout(limits.idle_timeout, reader.fill_buf()).await {
-            Ok(Ok([])) => return,
-            Ok(Ok(buf)) => buf[0],
-            Ok(Err(_)) => return,
-            Err(_) => {
-                tracing::debug!(%peer, "syslog TCP connection idle; closed");
-                return;
-            }
-        };
-        frame += 1;
-        let read = async {
-            if first.is_ascii_digit() {
-                let mut len = Vec::new();
-                (&mut reader)
-                    .take(24)
-                    .read_until(b' ', &mut len)
-                    .await
-                    .ok()?;
-                let Some(n) = std::str::from_utf8(&len)
-                    .ok()
-                    .and_then(|s| s.trim().parse::<usize>().ok())
-                    .filter(|&n| n <= MAX_MESSAGE)
-                else {
-                    tracing::warn!(%peer, "syslog TCP frame with a bad length; closing the connection");
-                    return None;
-                };
-                let mut body = vec![0u8; n];
-                reader.read_exact(&mut body).await.ok()?;
-                Some(body)
-            } else {
-                let mut line = Vec::new();
-                match (&mut reader)
-                    .take(MAX_MESSAGE as u64)
-                    .read_until(b'\n', &mut line)
-                    .await
-                {
-                    Ok(0) | Err(_) => None,
-                    Ok(_) => Some(line),
-                }
-            }
-        };
-        let message = match tokio::time::timeout(limits.frame_timeout, read).await {
-            Ok(Some(message)) => message,
-            Ok(None) => return,
-            Err(_) => {
-                tracing::warn!(%peer, "syslog TCP message not finished within the frame timeout; closing the connection");
-                return;
-            }
-        };
-        let text = String::from_utf8_lossy(&message).trim_end().to_owned();
-        if text.is_empty() {
-            continue;
+/// The most digits an octet count may have (`MAX_MESSAGE` has 5).
+const MAX_COUNT_DIGITS: usize = 5;
+
+/// Why a TCP syslog stream cannot be read on (the connection is closed): where, and what.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("byte {offset} of the stream (frame {frame}): {message}")]
+pub struct FrameError {
+    /// The offset in the stream (from 0) where the bad frame starts or the bad byte is.
+    pub offset: u64,
+    /// The frame's number, from 1.
+    pub frame: u64,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Splits a TCP syslog stream into messages (RFC 6587): a frame that starts with a digit is octet-counted
+/// (`LEN SP MSG`, `LEN` at most [`MAX_MESSAGE`]), any other runs to the next `\n` (a line longer than
+/// [`MAX_MESSAGE`] is cut there, and its rest is the next message). It holds at most one frame's bytes, so a
+/// sender cannot make it grow; the frames it yields do not depend on how the stream was split into reads.
+#[derive(Debug, Default)]
+pub struct Framer {
+    buf: Vec<u8>,
+    /// The stream offset of `buf[0]`.
+    offset: u64,
+    frames: u64,
+}
+
+impl Framer {
+    /// A framer at the start of a stream.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds bytes received. Take every frame with [`Framer::next_frame`] before adding more.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// How many frames were taken.
+    pub fn frames(&self) -> u64 {
+        self.frames
+    }
+
+    /// Whether bytes of a frame not yet complete are held.
+    pub fn pending(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
+    fn error(&self, at: usize, message: String) -> FrameError {
+        FrameError {
+            offset: self.offset + at as u64,
+            frame: self.frames + 1,
+            message,
         }
-        if tx
-            .send((format!("{peer} message {frame}"), Record::Text(text)))
-            .await
-            .is_err()
-        {
-            return;
+    }
+
+    fn take(&mut self, end: usize, skip: usize) -> Vec<u8> {
+        let frame = self.buf[skip..end].to_vec();
+        self.buf.drain(..end);
+        self.offset += end as u64;
+        self.frames += 1;
+        frame
+    }
+
+    /// The next complete frame; `None` when more bytes are needed; an error when the stream is malformed (the
+    /// connection should be closed).
+    pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+        let Some(&first) = self.buf.first() else {
+            return Ok(None);
+        };
+        if first.is_ascii_digit() {
+            let digits = self.buf.iter().take_while(|b| b.is_ascii_digit()).count();
+            if digits > MAX_COUNT_DIGITS {
+                return Err(self.error(
+                    0,
+                    format!("an octet count longer than {MAX_COUNT_DIGITS} digits (the most is {MAX_MESSAGE})"),
+                ));
+            }
+            let Some(&after) = self.buf.get(digits) else {
+                return Ok(None);
+            };
+            if after != b' ' {
+                return Err(self.error(
+                    digits,
+                    format!("an octet count must be followed by a space, not byte 0x{after:02x}"),
+                ));
+            }
+            let count: usize = std::str::from_utf8(&self.buf[..digits])
+                .ok()
+                .and_then(|d| d.parse().ok())
+                .unwrap_or(usize::MAX);
+            if count > MAX_MESSAGE {
+                return Err(self.error(
+                    0,
+                    format!("an octet count of {count} is more than the {MAX_MESSAGE} bytes a message may have"),
+                ));
+            }
+            let end = digits + 1 + count;
+            if self.buf.len() < end {
+                return Ok(None);
+            }
+            return Ok(Some(self.take(end, digits + 1)));
+        }
+        match self.buf.iter().take(MAX_MESSAGE).position(|&b| b == b'\n') {
+            Some(newline) => Ok(Some(self.take(newline + 1, 0))),
+            None if self.buf.len() >= MAX_MESSAGE => Ok(Some(self.take(MAX_MESSAGE, 0))),
+            None => Ok(None),
+        }
+    }
+
+    /// At the end of the stream: the last frame, if its bytes are complete (a last line needs no `\n`); an
+    /// octet-counted frame cut short is an error.
+    pub fn finish(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+        if let Some(frame) = self.next_frame()? {
+            return Ok(Some(frame));
+        }
+        match self.buf.first() {
+            None => Ok(None),
+            Some(b) if b.is_ascii_digit() => Err(self.error(
+                self.buf.len(),
+                format!(
+                    "the stream ends inside an octet-counted frame ({} bytes of it received)",
+                    self.buf.len()
+                ),
+            )),
+            Some(_) => {
+                let end = self.buf.len();
+                Ok(Some(self.take(end, 0)))
+            }
         }
     }
 }
 
-/// Gathers messages into batches and ingests them; a busy store is retried, never dropped.
+/// Reads one TCP connection with a [`Framer`], under `limits`: silent for `idle_timeout` between messages, or a
+/// message that takes longer than `frame_timeout` once its first byte arrived, and the connection is closed.
+async fn connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    tx: mpsc::Sender<(String, Record)>,
+    limits: TcpLimits,
+) {
+    let mut framer = Framer::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    let mut ended = false;
+    // When the message now in the framer began to arrive (None between messages).
+    let mut started: Option<tokio::time::Instant> = None;
+    while !ended {
+        let wait = match started {
+            None => limits.idle_timeout,
+            Some(at) => limits.frame_timeout.saturating_sub(at.elapsed()),
+        };
+        match tokio::time::timeout(wait, stream.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => ended = true,
+            Ok(Ok(n)) => {
+                framer.push(&chunk[..n]);
+                started.get_or_insert_with(tokio::time::Instant::now);
+            }
+            Err(_) if started.is_none() => {
+                tracing::debug!(%peer, "syslog TCP connection idle; closed");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(%peer, "syslog TCP message not finished within the frame timeout; closing the connection");
+                return;
+            }
+        }
+        loop {
+            let next = if ended {
+                framer.finish()
+            } else {
+                framer.next_frame()
+            };
+            let message = match next {
+                Ok(Some(message)) => message,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "malformed syslog TCP stream; closing the connection");
+                    return;
+                }
+            };
+            // The rest of the buffer (if any) is the start of the next message, which starts now.
+            started = framer.pending().then(tokio::time::Instant::now);
+            let text = String::from_utf8_lossy(&message).trim_end().to_owned();
+            if text.is_empty() {
+                continue;
+            }
+            let location = format!("{peer} message {}", framer.frames());
+            if tx.send((location, Record::Text(text))).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Gathers messages into batches and ingests them; a busy or unavailable store is retried (with backoff, the
+/// senders slowed down meanwhile), never dropped.
 async fn batcher(siem: Siem, source: &'static str, mut rx: mpsc::Receiver<(String, Record)>) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
@@ -187,15 +308,61 @@ async fn batcher(siem: Siem, source: &'static str, mut rx: mpsc::Receiver<(Strin
                 Ok(None) | Err(_) => break,
             }
         }
+        let mut wait = Duration::from_millis(100);
         loop {
             match siem.ingest(source, batch.clone()).await {
                 Ok(_) => break,
                 Err(SiemError::Busy) => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(e @ SiemError::Unavailable(_)) => {
+                    tracing::warn!(error = %e, source, "syslog batch waits for the store");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
                 Err(e) => {
                     tracing::error!(error = %e, source, "syslog batch could not be stored");
                     break;
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(stream: &[u8]) -> Result<Vec<Vec<u8>>, FrameError> {
+        let mut framer = Framer::new();
+        framer.push(stream);
+        let mut out = Vec::new();
+        while let Some(f) = framer.next_frame()? {
+            out.push(f);
+        }
+        if let Some(f) = framer.finish()? {
+            out.push(f);
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn octet_counted_and_newline_frames() {
+        let got = frames(b"5 hello<13>a line\n3 abclast").unwrap();
+        assert_eq!(got, [&b"hello"[..], b"<13>a line\n", b"abc", b"last"]);
+    }
+
+    #[test]
+    fn bad_counts_are_refused_where_they_are() {
+        let e = frames(b"2 ok99999999999 x").unwrap_err();
+        assert_eq!((e.offset, e.frame), (4, 2), "{e}");
+        assert!(e.to_string().contains("longer than 5 digits"), "{e}");
+        let e = frames(b"70000 x").unwrap_err();
+        assert!(e.to_string().contains("more than the 65536"), "{e}");
+        let e = frames(b"12x").unwrap_err();
+        assert_eq!(e.offset, 2, "{e}");
+        let e = frames(b"10 abc").unwrap_err();
+        assert!(
+            e.to_string().contains("ends inside an octet-counted frame"),
+            "{e}"
+        );
     }
 }

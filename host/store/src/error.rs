@@ -1,4 +1,5 @@
-//! Errors of the store.
+//! Errors of the store, and what kind of failure each is ([`ErrorKind`]): a caller retries an unavailable store,
+//! fixes an invalid request, and reports anything else as a bug.
 
 use std::path::PathBuf;
 
@@ -25,7 +26,7 @@ pub enum StoreError {
     /// A conditional write found its row changed by someone else (a lost lease); nothing of the request was kept.
     #[error("conflict: {0}")]
     Conflict(String),
-    /// The transaction holding a write could not be committed.
+    /// The transaction holding a write could not be committed; nothing of it was kept.
     #[error("cannot commit to the database: {0}")]
     Commit(String),
     /// The writer task has stopped, so nothing more can be recorded.
@@ -40,4 +41,116 @@ pub enum StoreError {
     /// An argument was out of its domain.
     #[error("invalid input: {0}")]
     Invalid(String),
+}
+
+/// What kind of failure a [`StoreError`] is, for whoever answers the caller (the API's status code, a step's
+/// error kind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The store cannot do this now (it cannot write: read-only, full, an I/O error, locked for too long; or it
+    /// is shutting down) and nothing of the request was kept: the same request may succeed later. The API
+    /// answers `503` with `Retry-After`.
+    Unavailable,
+    /// The request itself is wrong (a bad query or cursor, a value out of range, too big for the database):
+    /// sending it again will not help. The API answers `400`.
+    Invalid,
+    /// A conditional write lost a race (a lease taken over). The API answers `409`.
+    Conflict,
+    /// A bug or damage: a corrupt record, a failed migration, a statement the database refused. The API answers
+    /// `500` and logs it.
+    Internal,
+}
+
+impl StoreError {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Io(..) | Self::Commit(_) | Self::WriterGone => ErrorKind::Unavailable,
+            Self::Database(e) => sqlx_kind(e),
+            Self::Migration(sqlx::migrate::MigrateError::Execute(e)) => match sqlx_kind(e) {
+                ErrorKind::Unavailable => ErrorKind::Unavailable,
+                _ => ErrorKind::Internal,
+            },
+            Self::Migration(_) | Self::Corrupt { .. } => ErrorKind::Internal,
+            Self::Conflict(_) => ErrorKind::Conflict,
+            Self::Query(_) | Self::BadCursor(_) | Self::Invalid(_) => ErrorKind::Invalid,
+        }
+    }
+
+    /// Whether the store could not do this now, and the same request may succeed later.
+    pub fn is_unavailable(&self) -> bool {
+        self.kind() == ErrorKind::Unavailable
+    }
+}
+
+// SQLite's primary result codes (the low byte of an extended code), https://www.sqlite.org/rescode.html.
+const SQLITE_BUSY: i64 = 5;
+const SQLITE_LOCKED: i64 = 6;
+const SQLITE_NOMEM: i64 = 7;
+const SQLITE_READONLY: i64 = 8;
+const SQLITE_INTERRUPT: i64 = 9;
+const SQLITE_IOERR: i64 = 10;
+const SQLITE_FULL: i64 = 13;
+const SQLITE_CANTOPEN: i64 = 14;
+const SQLITE_PROTOCOL: i64 = 15;
+const SQLITE_TOOBIG: i64 = 18;
+const SQLITE_RANGE: i64 = 25;
+
+/// The primary SQLite result code of a database error, if it is one.
+pub(crate) fn sqlite_code(e: &sqlx::Error) -> Option<i64> {
+    match e {
+        sqlx::Error::Database(db) => db.code()?.parse::<i64>().ok().map(|c| c & 0xff),
+        _ => None,
+    }
+}
+
+/// The kind of an error of sqlx.
+fn sqlx_kind(e: &sqlx::Error) -> ErrorKind {
+    match e {
+        sqlx::Error::Database(_) => match sqlite_code(e) {
+            Some(
+                SQLITE_BUSY | SQLITE_LOCKED | SQLITE_NOMEM | SQLITE_READONLY | SQLITE_INTERRUPT
+                | SQLITE_IOERR | SQLITE_FULL | SQLITE_CANTOPEN | SQLITE_PROTOCOL,
+            ) => ErrorKind::Unavailable,
+            Some(SQLITE_TOOBIG | SQLITE_RANGE) => ErrorKind::Invalid,
+            _ => ErrorKind::Internal,
+        },
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => ErrorKind::Unavailable,
+        _ => ErrorKind::Internal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds() {
+        assert_eq!(StoreError::WriterGone.kind(), ErrorKind::Unavailable);
+        assert_eq!(
+            StoreError::Commit("disk I/O error".into()).kind(),
+            ErrorKind::Unavailable
+        );
+        assert_eq!(
+            StoreError::Database(sqlx::Error::PoolTimedOut).kind(),
+            ErrorKind::Unavailable
+        );
+        assert_eq!(StoreError::BadCursor("x".into()).kind(), ErrorKind::Invalid);
+        assert_eq!(StoreError::Conflict("x".into()).kind(), ErrorKind::Conflict);
+        assert_eq!(
+            StoreError::Corrupt {
+                table: "runs",
+                message: "x".into()
+            }
+            .kind(),
+            ErrorKind::Internal
+        );
+        assert_eq!(
+            StoreError::Database(sqlx::Error::RowNotFound).kind(),
+            ErrorKind::Internal
+        );
+    }
 }

@@ -1,16 +1,17 @@
 //! SIEM data: normalised events (bulk inserts, search in the [`crate::query`] language, retention), dead letters
 //! (records that could not be parsed, kept verbatim) and alerts (deduplicated per rule and group key).
 //!
-//! These writes go straight to the pool, each call in its own transaction (WAL and the busy timeout arbitrate with
-//! the journal's writer); only the audited change of an alert's status goes through the journal.
+//! These writes go through the SIEM's own writer connection (not the journal), each call in its own transaction
+//! (WAL and the busy timeout arbitrate with the journal's writer); only the audited change of an alert's status
+//! goes through the journal. Like the journal's, that connection heals: see `writer.rs`.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection};
 
 use crate::query::{self, Bind, ip_bytes};
 use crate::record::now_us;
@@ -402,69 +403,205 @@ fn bind_all<'q>(mut q: SqliteQuery<'q>, binds: Vec<Bind>) -> SqliteQuery<'q> {
     q
 }
 
+/// Inserts events on `c` (inside its caller's transaction); returns their ids, in order.
+async fn insert_events_on(
+    c: &mut SqliteConnection,
+    events: &[NewEvent],
+) -> Result<Vec<i64>, StoreError> {
+    let mut ids = Vec::with_capacity(events.len());
+    for chunk in events.chunks(INSERT_CHUNK) {
+        let mut sql = String::with_capacity(200 + chunk.len() * 36);
+        sql.push_str(
+            "INSERT INTO events (time_us, received_us, dataset, host, source_ip, source_ip_bin, source_port, \
+             destination_ip, destination_ip_bin, destination_port, user, process, action, outcome, fields, raw) \
+             VALUES ",
+        );
+        for i in 0..chunk.len() {
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+        }
+        sql.push_str(" RETURNING id");
+        let mut q = sqlx::query_scalar::<_, i64>(&sql);
+        for e in chunk {
+            let (src, src_bin) = ip_columns(e.source_ip);
+            let (dst, dst_bin) = ip_columns(e.destination_ip);
+            let fields = if e.fields.is_empty() {
+                "{}"
+            } else {
+                e.fields.as_str()
+            };
+            q = q
+                .bind(e.time_us)
+                .bind(e.received_us)
+                .bind(&e.dataset)
+                .bind(&e.host)
+                .bind(src)
+                .bind(src_bin)
+                .bind(e.source_port.map(i64::from))
+                .bind(dst)
+                .bind(dst_bin)
+                .bind(e.destination_port.map(i64::from))
+                .bind(&e.user)
+                .bind(&e.process)
+                .bind(&e.action)
+                .bind(&e.outcome)
+                .bind(fields)
+                .bind(&e.raw);
+        }
+        let mut chunk_ids = q.fetch_all(&mut *c).await?;
+        if chunk_ids.len() != chunk.len() {
+            return Err(StoreError::Commit(format!(
+                "inserted {} events of {}",
+                chunk_ids.len(),
+                chunk.len()
+            )));
+        }
+        // Rowids are assigned increasing in the order of the VALUES; RETURNING's order is not promised.
+        chunk_ids.sort_unstable();
+        ids.extend(chunk_ids);
+    }
+    Ok(ids)
+}
+
+/// Inserts dead letters on `c` (inside its caller's transaction); returns their ids, in order.
+async fn insert_dead_letters_on(
+    c: &mut SqliteConnection,
+    letters: &[DeadLetter],
+) -> Result<Vec<i64>, StoreError> {
+    let mut ids = Vec::with_capacity(letters.len());
+    for d in letters {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO dead_letters (received_us, source, location, reason, raw) VALUES (?, ?, ?, ?, ?) \
+             RETURNING id",
+        )
+        .bind(d.received_us)
+        .bind(&d.source)
+        .bind(&d.location)
+        .bind(&d.reason)
+        .bind(&d.raw)
+        .fetch_one(&mut *c)
+        .await?;
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+/// Records a detection on `tx` (see [`Store::raise_alert`]).
+async fn raise_alert_on(
+    tx: &mut SqliteConnection,
+    alert: &NewAlert,
+    dedup_window_us: i64,
+) -> Result<AlertUpsert, StoreError> {
+    let now = now_us();
+    let existing = sqlx::query(
+            "SELECT * FROM alerts WHERE rule_id = ? AND group_key = ? AND last_us >= ? AND status != 'closed' \
+             ORDER BY last_us DESC LIMIT 1",
+        )
+        .bind(&alert.rule_id)
+        .bind(&alert.group_key)
+        .bind(alert.time_us.saturating_sub(dedup_window_us.max(0)))
+        .fetch_optional(&mut *tx)
+        .await?;
+    let upsert = if let Some(r) = existing {
+        let mut row = alert_row(&r)?;
+        row.count += alert.findings.max(1);
+        row.first_us = row.first_us.min(alert.time_us);
+        row.last_us = row.last_us.max(alert.time_us);
+        for id in &alert.event_ids {
+            if row.event_ids.len() >= ALERT_EVENT_IDS_CAP {
+                break;
+            }
+            if !row.event_ids.contains(id) {
+                row.event_ids.push(*id);
+            }
+        }
+        row.updated_us = now;
+        sqlx::query(
+                "UPDATE alerts SET count = ?, first_us = ?, last_us = ?, event_ids = ?, updated_us = ? WHERE id = ?",
+            )
+            .bind(row.count)
+            .bind(row.first_us)
+            .bind(row.last_us)
+            .bind(json!(row.event_ids).to_string())
+            .bind(row.updated_us)
+            .bind(&row.id)
+            .execute(&mut *tx)
+            .await?;
+        AlertUpsert::Merged(row)
+    } else {
+        let mut event_ids = Vec::new();
+        for id in &alert.event_ids {
+            if event_ids.len() < ALERT_EVENT_IDS_CAP && !event_ids.contains(id) {
+                event_ids.push(*id);
+            }
+        }
+        let row = AlertRow {
+            id: uuid::Uuid::now_v7().to_string(),
+            rule_id: alert.rule_id.clone(),
+            rule_title: alert.rule_title.clone(),
+            level: alert.level.clone(),
+            tags: alert.tags.clone(),
+            group_key: alert.group_key.clone(),
+            first_us: alert.time_us,
+            last_us: alert.time_us,
+            count: alert.findings.max(1),
+            event_ids,
+            details: alert.details.clone(),
+            status: AlertStatus::Open,
+            created_us: now,
+            updated_us: now,
+        };
+        sqlx::query(
+                "INSERT INTO alerts (id, rule_id, rule_title, level, tags, group_key, first_us, last_us, count, \
+                 event_ids, details, status, created_us, updated_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&row.id)
+            .bind(&row.rule_id)
+            .bind(&row.rule_title)
+            .bind(&row.level)
+            .bind(json!(row.tags).to_string())
+            .bind(&row.group_key)
+            .bind(row.first_us)
+            .bind(row.last_us)
+            .bind(row.count)
+            .bind(json!(row.event_ids).to_string())
+            .bind(row.details.to_string())
+            .bind(row.status.as_str())
+            .bind(row.created_us)
+            .bind(row.updated_us)
+            .execute(&mut *tx)
+            .await?;
+        AlertUpsert::Created(row)
+    };
+    Ok(upsert)
+}
+
 impl Store {
     /// Stores events in one transaction; returns their ids, in order.
     pub async fn insert_events(&self, events: &[NewEvent]) -> Result<Vec<i64>, StoreError> {
-        if events.is_empty() {
+        self.store_events(&[], events).await
+    }
+
+    /// Stores dead letters and events in one transaction (so a write that failed and is sent again stores
+    /// neither twice); returns the events' ids, in order.
+    pub async fn store_events(
+        &self,
+        dead: &[DeadLetter],
+        events: &[NewEvent],
+    ) -> Result<Vec<i64>, StoreError> {
+        if events.is_empty() && dead.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.pool().begin().await?;
-        let mut ids = Vec::with_capacity(events.len());
-        for chunk in events.chunks(INSERT_CHUNK) {
-            let mut sql = String::with_capacity(200 + chunk.len() * 36);
-            sql.push_str(
-                "INSERT INTO events (time_us, received_us, dataset, host, source_ip, source_ip_bin, source_port, \
-                 destination_ip, destination_ip_bin, destination_port, user, process, action, outcome, fields, raw) \
-                 VALUES ",
-            );
-            for i in 0..chunk.len() {
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push_str("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
-            }
-            sql.push_str(" RETURNING id");
-            let mut q = sqlx::query_scalar::<_, i64>(&sql);
-            for e in chunk {
-                let (src, src_bin) = ip_columns(e.source_ip);
-                let (dst, dst_bin) = ip_columns(e.destination_ip);
-                let fields = if e.fields.is_empty() {
-                    "{}"
-                } else {
-                    e.fields.as_str()
-                };
-                q = q
-                    .bind(e.time_us)
-                    .bind(e.received_us)
-                    .bind(&e.dataset)
-                    .bind(&e.host)
-                    .bind(src)
-                    .bind(src_bin)
-                    .bind(e.source_port.map(i64::from))
-                    .bind(dst)
-                    .bind(dst_bin)
-                    .bind(e.destination_port.map(i64::from))
-                    .bind(&e.user)
-                    .bind(&e.process)
-                    .bind(&e.action)
-                    .bind(&e.outcome)
-                    .bind(fields)
-                    .bind(&e.raw);
-            }
-            let mut chunk_ids = q.fetch_all(&mut *tx).await?;
-            if chunk_ids.len() != chunk.len() {
-                return Err(StoreError::Commit(format!(
-                    "inserted {} events of {}",
-                    chunk_ids.len(),
-                    chunk.len()
-                )));
-            }
-            // Rowids are assigned increasing in the order of the VALUES; RETURNING's order is not promised.
-            chunk_ids.sort_unstable();
-            ids.extend(chunk_ids);
-        }
-        tx.commit().await?;
-        Ok(ids)
+        let (dead, events) = (dead.to_vec(), events.to_vec());
+        self.bulk_write(move |c| {
+            Box::pin(async move {
+                insert_dead_letters_on(c, &dead).await?;
+                insert_events_on(c, &events).await
+            })
+        })
+        .await
     }
 
     /// The event `id`.
@@ -547,11 +684,18 @@ impl Store {
                 "DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE {column} < ? LIMIT {DELETE_CHUNK})"
             );
             loop {
-                let n = sqlx::query(&sql)
-                    .bind(time_us)
-                    .execute(self.pool())
-                    .await?
-                    .rows_affected();
+                let statement = sql.clone();
+                let n = self
+                    .bulk_write(move |c| {
+                        Box::pin(async move {
+                            Ok(sqlx::query(&statement)
+                                .bind(time_us)
+                                .execute(&mut *c)
+                                .await?
+                                .rows_affected())
+                        })
+                    })
+                    .await?;
                 if table == "events" {
                     deleted += n;
                 }
@@ -569,24 +713,9 @@ impl Store {
         &self,
         letters: &[DeadLetter],
     ) -> Result<Vec<i64>, StoreError> {
-        let mut tx = self.pool().begin().await?;
-        let mut ids = Vec::with_capacity(letters.len());
-        for d in letters {
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO dead_letters (received_us, source, location, reason, raw) VALUES (?, ?, ?, ?, ?) \
-                 RETURNING id",
-            )
-            .bind(d.received_us)
-            .bind(&d.source)
-            .bind(&d.location)
-            .bind(&d.reason)
-            .bind(&d.raw)
-            .fetch_one(&mut *tx)
-            .await?;
-            ids.push(id);
-        }
-        tx.commit().await?;
-        Ok(ids)
+        let letters = letters.to_vec();
+        self.bulk_write(move |c| Box::pin(async move { insert_dead_letters_on(c, &letters).await }))
+            .await
     }
 
     /// Dead letters, newest first: at most `limit` (clamped to 1..=1000), with ids below `before_id` if given.
@@ -620,91 +749,12 @@ impl Store {
         alert: &NewAlert,
         dedup_window_us: i64,
     ) -> Result<AlertUpsert, StoreError> {
-        // IMMEDIATE: take the write lock before reading, so no two raises both see no alert.
-        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
-        let now = now_us();
-        let existing = sqlx::query(
-            "SELECT * FROM alerts WHERE rule_id = ? AND group_key = ? AND last_us >= ? AND status != 'closed' \
-             ORDER BY last_us DESC LIMIT 1",
-        )
-        .bind(&alert.rule_id)
-        .bind(&alert.group_key)
-        .bind(alert.time_us.saturating_sub(dedup_window_us.max(0)))
-        .fetch_optional(&mut *tx)
-        .await?;
-        let upsert = if let Some(r) = existing {
-            let mut row = alert_row(&r)?;
-            row.count += alert.findings.max(1);
-            row.first_us = row.first_us.min(alert.time_us);
-            row.last_us = row.last_us.max(alert.time_us);
-            for id in &alert.event_ids {
-                if row.event_ids.len() >= ALERT_EVENT_IDS_CAP {
-                    break;
-                }
-                if !row.event_ids.contains(id) {
-                    row.event_ids.push(*id);
-                }
-            }
-            row.updated_us = now;
-            sqlx::query(
-                "UPDATE alerts SET count = ?, first_us = ?, last_us = ?, event_ids = ?, updated_us = ? WHERE id = ?",
-            )
-            .bind(row.count)
-            .bind(row.first_us)
-            .bind(row.last_us)
-            .bind(json!(row.event_ids).to_string())
-            .bind(row.updated_us)
-            .bind(&row.id)
-            .execute(&mut *tx)
-            .await?;
-            AlertUpsert::Merged(row)
-        } else {
-            let mut event_ids = Vec::new();
-            for id in &alert.event_ids {
-                if event_ids.len() < ALERT_EVENT_IDS_CAP && !event_ids.contains(id) {
-                    event_ids.push(*id);
-                }
-            }
-            let row = AlertRow {
-                id: uuid::Uuid::now_v7().to_string(),
-                rule_id: alert.rule_id.clone(),
-                rule_title: alert.rule_title.clone(),
-                level: alert.level.clone(),
-                tags: alert.tags.clone(),
-                group_key: alert.group_key.clone(),
-                first_us: alert.time_us,
-                last_us: alert.time_us,
-                count: alert.findings.max(1),
-                event_ids,
-                details: alert.details.clone(),
-                status: AlertStatus::Open,
-                created_us: now,
-                updated_us: now,
-            };
-            sqlx::query(
-                "INSERT INTO alerts (id, rule_id, rule_title, level, tags, group_key, first_us, last_us, count, \
-                 event_ids, details, status, created_us, updated_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&row.id)
-            .bind(&row.rule_id)
-            .bind(&row.rule_title)
-            .bind(&row.level)
-            .bind(json!(row.tags).to_string())
-            .bind(&row.group_key)
-            .bind(row.first_us)
-            .bind(row.last_us)
-            .bind(row.count)
-            .bind(json!(row.event_ids).to_string())
-            .bind(row.details.to_string())
-            .bind(row.status.as_str())
-            .bind(row.created_us)
-            .bind(row.updated_us)
-            .execute(&mut *tx)
-            .await?;
-            AlertUpsert::Created(row)
-        };
-        tx.commit().await?;
-        Ok(upsert)
+        // The writer's BEGIN IMMEDIATE takes the write lock before reading, so no two raises both see no alert.
+        let alert = alert.clone();
+        self.bulk_write(move |c| {
+            Box::pin(async move { raise_alert_on(c, &alert, dedup_window_us).await })
+        })
+        .await
     }
 
     /// Alerts matching `filter`, newest first (by id).

@@ -4,16 +4,21 @@
 //! runs each inside a savepoint (a failing request rolls back alone), commits once, and only then answers each
 //! caller. So a caller that awaits [`Journal::write`] knows its change is committed — the engine acts on a
 //! transition only after that — while many concurrent callers share one commit.
+//!
+//! The writer owns its connection (a `WriterConn`): when the store cannot write (read-only, full, an I/O error),
+//! the batch's callers get an error of [`crate::ErrorKind::Unavailable`] — nothing of it was kept — the
+//! connection is closed, and the next batch reconnects. A request is never retried behind its caller's back: a
+//! closure runs once, and its caller decides.
 
 use std::future::Future;
 use std::pin::Pin;
 
-use sqlx::pool::PoolConnection;
-use sqlx::{Sqlite, SqliteConnection, SqlitePool};
+use sqlx::SqliteConnection;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::error::StoreError;
+use crate::error::{ErrorKind, StoreError};
 use crate::write::{self, TaskChange};
+use crate::writer::WriterConn;
 
 /// How many requests may wait for the writer before callers wait too (back-pressure, not loss).
 const QUEUE: usize = 16 * 1024;
@@ -23,13 +28,26 @@ const MAX_BATCH: usize = 4 * 1024;
 /// A boxed future borrowing the writer's connection.
 pub type WriteFuture<'c, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'c>>;
 
+/// How a request ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ran {
+    /// It succeeded: keep its changes.
+    Ok,
+    /// It failed: roll its savepoint back.
+    Failed,
+    /// It failed because the store could not do it: roll back, and reconnect after this batch.
+    Unavailable,
+}
+
 trait Job: Send {
-    /// Runs the request; false when it failed and its savepoint must be rolled back.
+    /// Runs the request.
     fn run<'c>(
         &'c mut self,
         conn: &'c mut SqliteConnection,
-    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'c>>;
+    ) -> Pin<Box<dyn Future<Output = Ran> + Send + 'c>>;
     fn deliver(self: Box<Self>, committed: Result<(), String>);
+    /// Answers the caller with `error` without running the request.
+    fn refuse(self: Box<Self>, error: &StoreError);
 }
 
 struct Typed<T, F> {
@@ -46,16 +64,24 @@ where
     fn run<'c>(
         &'c mut self,
         conn: &'c mut SqliteConnection,
-    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'c>> {
+    ) -> Pin<Box<dyn Future<Output = Ran> + Send + 'c>> {
         Box::pin(async move {
             let Some(f) = self.f.take() else {
-                return true;
+                return Ran::Ok;
             };
             let result = f(conn).await;
-            let ok = result.is_ok();
+            let ran = match &result {
+                Ok(_) => Ran::Ok,
+                Err(e) if e.kind() == ErrorKind::Unavailable => Ran::Unavailable,
+                Err(_) => Ran::Failed,
+            };
             self.out = Some(result);
-            ok
+            ran
         })
+    }
+
+    fn refuse(self: Box<Self>, error: &StoreError) {
+        let _ = self.reply.send(Err(unavailable(error)));
     }
 
     fn deliver(self: Box<Self>, committed: Result<(), String>) {
@@ -93,12 +119,16 @@ impl std::fmt::Debug for Journal {
     }
 }
 
+/// The same failure for another caller of a batch (errors are not `Clone`).
+fn unavailable(error: &StoreError) -> StoreError {
+    StoreError::Commit(error.to_string())
+}
+
 impl Journal {
-    pub(crate) async fn spawn(pool: &SqlitePool) -> Result<Self, StoreError> {
-        let conn = pool.acquire().await?;
+    pub(crate) fn spawn(writer: WriterConn) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(write_loop(conn, rx));
-        Ok(Self { tx })
+        tokio::spawn(write_loop(writer, rx));
+        Self { tx }
     }
 
     /// Applies `f` in a transaction and returns its result once that transaction is committed. If `f` fails, its
@@ -140,14 +170,25 @@ impl Journal {
 type TaskReply = oneshot::Sender<Result<Vec<Option<i64>>, StoreError>>;
 
 /// Applies task-change requests alone in the batch: all in one round trip (one transaction); if that fails (a
-/// guard, a busy database), each request again in its own transaction, so only the failing ones fail.
-async fn apply_tasks(conn: &mut SqliteConnection, requests: Vec<(Vec<TaskChange>, TaskReply)>) {
+/// guard, a busy database), each request again in its own transaction, so only the failing ones fail. Returns
+/// the failure of the store, if there was one (the connection must then be reopened).
+async fn apply_tasks(
+    conn: &mut SqliteConnection,
+    requests: Vec<(Vec<TaskChange>, TaskReply)>,
+) -> Result<(), StoreError> {
     use sqlx::Executor;
     let together = match write::batch_args(requests.iter().flat_map(|(c, _)| c.iter())) {
         Ok(args) => match write::run_batch(conn, args, true).await {
             Ok(returned) => Some(returned),
             Err(e) => {
                 let _ = conn.execute("ROLLBACK").await;
+                if e.kind() == ErrorKind::Unavailable {
+                    // The store cannot write: every request would fail the same way.
+                    for (_, reply) in requests {
+                        let _ = reply.send(Err(unavailable(&e)));
+                    }
+                    return Err(e);
+                }
                 tracing::debug!(error = %e, "a batch of task changes failed; applying them one by one");
                 None
             }
@@ -158,14 +199,18 @@ async fn apply_tasks(conn: &mut SqliteConnection, requests: Vec<(Vec<TaskChange>
         for (changes, reply) in requests {
             let _ = reply.send(Ok(write::batch_answers(&changes, &returned)));
         }
-        return;
+        return Ok(());
     }
+    let mut failure = Ok(());
     for (changes, reply) in requests {
         let result = match write::batch_args(changes.iter()) {
             Ok(args) => match write::run_batch(conn, args, true).await {
                 Ok(returned) => Ok(write::batch_answers(&changes, &returned)),
                 Err(e) => {
                     let _ = conn.execute("ROLLBACK").await;
+                    if e.kind() == ErrorKind::Unavailable && failure.is_ok() {
+                        failure = Err(unavailable(&e));
+                    }
                     Err(e)
                 }
             },
@@ -173,6 +218,7 @@ async fn apply_tasks(conn: &mut SqliteConnection, requests: Vec<(Vec<TaskChange>
         };
         let _ = reply.send(result);
     }
+    failure
 }
 
 impl Journal {
@@ -194,7 +240,7 @@ fn task_job(
     move |c| Box::pin(async move { write::apply(c, &changes).await })
 }
 
-async fn write_loop(mut conn: PoolConnection<Sqlite>, mut rx: mpsc::Receiver<Request>) {
+async fn write_loop(mut writer: WriterConn, mut rx: mpsc::Receiver<Request>) {
     let mut requests: Vec<Request> = Vec::with_capacity(64);
     while rx.recv_many(&mut requests, MAX_BATCH).await > 0 {
         let mut jobs: Vec<Box<dyn Job>> = Vec::new();
@@ -207,30 +253,55 @@ async fn write_loop(mut conn: PoolConnection<Sqlite>, mut rx: mpsc::Receiver<Req
                 Request::Close(done) => close = Some(done),
             }
         }
+        flush_batch(&mut writer, jobs, tasks).await;
         if let Some(done) = close {
-            flush_batch(&mut conn, jobs, tasks).await;
             rx.close();
             // Anything that raced in after the close is refused (its sender sees `WriterGone`).
             while rx.try_recv().is_ok() {}
-            drop(conn);
+            writer.reset().await;
             let _ = done.send(());
             return;
         }
-        flush_batch(&mut conn, jobs, tasks).await;
     }
 }
 
-/// Applies one batch of requests.
+/// Applies one batch of requests on the writer's connection, reconnecting next time if the store failed.
 async fn flush_batch(
+    writer: &mut WriterConn,
+    jobs: Vec<Box<dyn Job>>,
+    tasks: Vec<(Vec<TaskChange>, TaskReply)>,
+) {
+    if jobs.is_empty() && tasks.is_empty() {
+        return;
+    }
+    let conn = match writer.get().await {
+        Ok(conn) => conn,
+        Err(e) => {
+            tracing::error!(error = %e, "the journal cannot reach the database; its callers are told");
+            for job in jobs {
+                job.refuse(&e);
+            }
+            for (_, reply) in tasks {
+                let _ = reply.send(Err(unavailable(&e)));
+            }
+            return;
+        }
+    };
+    let failure = write_batch(conn, jobs, tasks).await;
+    match failure {
+        Ok(()) => writer.committed(),
+        Err(e) => writer.failed(&e).await,
+    }
+}
+
+/// Applies one batch; the failure of the store, if there was one.
+async fn write_batch(
     conn: &mut SqliteConnection,
     mut jobs: Vec<Box<dyn Job>>,
     tasks: Vec<(Vec<TaskChange>, TaskReply)>,
-) {
+) -> Result<(), StoreError> {
     if jobs.is_empty() {
-        if !tasks.is_empty() {
-            apply_tasks(conn, tasks).await;
-        }
-        return;
+        return apply_tasks(conn, tasks).await;
     }
     // Mixed: task changes become jobs of their own (each in its savepoint).
     for (changes, reply) in tasks {
@@ -240,52 +311,70 @@ async fn flush_batch(
             reply,
         }));
     }
-    let committed = apply(conn, &mut jobs).await;
+    let (committed, unavailable) = apply(conn, &mut jobs).await;
     if let Err(e) = &committed {
         tracing::error!(error = %e, requests = jobs.len(), "journal commit failed");
     }
+    let failure = match &committed {
+        Err(message) => Err(StoreError::Commit(message.clone())),
+        Ok(()) if unavailable => Err(StoreError::Commit(
+            "a request failed because the store could not write".into(),
+        )),
+        Ok(()) => Ok(()),
+    };
     for job in jobs.drain(..) {
         job.deliver(committed.clone());
     }
+    failure
 }
 
-async fn apply(conn: &mut SqliteConnection, batch: &mut [Box<dyn Job>]) -> Result<(), String> {
+/// Runs the jobs in one transaction: whether it committed, and whether a job failed because the store could not
+/// write (its connection is then reopened even if the rest committed).
+async fn apply(
+    conn: &mut SqliteConnection,
+    batch: &mut [Box<dyn Job>],
+) -> (Result<(), String>, bool) {
     use sqlx::Executor;
     let fail = |e: sqlx::Error| e.to_string();
-    conn.execute("BEGIN IMMEDIATE").await.map_err(fail)?;
+    if let Err(e) = conn.execute("BEGIN IMMEDIATE").await {
+        return (Err(fail(e)), false);
+    }
     if let [job] = batch {
         // Alone in its transaction, a request needs no savepoint: if it fails, the whole transaction is its own.
-        if !job.run(conn).await {
+        let ran = job.run(conn).await;
+        if ran != Ran::Ok {
             let _ = conn.execute("ROLLBACK").await;
-            return Ok(());
+            return (Ok(()), ran == Ran::Unavailable);
         }
         if let Err(e) = conn.execute("COMMIT").await {
             let _ = conn.execute("ROLLBACK").await;
-            return Err(e.to_string());
+            return (Err(e.to_string()), false);
         }
-        return Ok(());
+        return (Ok(()), false);
     }
+    let mut unavailable = false;
     for job in batch.iter_mut() {
         if let Err(e) = conn.execute("SAVEPOINT job").await {
             let _ = conn.execute("ROLLBACK").await;
-            return Err(e.to_string());
+            return (Err(e.to_string()), unavailable);
         }
-        let ok = job.run(conn).await;
-        let end = if ok {
+        let ran = job.run(conn).await;
+        unavailable |= ran == Ran::Unavailable;
+        let end = if ran == Ran::Ok {
             "RELEASE job"
         } else {
             "ROLLBACK TO job; RELEASE job"
         };
         if let Err(e) = conn.execute(end).await {
             let _ = conn.execute("ROLLBACK").await;
-            return Err(e.to_string());
+            return (Err(e.to_string()), unavailable);
         }
     }
     if let Err(e) = conn.execute("COMMIT").await {
         let _ = conn.execute("ROLLBACK").await;
-        return Err(e.to_string());
+        return (Err(e.to_string()), unavailable);
     }
-    Ok(())
+    (Ok(()), unavailable)
 }
 
 #[cfg(test)]

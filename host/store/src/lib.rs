@@ -5,7 +5,12 @@
 //!
 //! Writes go through the [`Journal`]: one writer task that applies requests in group-committed transactions and
 //! answers each caller after the commit, so the engine acts on a transition only once it is durable. The
-//! statements it composes are in [`write`]. Reads go straight to the connection pool.
+//! statements it composes are in [`write`]. Reads go straight to the connection pool. The SIEM's bulk writes
+//! (events, dead letters, alerts, retention) have a writer connection of their own.
+//!
+//! Every writer heals: a write the store could not make (read-only, full, an I/O error) fails with an error of
+//! [`ErrorKind::Unavailable`], closes its connection, and the next write reconnects (see `writer.rs`);
+//! [`Store::health`] and [`Store::probe`] say how each writer is doing.
 
 mod access;
 mod error;
@@ -19,16 +24,21 @@ mod read;
 mod record;
 mod vault;
 pub mod write;
+mod writer;
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use serde::Serialize;
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use tokio::sync::Mutex;
+
+use writer::{HealthCell, WriterConn};
 
 pub use access::{AuditEntry, Role, TokenInfo};
-pub use error::StoreError;
+pub use error::{ErrorKind, StoreError};
 pub use events::{
     ALERT_EVENT_IDS_CAP, AlertFilter, AlertRow, AlertStatus, AlertUpsert, DeadLetter,
     DeadLetterRow, EventPage, EventQuery, EventRow, MAX_PAGE, NewAlert, NewEvent,
@@ -44,9 +54,36 @@ pub use record::{
 };
 pub use sqlx::SqliteConnection;
 pub use vault::{KEY_FILE, Vault};
+pub use writer::WriterHealth;
 
 /// The file name of the database inside the data directory.
 pub const DATABASE_FILE: &str = "qila.db";
+
+/// How long a statement waits for another connection's write lock before it fails as busy.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The same, as the pragma that restores it.
+pub(crate) const BUSY_TIMEOUT_PRAGMA: &str = "PRAGMA busy_timeout = 10000";
+/// How long [`Store::probe`] keeps its answer, so that a flood of readiness checks costs one write a second.
+const PROBE_CACHE: Duration = Duration::from_secs(1);
+/// How long a probe write may take before its writer counts as not ready.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How every connection to `path` is opened.
+pub(crate) fn connect_options(path: &Path) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        // With WAL, NORMAL loses no committed transaction when the process dies (`kill -9`); an OS crash or
+        // power loss may lose the last ones, and never corrupts the database.
+        .synchronous(SqliteSynchronous::Normal)
+        .foreign_keys(true)
+        .busy_timeout(BUSY_TIMEOUT)
+        // SIEM bulk inserts dirty many index pages per transaction: a 16 MiB page cache per connection (not
+        // 2) and a checkpoint every ~40 MiB of WAL (not 4, each costing two fsyncs) nearly double their rate.
+        .pragma("cache_size", "-16384")
+        .pragma("wal_autocheckpoint", "10000")
+}
 
 /// A handle on the database. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -55,6 +92,34 @@ pub struct Store {
     path: PathBuf,
     journal: Journal,
     vault: Vault,
+    /// The SIEM's writer: events, dead letters, alerts and retention.
+    bulk: Arc<Mutex<WriterConn>>,
+    health: Arc<Health>,
+}
+
+/// The writers' health cells and the last probe.
+#[derive(Debug, Default)]
+struct Health {
+    journal: HealthCell,
+    events: HealthCell,
+    probe: Mutex<Option<(Instant, StoreHealth)>>,
+}
+
+/// How the store's writers are doing: [`Store::health`] (what they last saw) and [`Store::probe`] (after a
+/// write of each).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoreHealth {
+    /// The journal: every write of the orchestrator, tokens, approvals, the audit log.
+    pub journal: WriterHealth,
+    /// The SIEM's writer: events, dead letters, alerts, retention.
+    pub events: WriterHealth,
+}
+
+impl StoreHealth {
+    /// Whether both writers can write.
+    pub fn ok(&self) -> bool {
+        self.journal.ok && self.events.ok
+    }
 }
 
 impl Store {
@@ -63,33 +128,27 @@ impl Store {
     pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Io(data_dir.to_path_buf(), e))?;
         let path = data_dir.join(DATABASE_FILE);
-        let options = SqliteConnectOptions::from_str("sqlite:")
-            .map_err(StoreError::Database)?
-            .filename(&path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // With WAL, NORMAL loses no committed transaction when the process dies (`kill -9`); an OS crash or
-            // power loss may lose the last ones, and never corrupts the database.
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10))
-            // SIEM bulk inserts dirty many index pages per transaction: a 16 MiB page cache per connection (not
-            // 2) and a checkpoint every ~40 MiB of WAL (not 4, each costing two fsyncs) nearly double their rate.
-            .pragma("cache_size", "-16384")
-            .pragma("wal_autocheckpoint", "10000");
+        let options = connect_options(&path);
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
-            .connect_with(options)
+            // A connection SQLite could only open read-only (the file was not writable at that moment) would
+            // fail every write given to it for as long as the pool keeps it: refuse it, and connect again later.
+            .after_connect(|conn, _| Box::pin(writer::check_writable(conn)))
+            .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         let vault = Vault::open(data_dir)?;
         seal_plain_hook_secrets(&pool, &vault).await?;
-        let journal = Journal::spawn(&pool).await?;
+        let health = Arc::new(Health::default());
+        let journal = Journal::spawn(WriterConn::new(options.clone(), health.journal.clone()));
+        let bulk = Arc::new(Mutex::new(WriterConn::new(options, health.events.clone())));
         Ok(Self {
             pool,
             path,
             journal,
             vault,
+            bulk,
+            health,
         })
     }
 
@@ -113,11 +172,80 @@ impl Store {
         &self.pool
     }
 
+    /// What the writers last saw (no database access).
+    pub fn health(&self) -> StoreHealth {
+        StoreHealth {
+            journal: self.health.journal.get(),
+            events: self.health.events.get(),
+        }
+    }
+
+    /// Writes through each writer (one row of `health_probe`) and returns how they did; an answer less than a
+    /// second old is returned as it is, and concurrent callers share one probe. A writer that does not commit
+    /// within two seconds counts as failing.
+    pub async fn probe(&self) -> StoreHealth {
+        let mut last = self.health.probe.lock().await;
+        if let Some((at, health)) = last.as_ref()
+            && at.elapsed() < PROBE_CACHE
+        {
+            return health.clone();
+        }
+        let journal = tokio::time::timeout(
+            PROBE_TIMEOUT,
+            self.journal
+                .write(|c| Box::pin(async move { probe_write(c).await })),
+        );
+        let events = tokio::time::timeout(PROBE_TIMEOUT, async {
+            let mut writer = self.bulk.lock().await;
+            let result = match writer.begin().await {
+                Ok(c) => probe_write(c).await,
+                Err(e) => Err(e),
+            };
+            writer.finish(result).await
+        });
+        let (journal, events) = tokio::join!(journal, events);
+        let mut health = self.health();
+        for (result, state) in [(journal, &mut health.journal), (events, &mut health.events)] {
+            if result.is_err() {
+                state.ok = false;
+                state.last_error = Some(format!(
+                    "a probe write did not commit within {} s",
+                    PROBE_TIMEOUT.as_secs()
+                ));
+            }
+        }
+        *last = Some((Instant::now(), health.clone()));
+        health
+    }
+
+    /// Runs `f` in one transaction on the SIEM's writer connection.
+    pub(crate) async fn bulk_write<T>(
+        &self,
+        f: impl for<'c> FnOnce(&'c mut SqliteConnection) -> WriteFuture<'c, T>,
+    ) -> Result<T, StoreError> {
+        let mut writer = self.bulk.lock().await;
+        let result = match writer.begin().await {
+            Ok(c) => f(c).await,
+            Err(e) => return Err(e),
+        };
+        writer.finish(result).await
+    }
+
     /// Commits what was sent to the journal, stops it, and closes the pool.
     pub async fn close(&self) {
         self.journal.close().await;
+        self.bulk.lock().await.reset().await;
         self.pool.close().await;
     }
+}
+
+/// The write a probe makes.
+async fn probe_write(c: &mut SqliteConnection) -> Result<(), StoreError> {
+    sqlx::query("UPDATE health_probe SET at = ? WHERE id = 1")
+        .bind(now_us())
+        .execute(&mut *c)
+        .await?;
+    Ok(())
 }
 
 /// The name a webhook secret is sealed under.
