@@ -12,6 +12,7 @@ mod e2e {
     pub mod python;
     pub mod serve;
     pub mod siem;
+    pub mod store;
     pub mod support;
     pub mod vendor;
 }

@@ -101,6 +101,21 @@ impl HealthCell {
 /// could write. (`BEGIN IMMEDIATE` alone succeeds on a read-only connection; setting `user_version` to what it is,
 /// inside a transaction that is rolled back, fails there and changes nothing elsewhere.)
 pub(crate) async fn check_writable(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    // First what SQLite says of the file it opened: the probe below cannot tell while another connection holds
+    // the write lock (it fails as busy before it would fail as read-only).
+    let read_only = {
+        let mut handle = conn.lock_handle().await?;
+        // SAFETY: the handle is this live connection's, locked for the call; the name is NUL-terminated.
+        unsafe {
+            libsqlite3_sys::sqlite3_db_readonly(handle.as_raw_handle().as_ptr(), c"main".as_ptr())
+        }
+    };
+    if read_only != 0 {
+        return Err(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "the database file could not be opened for writing (SQLite opened it read-only)",
+        )));
+    }
     conn.execute("PRAGMA busy_timeout = 0").await?;
     let probe = async {
         conn.execute("BEGIN IMMEDIATE").await?;
@@ -269,7 +284,7 @@ mod tests {
         let mut writer = WriterConn::new(options, HealthCell::default());
         let err = writer.get().await.expect_err("a read-only connection");
         assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
-        assert!(err.to_string().contains("readonly"), "{err}");
+        assert!(err.to_string().contains("read-only"), "{err}");
         let health = writer.health.get();
         assert!(!health.ok && health.failures == 1, "{health:?}");
         // Writable again (here: a writable connection), the same writer heals.
@@ -277,5 +292,23 @@ mod tests {
         writer.begin().await.unwrap();
         writer.finish(Ok(())).await.unwrap();
         assert!(writer.health.get().ok);
+    }
+
+    #[tokio::test]
+    async fn a_read_only_connection_is_refused_even_while_another_holds_the_write_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::Store::open(dir.path()).await.unwrap();
+        let mut locker = crate::connect_options(&store.path).connect().await.unwrap();
+        locker.execute("BEGIN IMMEDIATE").await.unwrap();
+        let options = crate::connect_options(&store.path).read_only(true);
+        let mut writer = WriterConn::new(options, HealthCell::default());
+        let err = writer.get().await.expect_err("a read-only connection");
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+        // A writable connection opened meanwhile is taken: it can write once the lock is released.
+        writer.options = crate::connect_options(&store.path);
+        writer.get().await.unwrap();
+        locker.execute("ROLLBACK").await.unwrap();
+        writer.begin().await.unwrap();
+        writer.finish(Ok(())).await.unwrap();
     }
 }

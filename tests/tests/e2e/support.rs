@@ -135,14 +135,23 @@ impl Server {
 
     /// Starts it with extra arguments (`--dev`).
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Self {
-        let mut child = qila(data_dir)
-            .args(["serve", "--listen", "127.0.0.1:0"])
+        Self::start_as(data_dir, extra, None)
+    }
+
+    /// Starts it with extra arguments as the user and group `user` (the test must be root to give one), so that
+    /// file permissions hold for it as they do for a service account.
+    pub fn start_as(data_dir: &Path, extra: &[&str], user: Option<(u32, u32)>) -> Self {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = qila(data_dir);
+        cmd.args(["serve", "--listen", "127.0.0.1:0"])
             .args(extra)
             .env("QILA_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("cannot start qila serve");
+            .stderr(Stdio::inherit());
+        if let Some((uid, gid)) = user {
+            cmd.uid(uid).gid(gid);
+        }
+        let mut child = cmd.spawn().expect("cannot start qila serve");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut admin = None;
         let mut startup = Vec::new();
