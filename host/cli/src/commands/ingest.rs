@@ -107,10 +107,10 @@ pub async fn ingest(client: &ClientArgs, args: IngestArgs) -> anyhow::Result<Exi
                 }
             };
             batch.push(record.location, &line);
-            if batch.count >= args.batch || batch.body.len() >= MAX_BATCH_BYTES {
-                if let Err(code) = sender.flush(&file, &mut batch).await {
-                    return Ok(code);
-                }
+            if (batch.count >= args.batch || batch.body.len() >= MAX_BATCH_BYTES)
+                && let Err(code) = sender.flush(&file, &mut batch).await
+            {
+                return Ok(code);
             }
         }
         if let Err(code) = sender.flush(&file, &mut batch).await {
