@@ -6,6 +6,7 @@ mod e2e {
     pub mod documents;
     pub mod edge;
     pub mod egress;
+    pub mod evtx;
     pub mod expressions;
     pub mod hostile;
     pub mod packages;

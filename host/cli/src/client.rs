@@ -42,6 +42,8 @@ pub enum ClientError {
         status: StatusCode,
         message: String,
         diagnostics: Vec<String>,
+        /// How long the server asked the client to wait before trying again (`Retry-After`), when it said.
+        retry_after: Option<Duration>,
     },
     /// The server could not be reached, or its answer could not be read.
     Unreachable { url: String, cause: String },
@@ -171,9 +173,10 @@ impl Client {
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value, ClientError> {
         let response = req.send().await.map_err(|e| self.unreachable(&e))?;
         let status = response.status();
+        let retry = retry_after(response.headers());
         let body = response.bytes().await.map_err(|e| self.unreachable(&e))?;
         if !status.is_success() {
-            return Err(api_error(status, &body));
+            return Err(api_error(status, &body, retry));
         }
         if body.is_empty() {
             return Ok(Value::Null);
@@ -233,8 +236,9 @@ impl Client {
         let response = req.send().await.map_err(|e| self.unreachable(&e))?;
         let status = response.status();
         if !status.is_success() {
+            let retry = retry_after(response.headers());
             let body = response.bytes().await.map_err(|e| self.unreachable(&e))?;
-            return Err(api_error(status, &body));
+            return Err(api_error(status, &body, retry));
         }
         Ok(EventStream {
             response,
@@ -244,8 +248,25 @@ impl Client {
     }
 }
 
-/// The error of a non-2xx answer.
-fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
+/// A `Retry-After` header: delay-seconds, or an HTTP date (as a delay from now; zero when it is past).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
+}
+
+/// The error of a non-2xx answer, with the server's `Retry-After`.
+fn api_error(status: StatusCode, body: &[u8], retry_after: Option<Duration>) -> ClientError {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
     let error = parsed.as_ref().and_then(|v| v.get("error"));
     let text = || {
@@ -269,16 +290,19 @@ fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
                 .and_then(Value::as_array)
                 .map(|ds| ds.iter().map(diagnostic_line).collect())
                 .unwrap_or_default(),
+            retry_after,
         },
         Some(Value::String(message)) => ClientError::Api {
             status,
             message: message.clone(),
             diagnostics: Vec::new(),
+            retry_after,
         },
         _ => ClientError::Api {
             status,
             message: text(),
             diagnostics: Vec::new(),
+            retry_after,
         },
     }
 }
@@ -458,12 +482,32 @@ mod tests {
     }
 
     #[test]
+    fn retry_after_is_read_in_seconds_or_as_a_date() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        assert_eq!(retry_after(&headers), None);
+        headers.insert(reqwest::header::RETRY_AFTER, "7".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
+        let later = std::time::SystemTime::now() + Duration::from_secs(120);
+        headers.insert(
+            reqwest::header::RETRY_AFTER,
+            httpdate::fmt_http_date(later).parse().unwrap(),
+        );
+        let wait = retry_after(&headers).unwrap();
+        assert!(
+            wait > Duration::from_secs(100) && wait <= Duration::from_secs(120),
+            "{wait:?}"
+        );
+        headers.insert(reqwest::header::RETRY_AFTER, "soon".parse().unwrap());
+        assert_eq!(retry_after(&headers), None);
+    }
+
+    #[test]
     fn api_errors_show_their_message_and_diagnostics() {
         let body = json!({"error": {"code": "invalid_playbook", "message": "the playbook is invalid", "diagnostics": [
             {"file": "a.yaml", "line": 6, "col": 5, "message": "steps.a: unknown key `wiht`"},
             "b.yaml:1:1: cannot parse"
         ]}});
-        let e = api_error(StatusCode::BAD_REQUEST, body.to_string().as_bytes());
+        let e = api_error(StatusCode::BAD_REQUEST, body.to_string().as_bytes(), None);
         assert_eq!(
             e.render(true),
             "error: the playbook is invalid\na.yaml:6:5: steps.a: unknown key `wiht`\nb.yaml:1:1: cannot parse"
@@ -472,10 +516,11 @@ mod tests {
         let e = api_error(
             StatusCode::UNAUTHORIZED,
             br#"{"error":{"code":"unauthorized","message":"a token is required"}}"#,
+            None,
         );
         assert!(e.render(false).contains("QILA_TOKEN"));
         assert!(!e.render(true).contains("QILA_TOKEN"));
-        let e = api_error(StatusCode::BAD_GATEWAY, b"upstream down");
+        let e = api_error(StatusCode::BAD_GATEWAY, b"upstream down", None);
         assert_eq!(
             e.render(true),
             "error: the server answered 502 Bad Gateway: upstream down"

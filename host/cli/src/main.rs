@@ -74,9 +74,13 @@ enum Command {
         command: commands::plugin::PluginCommand,
     },
     /// Run Sigma rules over event files (JSON Lines, EVTX, logs) without a server; one line (or JSON object) per
-    /// match.
+    /// match. Exit 0 when every file was read, 2 when a file or the rules could not be read, 3 when a file is cut
+    /// short or damaged (a truncated EVTX: its complete records were hunted; stderr names the file and byte).
     Hunt(commands::hunt::HuntArgs),
-    /// Send event files (JSON Lines, EVTX, Zeek, text logs) to a running server's SIEM, with a progress bar.
+    /// Send event files (JSON Lines, EVTX, Zeek, text logs) to a running server's SIEM, with a progress bar. A `503`
+    /// is retried as its `Retry-After` says, for up to `--retry-for`. Exit 0 when all were sent, 1 when the server
+    /// refused a batch (or still answered 503 after `--retry-for`; stderr says where to resume), 2 when a file could
+    /// not be read or the server reached, 3 when a file is cut short or damaged (its readable records were sent).
     Ingest(commands::ingest::IngestArgs),
     /// Set, list and delete the secrets plugins use, on a running server (admin). Values are sealed at rest.
     Secret {

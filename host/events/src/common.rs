@@ -63,6 +63,10 @@ pub enum ParseError {
     /// A record of a binary format (EVTX) could not be read.
     #[error("unreadable record: {0}")]
     Record(String),
+    /// A binary file (EVTX) is cut short or damaged here: the message says where the file ends or what is wrong,
+    /// and which records were read. The complete records before it (and after it, past damage) are read.
+    #[error("{0}")]
+    Damaged(String),
 }
 
 impl ParseError {

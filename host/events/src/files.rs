@@ -2,20 +2,18 @@
 //! (`#separator`), JSON Lines, concatenated pretty-printed JSON objects (SigmaHQ's samples) and plain text
 //! logs (one record a line, empty lines skipped). Large files are streamed, except the pretty-JSON case.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use serde_json::Value;
 use thiserror::Error;
 
+use crate::Event;
 use crate::common::ParseError;
 use crate::parse::{parse_json, parse_text};
 use crate::zeek::ZeekTsv;
-use crate::{Event, windows};
 
 /// Where in a file a record starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -24,6 +22,8 @@ pub enum Location {
     Line(u64),
     /// EVTX record number (`EventRecordID`).
     Record(u64),
+    /// A byte offset from the start of the file: where a binary file (EVTX) ends or is damaged.
+    Byte(u64),
 }
 
 impl fmt::Display for Location {
@@ -31,6 +31,7 @@ impl fmt::Display for Location {
         match self {
             Location::Line(n) => write!(f, "line {n}"),
             Location::Record(n) => write!(f, "record {n}"),
+            Location::Byte(n) => write!(f, "byte {n}"),
         }
     }
 }
@@ -130,7 +131,7 @@ pub fn read_file(path: &Path, received_us: i64) -> Result<FileRecords, FileError
         .map_err(io)?;
     let format = detect(&head);
     let inner: Box<dyn Iterator<Item = Record> + Send> = match format {
-        FileFormat::Evtx => Box::new(evtx_records(path, received_us)?),
+        FileFormat::Evtx => Box::new(crate::evtx_file::records(path, received_us)?),
         FileFormat::JsonObjects => {
             let bytes = std::fs::read(path).map_err(io)?;
             Box::new(json_objects(&String::from_utf8_lossy(&bytes), received_us).into_iter())
@@ -272,74 +273,6 @@ pub fn json_objects(text: &str, received_us: i64) -> Vec<Record> {
         }
     }
     out
-}
-
-/// Streams an EVTX file chunk by chunk, rendering records as `evtx_dump -o json` does.
-fn evtx_records(
-    path: &Path,
-    received_us: i64,
-) -> Result<impl Iterator<Item = Record> + Send + use<>, FileError> {
-    let parser = evtx::EvtxParser::from_path(path).map_err(|e| FileError::Evtx {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    let settings = Arc::new(evtx::ParserSettings::default());
-    let mut chunks = parser.into_chunks();
-    let mut pending: VecDeque<Record> = VecDeque::new();
-    let mut last_id = 0u64;
-    Ok(std::iter::from_fn(move || {
-        loop {
-            if let Some(r) = pending.pop_front() {
-                return Some(r);
-            }
-            let chunk = chunks.next()?;
-            let settings = Arc::clone(&settings);
-            let rendered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                let mut out = Vec::new();
-                match chunk {
-                    Err(e) => out.push(Err(e.to_string())),
-                    Ok(mut data) => match data.parse(settings) {
-                        Err(e) => out.push(Err(e.to_string())),
-                        Ok(mut chunk) => {
-                            for record in chunk.iter() {
-                                out.push(
-                                    record
-                                        .and_then(|r| r.into_json_value())
-                                        .map(|r| (r.event_record_id, r.data))
-                                        .map_err(|e| e.to_string()),
-                                );
-                            }
-                        }
-                    },
-                }
-                out
-            }))
-            .unwrap_or_else(|_| vec![Err("the EVTX parser failed on this chunk".to_string())]);
-            for item in rendered {
-                pending.push_back(match item {
-                    Ok((header_id, data)) => {
-                        // The event's own EventRecordID, as evtx_dump and Chainsaw show it.
-                        let id = data
-                            .pointer("/Event/System/EventRecordID")
-                            .and_then(Value::as_u64)
-                            .unwrap_or(header_id);
-                        last_id = id;
-                        let raw = data.to_string();
-                        Record {
-                            location: Location::Record(id),
-                            result: windows::parse_value(&data, &raw, received_us),
-                        }
-                    }
-                    Err(message) => Record {
-                        location: Location::Record(last_id + 1),
-                        result: Err(ParseError::Record(format!(
-                            "after record {last_id}: {message}"
-                        ))),
-                    },
-                });
-            }
-        }
-    }))
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 
 pub mod asterisk;
 mod common;
+mod evtx_file;
 pub mod files;
 pub mod freeswitch;
 pub mod json;

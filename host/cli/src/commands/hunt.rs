@@ -7,8 +7,14 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use qila_detect::{Detector, FindingKind, RuleSet};
+use qila_events::ParseError;
 use qila_events::files::{Location, read_file};
 use serde_json::{Value, json};
+
+/// The exit status of `qila hunt` and `qila ingest` when an input file is cut short or damaged (a truncated EVTX):
+/// every record that could be read was processed, and stderr names the file and the byte where it ends or the
+/// damage starts. 2 stays "a file could not be read at all".
+pub const DAMAGED: u8 = 3;
 
 /// Arguments of `qila hunt`.
 #[derive(Debug, Args)]
@@ -31,7 +37,8 @@ pub struct HuntArgs {
     pub events: Vec<PathBuf>,
 }
 
-/// Runs the hunt: exit 0 when every file was read (matches or not), 2 when a file or the rules could not be read.
+/// Runs the hunt: exit 0 when every file was read (matches or not), 2 when a file or the rules could not be read,
+/// [`DAMAGED`] when a file is cut short or damaged (its readable records were hunted; stderr names the byte).
 pub fn hunt(args: HuntArgs) -> anyhow::Result<ExitCode> {
     let rules = RuleSet::load(&args.rules, &args.pipelines).context("loading the rules")?;
     let report = rules.report().clone();
@@ -61,7 +68,7 @@ pub fn hunt(args: HuntArgs) -> anyhow::Result<ExitCode> {
     let mut out = std::io::BufWriter::new(stdout.lock());
     let received_us = qila_store::now_us();
     let (mut events, mut matches, mut bad) = (0u64, 0u64, 0u64);
-    let mut unreadable = false;
+    let (mut unreadable, mut damaged) = (false, 0u64);
     for path in &args.events {
         let file = path.display().to_string();
         let records = match read_file(path, received_us) {
@@ -72,14 +79,19 @@ pub fn hunt(args: HuntArgs) -> anyhow::Result<ExitCode> {
                 continue;
             }
         };
+        let mut file_damaged = false;
         for record in records {
             let number = match record.location {
-                Location::Line(n) | Location::Record(n) => n,
+                Location::Line(n) | Location::Record(n) | Location::Byte(n) => n,
             };
             let event = match record.result {
                 Ok(event) => event,
                 Err(e) => {
-                    bad += 1;
+                    if matches!(e, ParseError::Damaged(_)) {
+                        file_damaged = true;
+                    } else {
+                        bad += 1;
+                    }
                     eprintln!("{file}: {}: {e}", record.location);
                     continue;
                 }
@@ -126,11 +138,24 @@ pub fn hunt(args: HuntArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        damaged += u64::from(file_damaged);
     }
     out.flush()?;
-    eprintln!("{events} events, {matches} matches, {bad} records could not be parsed");
+    eprintln!(
+        "{events} events, {matches} matches, {bad} records could not be parsed{}",
+        if damaged > 0 {
+            format!(
+                ", {damaged} {} cut short or damaged",
+                if damaged == 1 { "file" } else { "files" }
+            )
+        } else {
+            String::new()
+        }
+    );
     Ok(if unreadable {
         ExitCode::from(2)
+    } else if damaged > 0 {
+        ExitCode::from(DAMAGED)
     } else {
         ExitCode::SUCCESS
     })
