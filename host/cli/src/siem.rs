@@ -29,6 +29,8 @@ pub fn input_schema(action: &str) -> Result<serde_json::Value, String> {
                 "query": { "type": "string", "description": "A query in the language of docs/search.md." },
                 "from": { "type": "string", "description": "RFC 3339, a date, `now` or relative (`-1h`)." },
                 "to": { "type": "string", "description": "RFC 3339, a date, `now` or relative (`-1h`)." },
+                "from_us": { "type": "integer", "description": "Events at or after, unix µs (instead of `from`)." },
+                "to_us": { "type": "integer", "description": "Events before, unix µs (instead of `to`)." },
                 "limit": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 100 },
                 "cursor": { "type": "string", "description": "`next_cursor` of the previous page." }
             }
@@ -54,17 +56,18 @@ pub async fn execute(
     }
     let text = |key: &str| input.get(key).and_then(|v| v.as_str()).map(str::to_owned);
     let now = qila_store::now_us();
-    let time = |key: &str| -> Result<Option<i64>, StepError> {
-        text(key)
-            .map(|t| {
-                qila_store::query::parse_time(&t, now).ok_or_else(|| {
-                    StepError::new(
-                        "invalid-input",
-                        format!("`{key}` must be RFC 3339, a date, `now` or relative like `-1h`, not `{t}`"),
-                    )
-                })
-            })
-            .transpose()
+    let time = |key: &'static str| -> Result<Option<i64>, StepError> {
+        let us = match input.get(format!("{key}_us")) {
+            None | Some(serde_json::Value::Null) => None,
+            Some(v) => Some(v.as_i64().ok_or_else(|| {
+                StepError::new(
+                    "invalid-input",
+                    format!("`{key}_us` must be an integer (unix microseconds), not {v}"),
+                )
+            })?),
+        };
+        qila_store::query::time_bound(key, text(key).as_deref(), us, now)
+            .map_err(|e| StepError::new("invalid-input", e.to_string()))
     };
     let query = qila_store::EventQuery {
         query: text("query").filter(|q| !q.trim().is_empty()),
