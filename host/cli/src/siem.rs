@@ -192,3 +192,77 @@ impl ExternalDetector for SandboxDetector {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn search_takes_a_time_range_as_times_or_as_unix_microseconds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = qila_store::Store::open(dir.path()).await.unwrap();
+        let at = |h: i64| 1_714_564_800_000_000 + h * 3_600_000_000; // 2024-05-01T12:00:00Z + h hours
+        let events: Vec<qila_store::NewEvent> = (0..3)
+            .map(|h| qila_store::NewEvent {
+                time_us: at(h),
+                received_us: at(h),
+                dataset: "syslog".into(),
+                host: None,
+                source_ip: None,
+                source_port: None,
+                destination_ip: None,
+                destination_port: None,
+                user: None,
+                process: None,
+                action: None,
+                outcome: None,
+                fields: "{}".into(),
+                raw: format!("ticker {h}"),
+            })
+            .collect();
+        store.insert_events(&events).await.unwrap();
+        let raws = |out: &serde_json::Value| -> Vec<String> {
+            out["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["raw"].as_str().unwrap().to_owned())
+                .collect()
+        };
+
+        let out = execute(
+            &store,
+            "search",
+            &json!({ "query": "ticker", "from_us": at(1), "to_us": at(2) }),
+        )
+        .await
+        .unwrap();
+        assert_eq!(raws(&out), ["ticker 1"]);
+        let out = execute(
+            &store,
+            "search",
+            &json!({ "query": "ticker", "from": "2024-05-01T13:00:00Z", "to_us": at(2) }),
+        )
+        .await
+        .unwrap();
+        assert_eq!(raws(&out), ["ticker 1"]);
+
+        for (input, says) in [
+            (
+                json!({ "from": "-1h", "from_us": at(1) }),
+                "give `from` or `from_us`, not both",
+            ),
+            (
+                json!({ "to_us": "soon" }),
+                "`to_us` must be an integer (unix microseconds)",
+            ),
+            (json!({ "query": "a\u{0}" }), "at 1: the query holds a NUL"),
+        ] {
+            let e = execute(&store, "search", &input).await.unwrap_err();
+            assert_eq!(e.kind, "invalid-input", "{input}");
+            assert!(e.message.contains(says), "{input}: {}", e.message);
+        }
+    }
+}
