@@ -29,6 +29,8 @@ pub fn input_schema(action: &str) -> Result<serde_json::Value, String> {
                 "query": { "type": "string", "description": "A query in the language of docs/search.md." },
                 "from": { "type": "string", "description": "RFC 3339, a date, `now` or relative (`-1h`)." },
                 "to": { "type": "string", "description": "RFC 3339, a date, `now` or relative (`-1h`)." },
+                "from_us": { "type": "integer", "description": "Events at or after, unix µs (instead of `from`)." },
+                "to_us": { "type": "integer", "description": "Events before, unix µs (instead of `to`)." },
                 "limit": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 100 },
                 "cursor": { "type": "string", "description": "`next_cursor` of the previous page." }
             }
@@ -54,17 +56,18 @@ pub async fn execute(
     }
     let text = |key: &str| input.get(key).and_then(|v| v.as_str()).map(str::to_owned);
     let now = qila_store::now_us();
-    let time = |key: &str| -> Result<Option<i64>, StepError> {
-        text(key)
-            .map(|t| {
-                qila_store::query::parse_time(&t, now).ok_or_else(|| {
-                    StepError::new(
-                        "invalid-input",
-                        format!("`{key}` must be RFC 3339, a date, `now` or relative like `-1h`, not `{t}`"),
-                    )
-                })
-            })
-            .transpose()
+    let time = |key: &'static str| -> Result<Option<i64>, StepError> {
+        let us = match input.get(format!("{key}_us")) {
+            None | Some(serde_json::Value::Null) => None,
+            Some(v) => Some(v.as_i64().ok_or_else(|| {
+                StepError::new(
+                    "invalid-input",
+                    format!("`{key}_us` must be an integer (unix microseconds), not {v}"),
+                )
+            })?),
+        };
+        qila_store::query::time_bound(key, text(key).as_deref(), us, now)
+            .map_err(|e| StepError::new("invalid-input", e.to_string()))
     };
     let query = qila_store::EventQuery {
         query: text("query").filter(|q| !q.trim().is_empty()),
@@ -187,5 +190,79 @@ impl ExternalDetector for SandboxDetector {
                 })
                 .collect())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn search_takes_a_time_range_as_times_or_as_unix_microseconds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = qila_store::Store::open(dir.path()).await.unwrap();
+        let at = |h: i64| 1_714_564_800_000_000 + h * 3_600_000_000; // 2024-05-01T12:00:00Z + h hours
+        let events: Vec<qila_store::NewEvent> = (0..3)
+            .map(|h| qila_store::NewEvent {
+                time_us: at(h),
+                received_us: at(h),
+                dataset: "syslog".into(),
+                host: None,
+                source_ip: None,
+                source_port: None,
+                destination_ip: None,
+                destination_port: None,
+                user: None,
+                process: None,
+                action: None,
+                outcome: None,
+                fields: "{}".into(),
+                raw: format!("ticker {h}"),
+            })
+            .collect();
+        store.insert_events(&events).await.unwrap();
+        let raws = |out: &serde_json::Value| -> Vec<String> {
+            out["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["raw"].as_str().unwrap().to_owned())
+                .collect()
+        };
+
+        let out = execute(
+            &store,
+            "search",
+            &json!({ "query": "ticker", "from_us": at(1), "to_us": at(2) }),
+        )
+        .await
+        .unwrap();
+        assert_eq!(raws(&out), ["ticker 1"]);
+        let out = execute(
+            &store,
+            "search",
+            &json!({ "query": "ticker", "from": "2024-05-01T13:00:00Z", "to_us": at(2) }),
+        )
+        .await
+        .unwrap();
+        assert_eq!(raws(&out), ["ticker 1"]);
+
+        for (input, says) in [
+            (
+                json!({ "from": "-1h", "from_us": at(1) }),
+                "give `from` or `from_us`, not both",
+            ),
+            (
+                json!({ "to_us": "soon" }),
+                "`to_us` must be an integer (unix microseconds)",
+            ),
+            (json!({ "query": "a\u{0}" }), "at 1: the query holds a NUL"),
+        ] {
+            let e = execute(&store, "search", &input).await.unwrap_err();
+            assert_eq!(e.kind, "invalid-input", "{input}");
+            assert!(e.message.contains(says), "{input}: {}", e.message);
+        }
     }
 }

@@ -394,6 +394,14 @@ fn query_parameters(path: &str) -> Vec<(&'static str, &'static str)> {
                 "Only events at or after this time (RFC 3339, or relative: `-1h`, `-7d`).",
             ),
             ("to", "Only events before this time (RFC 3339 or relative)."),
+            (
+                "from_us",
+                "Only events at or after this time, in unix microseconds (instead of `from`).",
+            ),
+            (
+                "to_us",
+                "Only events before this time, in unix microseconds (instead of `to`).",
+            ),
             ("limit", "At most this many (default 100, at most 1000)."),
             ("cursor", "The `next_cursor` of the previous page."),
         ],
@@ -427,7 +435,9 @@ pub fn document() -> Value {
             .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }))
             .collect();
         parameters.extend(query_parameters(r.path).into_iter().map(|(name, description)| {
-            json!({ "name": name, "in": "query", "required": false, "description": description, "schema": { "type": "string" } })
+            // Counts, sequence numbers and unix microseconds are integers; every other parameter is text.
+            let kind = if name == "limit" || name == "after" || name.ends_with("_us") { "integer" } else { "string" };
+            json!({ "name": name, "in": "query", "required": false, "description": description, "schema": { "type": kind } })
         }));
         let mut responses = Map::new();
         responses.insert(r.ok.to_string(), json!({ "description": "OK", "content": { "application/json": { "schema": { "type": "object" } } } }));

@@ -64,6 +64,8 @@ pub(crate) struct SearchParams {
     query: Option<String>,
     from: Option<String>,
     to: Option<String>,
+    from_us: Option<i64>,
+    to_us: Option<i64>,
     limit: Option<u32>,
     cursor: Option<String>,
 }
@@ -76,21 +78,14 @@ pub(crate) async fn search(
     caller.require(Role::Viewer)?;
     let siem = siem(&s)?;
     let now = qila_store::now_us();
-    let bound = |name: &str, v: &Option<String>| -> Result<Option<i64>, ApiError> {
-        v.as_deref()
-            .map(|text| {
-                qila_store::query::parse_time(text, now).ok_or_else(|| {
-                    ApiError::invalid(format!(
-                        "`{name}` must be an RFC 3339 time, a date, `now` or a relative time like `-1h`, not `{text}`"
-                    ))
-                })
-            })
-            .transpose()
+    let bound = |name, text: Option<&str>, us| {
+        qila_store::query::time_bound(name, text, us, now)
+            .map_err(|e| ApiError::invalid(e.to_string()))
     };
     let query = EventQuery {
         query: q.query.filter(|t| !t.trim().is_empty()),
-        from_us: bound("from", &q.from)?,
-        to_us: bound("to", &q.to)?,
+        from_us: bound("from", q.from.as_deref(), q.from_us)?,
+        to_us: bound("to", q.to.as_deref(), q.to_us)?,
         limit: q.limit.unwrap_or(100),
         cursor: q.cursor,
     };

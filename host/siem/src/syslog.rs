@@ -117,14 +117,24 @@ pub struct FrameError {
     pub message: String,
 }
 
+/// The most bytes one frame takes in the stream: an octet count of [`MAX_COUNT_DIGITS`], its space and
+/// [`MAX_MESSAGE`] bytes.
+pub const MAX_FRAME: usize = MAX_COUNT_DIGITS + 1 + MAX_MESSAGE;
+
 /// Splits a TCP syslog stream into messages (RFC 6587): a frame that starts with a digit is octet-counted
 /// (`LEN SP MSG`, `LEN` at most [`MAX_MESSAGE`]), any other runs to the next `\n` (a line longer than
-/// [`MAX_MESSAGE`] is cut there, and its rest is the next message). It holds at most one frame's bytes, so a
-/// sender cannot make it grow; the frames it yields do not depend on how the stream was split into reads.
+/// [`MAX_MESSAGE`] is cut there, and its rest is the next message). Once every frame is taken it holds less than
+/// one frame ([`MAX_FRAME`]), plus what the next [`Framer::push`] adds, so a sender cannot make it grow; the
+/// frames it yields do not depend on how the stream was split into reads, and each byte is looked at a bounded
+/// number of times whatever the split (a line that arrives a byte at a time is not searched again from its start).
 #[derive(Debug, Default)]
 pub struct Framer {
     buf: Vec<u8>,
-    /// The stream offset of `buf[0]`.
+    /// Where the first frame not yet taken starts in `buf` (the bytes before are dropped at the next push).
+    start: usize,
+    /// How far past `start` a line has been searched for its `\n`, without finding one.
+    scanned: usize,
+    /// The stream offset of `buf[start]`.
     offset: u64,
     frames: u64,
 }
@@ -137,6 +147,10 @@ impl Framer {
 
     /// Adds bytes received. Take every frame with [`Framer::next_frame`] before adding more.
     pub fn push(&mut self, bytes: &[u8]) {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
         self.buf.extend_from_slice(bytes);
     }
 
@@ -145,9 +159,18 @@ impl Framer {
         self.frames
     }
 
+    /// How many bytes are held: those of frames not yet taken.
+    pub fn buffered(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
     /// Whether bytes of a frame not yet complete are held.
     pub fn pending(&self) -> bool {
-        !self.buf.is_empty()
+        self.buffered() > 0
+    }
+
+    fn rest(&self) -> &[u8] {
+        &self.buf[self.start..]
     }
 
     fn error(&self, at: usize, message: String) -> FrameError {
@@ -158,9 +181,11 @@ impl Framer {
         }
     }
 
+    /// Takes the frame of the next `end` bytes, without its first `skip`.
     fn take(&mut self, end: usize, skip: usize) -> Vec<u8> {
-        let frame = self.buf[skip..end].to_vec();
-        self.buf.drain(..end);
+        let frame = self.buf[self.start + skip..self.start + end].to_vec();
+        self.start += end;
+        self.scanned = 0;
         self.offset += end as u64;
         self.frames += 1;
         frame
@@ -169,18 +194,19 @@ impl Framer {
     /// The next complete frame; `None` when more bytes are needed; an error when the stream is malformed (the
     /// connection should be closed).
     pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
-        let Some(&first) = self.buf.first() else {
+        let rest = self.rest();
+        let Some(&first) = rest.first() else {
             return Ok(None);
         };
         if first.is_ascii_digit() {
-            let digits = self.buf.iter().take_while(|b| b.is_ascii_digit()).count();
+            let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
             if digits > MAX_COUNT_DIGITS {
                 return Err(self.error(
                     0,
                     format!("an octet count longer than {MAX_COUNT_DIGITS} digits (the most is {MAX_MESSAGE})"),
                 ));
             }
-            let Some(&after) = self.buf.get(digits) else {
+            let Some(&after) = rest.get(digits) else {
                 return Ok(None);
             };
             if after != b' ' {
@@ -189,7 +215,7 @@ impl Framer {
                     format!("an octet count must be followed by a space, not byte 0x{after:02x}"),
                 ));
             }
-            let count: usize = std::str::from_utf8(&self.buf[..digits])
+            let count: usize = std::str::from_utf8(&rest[..digits])
                 .ok()
                 .and_then(|d| d.parse().ok())
                 .unwrap_or(usize::MAX);
@@ -200,15 +226,20 @@ impl Framer {
                 ));
             }
             let end = digits + 1 + count;
-            if self.buf.len() < end {
+            if rest.len() < end {
                 return Ok(None);
             }
             return Ok(Some(self.take(end, digits + 1)));
         }
-        match self.buf.iter().take(MAX_MESSAGE).position(|&b| b == b'\n') {
-            Some(newline) => Ok(Some(self.take(newline + 1, 0))),
-            None if self.buf.len() >= MAX_MESSAGE => Ok(Some(self.take(MAX_MESSAGE, 0))),
-            None => Ok(None),
+        let limit = rest.len().min(MAX_MESSAGE);
+        let from = self.scanned.min(limit);
+        match rest[from..limit].iter().position(|&b| b == b'\n') {
+            Some(i) => Ok(Some(self.take(from + i + 1, 0))),
+            None if rest.len() >= MAX_MESSAGE => Ok(Some(self.take(MAX_MESSAGE, 0))),
+            None => {
+                self.scanned = limit;
+                Ok(None)
+            }
         }
     }
 
@@ -218,19 +249,16 @@ impl Framer {
         if let Some(frame) = self.next_frame()? {
             return Ok(Some(frame));
         }
-        match self.buf.first() {
+        let held = self.buffered();
+        match self.rest().first() {
             None => Ok(None),
             Some(b) if b.is_ascii_digit() => Err(self.error(
-                self.buf.len(),
+                held,
                 format!(
-                    "the stream ends inside an octet-counted frame ({} bytes of it received)",
-                    self.buf.len()
+                    "the stream ends inside an octet-counted frame ({held} bytes of it received)"
                 ),
             )),
-            Some(_) => {
-                let end = self.buf.len();
-                Ok(Some(self.take(end, 0)))
-            }
+            Some(_) => Ok(Some(self.take(held, 0))),
         }
     }
 }

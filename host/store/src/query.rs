@@ -217,6 +217,16 @@ pub fn parse_at(query: &str, now_us: i64) -> Result<Expr, QueryError> {
             message: format!("the query is longer than {MAX_QUERY_CHARS} characters; shorten it"),
         });
     }
+    // SQLite's LIKE and NOCASE comparisons read text up to its first NUL, so a term holding one would be cut
+    // there (`%\0%` is `%`: every event). No value with a NUL reaches the database: the query is refused.
+    if let Some(at) = chars.iter().position(|&c| c == '\0') {
+        return Err(QueryError {
+            position: at,
+            message:
+                "the query holds a NUL character (U+0000), which cannot be searched for; remove it"
+                    .into(),
+        });
+    }
     let mut p = Parser {
         chars,
         pos: 0,
@@ -638,6 +648,50 @@ pub fn parse_time(value: &str, now_us: i64) -> Option<i64> {
     Some(date.midnight().assume_utc().unix_timestamp() * 1_000_000)
 }
 
+/// Why one end of a search's time range was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BoundError {
+    /// Both the time and the microseconds were given.
+    #[error("give `{name}` or `{name}_us`, not both")]
+    Both {
+        /// `from` or `to`.
+        name: &'static str,
+    },
+    /// The time does not read as one.
+    #[error(
+        "`{name}` must be an RFC 3339 time, a date, `now` or a relative time like `-1h`, not `{text}` \
+         (or give `{name}_us` in unix microseconds)"
+    )]
+    NotATime {
+        /// `from` or `to`.
+        name: &'static str,
+        /// What was given.
+        text: String,
+    },
+}
+
+/// One end (`name`: `from` or `to`) of a search's time range, given as a time ([`parse_time`], against
+/// `now_us`) or in unix microseconds (`from_us`, like the `_us` fields of events and alerts): either, or neither.
+pub fn time_bound(
+    name: &'static str,
+    text: Option<&str>,
+    us: Option<i64>,
+    now_us: i64,
+) -> Result<Option<i64>, BoundError> {
+    match (text, us) {
+        (Some(_), Some(_)) => Err(BoundError::Both { name }),
+        (Some(text), None) => {
+            parse_time(text, now_us)
+                .map(Some)
+                .ok_or_else(|| BoundError::NotATime {
+                    name,
+                    text: text.to_owned(),
+                })
+        }
+        (None, us) => Ok(us),
+    }
+}
+
 /// The 16-byte form of an address: IPv6 as is, IPv4 as IPv4-mapped IPv6 (`::ffff:a.b.c.d`).
 pub fn ip_bytes(ip: IpAddr) -> [u8; 16] {
     match ip {
@@ -1057,6 +1111,50 @@ mod tests {
         assert!(err(&many).contains("more than 256 search terms"));
         // A hostile nesting far beyond the limit is refused, not a stack overflow.
         assert!(err(&"(".repeat(4000)).contains("nest deeper"));
+    }
+
+    #[test]
+    fn a_nul_is_refused_where_it_is() {
+        for (q, at) in [
+            ("\0", 0),
+            ("abc\0", 3),
+            ("\"a\0\"", 2),
+            ("x = \"*\0*\"", 6),
+            ("\"k\0\" = 1", 2),
+        ] {
+            let got = err(q);
+            assert_eq!(
+                got,
+                format!(
+                    "at {at}: the query holds a NUL character (U+0000), which cannot be searched for; remove it"
+                ),
+                "{q:?}"
+            );
+        }
+        // Other control characters are text like any other.
+        assert_eq!(
+            parse_at("a\u{1}b", NOW).unwrap(),
+            Expr::Contains("a\u{1}b".into())
+        );
+    }
+
+    #[test]
+    fn a_time_bound_is_a_time_or_microseconds_not_both() {
+        assert_eq!(time_bound("from", None, None, NOW), Ok(None));
+        assert_eq!(time_bound("from", None, Some(5), NOW), Ok(Some(5)));
+        assert_eq!(
+            time_bound("to", Some("-1s"), None, NOW),
+            Ok(Some(NOW - 1_000_000))
+        );
+        assert_eq!(
+            time_bound("from", Some("now"), Some(5), NOW),
+            Err(BoundError::Both { name: "from" })
+        );
+        let e = time_bound("to", Some("soon"), None, NOW).unwrap_err();
+        assert!(
+            e.to_string().starts_with("`to` must be an RFC 3339 time"),
+            "{e}"
+        );
     }
 
     #[test]
