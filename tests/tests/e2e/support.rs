@@ -72,7 +72,12 @@ pub fn bundled(path: &str) -> Vec<u8> {
 
 /// A `qila` command with its own data directory, run from the workspace root.
 pub fn qila(data_dir: &Path) -> Command {
-    let mut cmd = Command::new(qila_bin());
+    qila_from(qila_bin(), data_dir)
+}
+
+/// The same with the binary at `bin`.
+fn qila_from(bin: &Path, data_dir: &Path) -> Command {
+    let mut cmd = Command::new(bin);
     without_test_env(&mut cmd);
     cmd.arg("--data-dir")
         .arg(data_dir)
@@ -125,6 +130,8 @@ pub struct Server {
     pub admin: Option<String>,
     /// What it printed before it listened (e.g. `syslog over UDP on ADDR`).
     pub startup: Vec<String>,
+    /// The copy of the binary a server started as another user runs (the checkout may be closed to that user).
+    _bin: Option<tempfile::TempDir>,
 }
 
 impl Server {
@@ -142,7 +149,23 @@ impl Server {
     /// file permissions hold for it as they do for a service account.
     pub fn start_as(data_dir: &Path, extra: &[&str], user: Option<(u32, u32)>) -> Self {
         use std::os::unix::process::CommandExt;
-        let mut cmd = qila(data_dir);
+        // Another user gets a copy of the binary (its plugins and playbooks are built in) in a directory anyone
+        // may read, and runs there: the checkout (e.g. under a 0700 home) may be closed to it.
+        let bin = user.map(|_| {
+            use std::os::unix::fs::PermissionsExt;
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+            std::fs::copy(qila_bin(), dir.path().join("qila")).unwrap();
+            dir
+        });
+        let mut cmd = match &bin {
+            Some(dir) => {
+                let mut cmd = qila_from(&dir.path().join("qila"), data_dir);
+                cmd.current_dir(dir.path());
+                cmd
+            }
+            None => qila(data_dir),
+        };
         cmd.args(["serve", "--listen", "127.0.0.1:0"])
             .args(extra)
             .env("QILA_LOG", "warn")
@@ -180,6 +203,7 @@ impl Server {
             base,
             admin,
             startup,
+            _bin: bin,
         }
     }
 
