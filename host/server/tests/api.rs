@@ -1,45 +1,16 @@
 //! The API over real HTTP: a real store in a temporary directory, the real orchestrator, and an executor that
 //! echoes its input (or fails, for `t.fail`).
 
-use std::sync::Arc;
+mod support;
+
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use qila_engine::{Options, Orchestrator, PluginCatalog, StepCall, StepError, StepExecutor};
-use qila_model::{ActionCatalog, StaticCatalog};
+use qila_model::StaticCatalog;
 use qila_store::{Role, Store};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::Sha256;
-
-struct Echo;
-
-impl StepExecutor for Echo {
-    async fn execute(&self, call: StepCall) -> Result<Value, StepError> {
-        match call.action.as_str() {
-            "fail" => Err(StepError::new("failed", "asked to fail")),
-            "slow" => {
-                tokio::time::sleep(Duration::from_secs(30)).await;
-                Ok(call.input)
-            }
-            _ => Ok(call.input),
-        }
-    }
-}
-
-struct Catalog(StaticCatalog);
-
-impl ActionCatalog for Catalog {
-    fn input_schema(&self, plugin: &str, action: &str) -> Result<Value, String> {
-        self.0.input_schema(plugin, action)
-    }
-}
-
-impl PluginCatalog for Catalog {
-    fn digest(&self, _plugin: &str) -> Option<String> {
-        Some("0123456789abcdef".into())
-    }
-}
 
 struct Server {
     base: String,
@@ -61,32 +32,7 @@ impl Server {
             .with("t", "echo", json!({"type": "object"}))
             .with("t", "fail", json!({}))
             .with("t", "slow", json!({}));
-        let orchestrator = Orchestrator::start(
-            store.clone(),
-            Arc::new(Echo),
-            Arc::new(
-                qila_sandbox::SandboxedEvaluator::new(Default::default(), None)
-                    .expect("the expression evaluator"),
-            ),
-            Arc::new(Catalog(catalog)),
-            Options::default(),
-        )
-        .await
-        .unwrap();
-        let (_, admin) = store
-            .create_token("root", Role::Admin, "test")
-            .await
-            .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let edge = options.edge.clone();
-        let router = qila_server::router(orchestrator, options);
-        tokio::spawn(qila_server::serve(
-            listener,
-            router,
-            edge,
-            std::future::pending(),
-        ));
+        let (base, admin) = support::serve(&store, catalog, options).await;
         Self {
             base,
             http: reqwest::Client::new(),

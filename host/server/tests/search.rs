@@ -3,39 +3,18 @@
 //! database (`%`, `_`, `\`, control characters) are matched literally, a NUL is refused with its position, and a
 //! time range can be given in unix microseconds (`from_us`, `to_us`) as the docs say.
 
+mod support;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use qila_detect::{Detector, RuleSet};
-use qila_engine::{Options, Orchestrator, PluginCatalog, StepCall, StepError, StepExecutor};
-use qila_model::{ActionCatalog, StaticCatalog};
+use qila_model::StaticCatalog;
 use qila_siem::{AlertSink, Siem, SiemConfig};
-use qila_store::{AlertRow, Role, Store};
+use qila_store::{AlertRow, Store};
 use reqwest::StatusCode;
 use serde_json::Value;
-
-struct Echo;
-
-impl StepExecutor for Echo {
-    async fn execute(&self, call: StepCall) -> Result<Value, StepError> {
-        Ok(call.input)
-    }
-}
-
-struct Catalog(StaticCatalog);
-
-impl ActionCatalog for Catalog {
-    fn input_schema(&self, plugin: &str, action: &str) -> Result<Value, String> {
-        self.0.input_schema(plugin, action)
-    }
-}
-
-impl PluginCatalog for Catalog {
-    fn digest(&self, _plugin: &str) -> Option<String> {
-        None
-    }
-}
 
 struct NoAlerts;
 
@@ -56,18 +35,6 @@ impl Server {
     async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).await.unwrap();
-        let orchestrator = Orchestrator::start(
-            store.clone(),
-            Arc::new(Echo),
-            Arc::new(
-                qila_sandbox::SandboxedEvaluator::new(Default::default(), None)
-                    .expect("the expression evaluator"),
-            ),
-            Arc::new(Catalog(StaticCatalog::new())),
-            Options::default(),
-        )
-        .await
-        .unwrap();
         let (siem, _tasks) = Siem::start(
             store.clone(),
             Detector::new(RuleSet::from_sources(&[], Vec::new())),
@@ -75,23 +42,11 @@ impl Server {
             Arc::new(NoAlerts),
             SiemConfig::default(),
         );
-        let (_, token) = store
-            .create_token("root", Role::Admin, "test")
-            .await
-            .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
         let options = qila_server::ServerOptions {
             siem: Some(siem),
             ..Default::default()
         };
-        let edge = options.edge.clone();
-        tokio::spawn(qila_server::serve(
-            listener,
-            qila_server::router(orchestrator, options),
-            edge,
-            std::future::pending(),
-        ));
+        let (base, token) = support::serve(&store, StaticCatalog::new(), options).await;
         Self {
             base,
             http: reqwest::Client::new(),
