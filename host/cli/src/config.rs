@@ -25,9 +25,32 @@ pub struct Settings {
     /// from the plugins directory. Never on a production server.
     #[arg(long, global = true, env = "QILA_DEV")]
     dev: bool,
+    /// When a write counts as done: `process` (it survives the process being killed; an OS crash or power loss
+    /// may lose the last second of commits) or `fsync` (every commit waits for the disk).
+    #[arg(long, global = true, env = "QILA_DURABILITY", value_enum, default_value_t = DurabilityArg::Process)]
+    durability: DurabilityArg,
+}
+
+/// The values of `--durability`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DurabilityArg {
+    /// Survives the death of the process (SQLite WAL, `synchronous = NORMAL`).
+    Process,
+    /// Also survives power loss (`synchronous = FULL`).
+    Fsync,
 }
 
 impl Settings {
+    /// How the store is opened (`--durability`).
+    pub fn store_options(&self) -> qila_store::StoreOptions {
+        qila_store::StoreOptions {
+            durability: match self.durability {
+                DurabilityArg::Process => qila_store::Durability::Process,
+                DurabilityArg::Fsync => qila_store::Durability::Fsync,
+            },
+        }
+    }
+
     /// The data directory: `--data-dir`, `QILA_DATA_DIR`, else `$XDG_DATA_HOME/qila`, else `~/.local/share/qila`.
     pub fn data_dir(&self) -> PathBuf {
         if let Some(dir) = &self.data_dir {

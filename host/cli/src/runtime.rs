@@ -79,7 +79,7 @@ impl Runtime {
         let data_dir = settings.data_dir();
         let config = settings.load_config()?;
         let expression_limits = config.expressions.limits()?;
-        let store = Store::open(&data_dir)
+        let store = Store::open_with(&data_dir, settings.store_options())
             .await
             .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
         let secrets = Arc::new(

@@ -5,11 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use qila_model::{Evaluator, Playbook};
-use qila_store::write::{self, Settle, TaskKey, TaskShape};
-use qila_store::{
-    ApprovalRow, RunKey, RunRow, RunStatus, StepStatus, Store, TriggerKind, UnfinishedRun,
-    VersionRow, now_ms,
+use qila_store::command::{
+    Audit, CreateGuard, DecideApproval, Decision, Publish, RequestCancel, ScheduleSpec,
+    UncountResumes,
 };
+use qila_store::{
+    ApprovalRow, RunKey, RunRow, RunStatus, Store, TriggerKind, UnfinishedRun, VersionRow, now_ms,
+};
+use qila_store::{Settle, TaskChange, TaskKey, TaskShape};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -20,7 +23,7 @@ use crate::executor::StepExecutor;
 use crate::orchestrator::{
     Approver, Options, Orchestrator, PluginCatalog, Published, StartRun, Started,
 };
-use crate::state::{Inner, Loaded, Precondition, erase, is_builtin};
+use crate::state::{Inner, Loaded, erase, is_builtin};
 use crate::timers;
 
 pub(crate) async fn start<E: StepExecutor>(
@@ -216,16 +219,14 @@ pub(crate) async fn publish(
         });
     }
     let now = now_ms();
-    let schedules: Vec<(i64, String, i64)> = triggers
+    let schedules: Vec<ScheduleSpec> = triggers
         .schedules
         .iter()
         .enumerate()
-        .map(|(i, s)| {
-            (
-                i as i64,
-                s.cron.clone(),
-                s.next_after(now).unwrap_or(i64::MAX),
-            )
+        .map(|(i, s)| ScheduleSpec {
+            idx: i as i64,
+            cron: s.cron.clone(),
+            next_fire_at: s.next_after(now).unwrap_or(i64::MAX),
         })
         .collect();
     let mut row = VersionRow {
@@ -245,28 +246,13 @@ pub(crate) async fn publish(
     );
     let hook_name = qila_store::hook_secret_name(&name);
     let sealed_secret = inner.store.vault().seal_text(&hook_name, &fresh_secret)?;
-    let to_write = row.clone();
-    let actor = actor.to_owned();
     let (version, stored_secret) = inner
         .store
-        .journal()
-        .write(move |c| {
-            Box::pin(async move {
-                let version = write::insert_version(c, &to_write).await?;
-                for (idx, cron, next) in &schedules {
-                    write::upsert_schedule(c, &to_write.name, *idx, cron, *next).await?;
-                }
-                write::drop_schedules(c, &to_write.name, schedules.len() as i64).await?;
-                let secret = if has_hook {
-                    Some(write::ensure_hook(c, &to_write.name, &sealed_secret).await?)
-                } else {
-                    None
-                };
-                let target = format!("{}@v{version}", to_write.name);
-                let detail = json!({ "digest": to_write.digest, "plugins": to_write.plugins });
-                write::audit(c, &actor, "playbook.publish", &target, Some(&detail)).await?;
-                Ok((version, secret))
-            })
+        .execute(Publish {
+            version: row.clone(),
+            schedules,
+            fresh_hook_secret: has_hook.then_some(sealed_secret),
+            actor: actor.to_owned(),
         })
         .await?;
     let hook_secret = match stored_secret {
@@ -314,13 +300,10 @@ pub(crate) async fn start_once(
     request: StartRun,
     key: RunKey,
 ) -> Result<Started, StartError> {
-    let claim = key.clone();
-    let pre: Precondition = Box::new(move |c, run_id| {
-        Box::pin(async move { qila_store::claim_run_key(c, &claim, &run_id).await })
-    });
+    let guard = CreateGuard::RunKey(key.clone());
     if let Some(run) = o
         .inner
-        .create_from_request_if(request, None, Some(pre))
+        .create_from_request_if(request, None, Some(guard))
         .await?
     {
         return Ok(Started::New(Box::new(run)));
@@ -458,17 +441,11 @@ pub(crate) async fn cancel(o: &Orchestrator, id: &str, actor: &str) -> Result<Ru
             run.status
         )));
     }
-    let (run_id, actor) = (id.to_owned(), actor.to_owned());
     o.inner
         .store
-        .journal()
-        .write(move |c| {
-            Box::pin(async move {
-                if write::request_cancel(c, &run_id).await? {
-                    write::audit(c, &actor, "run.cancel", &run_id, None).await?;
-                }
-                Ok(())
-            })
+        .execute(RequestCancel {
+            run: id.to_owned(),
+            actor: actor.to_owned(),
         })
         .await?;
     o.inner.changed(id, false);
@@ -553,50 +530,43 @@ pub(crate) async fn decide(
         item: approval.item,
     };
     let (position, action) = (row.position, row.action.clone());
-    let decision = if approve { "approved" } else { "denied" };
+    let decision = if approve {
+        Decision::Approved
+    } else {
+        Decision::Denied
+    };
     let by = approver.name.clone();
     let decided_at = now_ms();
     let output = json!({
         "approved": approve, "decided_by": by, "comment": comment, "decided_at": decided_at, "expired": false
     });
+    let shape = TaskShape {
+        position,
+        action: &action,
+    };
+    let task = TaskChange::settle(key.clone(), &shape, None, &Settle::succeeded(&output));
+    let verb = if approve {
+        "approval.approve"
+    } else {
+        "approval.deny"
+    };
+    let target = format!("{}/{}", key.run, key.step);
+    let audit = Audit::new(
+        &by,
+        verb,
+        &target,
+        Some(json!({ "comment": output["comment"] })),
+    );
     let decided = o
         .inner
         .store
-        .journal()
-        .write(move |c| {
-            Box::pin(async move {
-                if !write::decide_approval(c, &key, decision, &by, comment.as_deref()).await? {
-                    return Ok(false);
-                }
-                let shape = TaskShape {
-                    position,
-                    action: &action,
-                };
-                let settle = Settle {
-                    status: StepStatus::Succeeded,
-                    output: Some(&output),
-                    error_kind: None,
-                    error: None,
-                    wake_at: None,
-                    input: None,
-                };
-                write::settle(c, &key, &shape, None, &settle).await?;
-                let verb = if approve {
-                    "approval.approve"
-                } else {
-                    "approval.deny"
-                };
-                let target = format!("{}/{}", key.run, key.step);
-                write::audit(
-                    c,
-                    &by,
-                    verb,
-                    &target,
-                    Some(&json!({ "comment": output["comment"] })),
-                )
-                .await?;
-                Ok(true)
-            })
+        .execute(DecideApproval {
+            key,
+            decision,
+            by,
+            comment,
+            task,
+            audit: Some(audit),
         })
         .await?;
     if !decided {
@@ -657,8 +627,7 @@ pub(crate) async fn shutdown(o: &Orchestrator, grace: Duration) {
         let taken_back = o
             .inner
             .store
-            .journal()
-            .write(move |c| Box::pin(async move { write::uncount_resume(c, &counted).await }))
+            .execute(UncountResumes { runs: counted })
             .await;
         if let Err(e) = taken_back {
             tracing::warn!(error = %e, "cannot take back the starts counted against runs in flight");

@@ -11,7 +11,11 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use qila_model::{EvalContext, OnError, Playbook, SharedValue, Tlp};
-use qila_store::write::{self, Settle, TaskKey, TaskShape};
+use qila_store::command::{
+    ApplyTasks, CancelChildren, CountResume, DecideApproval, Decision, RequestApproval,
+    ResetResumes,
+};
+use qila_store::{Change, Settle, TaskChange, TaskKey, TaskShape};
 use qila_store::{RunRow, RunStatus, StepRow, StepStatus, now_ms};
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
@@ -308,7 +312,7 @@ impl RunTask {
         let owner = self.inner.owner.clone();
         let lease_until = now_ms() + self.inner.lease.as_millis() as i64;
         let mut claimed: Vec<Option<Slot>> = Vec::with_capacity(ops.len());
-        let changes: Vec<write::TaskChange> = ops
+        let changes: Vec<TaskChange> = ops
             .into_iter()
             .map(|op| match op {
                 Op::Claim {
@@ -319,11 +323,11 @@ impl RunTask {
                     input,
                 } => {
                     claimed.push(Some(slot));
-                    write::TaskChange {
+                    TaskChange {
                         key,
                         position,
                         action,
-                        change: write::Change::Claim {
+                        change: Change::Claim {
                             input,
                             owner: owner.clone(),
                             lease_until,
@@ -343,11 +347,11 @@ impl RunTask {
                     wake_at,
                 } => {
                     claimed.push(None);
-                    write::TaskChange {
+                    TaskChange {
                         key,
                         position,
                         action,
-                        change: write::Change::Settle {
+                        change: Change::Settle {
                             owner,
                             status,
                             output,
@@ -363,8 +367,7 @@ impl RunTask {
         let written = self
             .inner
             .store
-            .journal()
-            .apply(changes)
+            .execute(ApplyTasks(changes))
             .await
             .map(|answers| {
                 claimed
@@ -424,12 +427,12 @@ impl RunTask {
         if self.run.resumes == 0 {
             return;
         }
-        let id = self.run.id.clone();
         let reset = self
             .inner
             .store
-            .journal()
-            .write(move |c| Box::pin(async move { write::reset_resumes(c, &id).await }))
+            .execute(ResetResumes {
+                run: self.run.id.clone(),
+            })
             .await;
         match reset {
             Ok(()) => self.run.resumes = 0,
@@ -444,11 +447,11 @@ impl RunTask {
         if !self.inner.first_work_since_start(&self.run.id) {
             return Ok(());
         }
-        let id = self.run.id.clone();
         self.inner
             .store
-            .journal()
-            .write(move |c| Box::pin(async move { write::count_resume(c, &id).await }))
+            .execute(CountResume {
+                run: self.run.id.clone(),
+            })
             .await?;
         self.run.resumes += 1;
         Ok(())
@@ -1311,28 +1314,17 @@ impl RunTask {
         let key = self.key(slot);
         let action = self.action(slot.0);
         let position = slot.0 as i64;
-        let input = input.clone();
+        let shape = TaskShape {
+            position,
+            action: &action,
+        };
+        let settle = Settle::waiting("waiting for approval", expires_at).with_input(input);
         let recorded = self
             .inner
             .store
-            .journal()
-            .write(move |c| {
-                Box::pin(async move {
-                    write::insert_approval(c, &approval).await?;
-                    let shape = TaskShape {
-                        position,
-                        action: &action,
-                    };
-                    let settle = Settle {
-                        status: StepStatus::Waiting,
-                        output: None,
-                        error_kind: None,
-                        error: Some("waiting for approval"),
-                        wake_at: expires_at,
-                        input: Some(&input),
-                    };
-                    write::settle(c, &key, &shape, None, &settle).await
-                })
+            .execute(RequestApproval {
+                approval,
+                task: TaskChange::settle(key, &shape, None, &settle),
             })
             .await?;
         self.inner.changed(&self.run.id, false);
@@ -1367,28 +1359,20 @@ impl RunTask {
         let key = self.key(slot);
         let action = self.action(slot.0);
         let position = slot.0 as i64;
+        let shape = TaskShape {
+            position,
+            action: &action,
+        };
+        let task = TaskChange::settle(key.clone(), &shape, None, &Settle::succeeded(&output));
         self.inner
             .store
-            .journal()
-            .write(move |c| {
-                Box::pin(async move {
-                    if !write::decide_approval(c, &key, "expired", "expiry", None).await? {
-                        return Ok(false);
-                    }
-                    let shape = TaskShape {
-                        position,
-                        action: &action,
-                    };
-                    let settle = Settle {
-                        status: StepStatus::Succeeded,
-                        output: Some(&output),
-                        error_kind: None,
-                        error: None,
-                        wake_at: None,
-                        input: None,
-                    };
-                    write::settle(c, &key, &shape, None, &settle).await
-                })
+            .execute(DecideApproval {
+                key,
+                decision: Decision::Expired,
+                by: "expiry".into(),
+                comment: None,
+                task,
+                audit: None,
             })
             .await?;
         self.inner.changed(&self.run.id, false);
@@ -1672,12 +1656,12 @@ impl RunTask {
             self.write_settle(slot, None, settle).await?;
         }
         self.flush().await?;
-        let id = self.run.id.clone();
         let children = self
             .inner
             .store
-            .journal()
-            .write(move |c| Box::pin(async move { write::cancel_children(c, &id).await }))
+            .execute(CancelChildren {
+                parent: self.run.id.clone(),
+            })
             .await?;
         for child in children {
             self.inner.wake(&child);

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use qila_model::{Diagnostics, EvalContext, Evaluator, Playbook};
-use qila_store::write::{self, Settle, TaskKey, TaskShape};
+use qila_store::command::{CreateGuard, CreateRun, FinishRun, StartQueuedRun};
 use qila_store::{
-    RunRow, RunStatus, SqliteConnection, StepStatus, Store, StoreError, TriggerKind, VersionRow,
-    WriteFuture, now_ms,
+    RunRow, RunStatus, Settle, Store, StoreError, TaskChange, TaskKey, TaskShape, TriggerKind,
+    VersionRow, now_ms,
 };
 use serde_json::{Map, Value, json};
 use tokio::sync::{Notify, broadcast, mpsc};
@@ -108,11 +108,6 @@ pub(crate) struct ParentLink {
     pub(crate) wait: bool,
     pub(crate) input: Value,
 }
-
-/// A function run inside the transaction that creates a run (given the new run's id); returning false abandons
-/// the creation.
-pub(crate) type Precondition =
-    Box<dyn for<'c> FnOnce(&'c mut SqliteConnection, String) -> WriteFuture<'c, bool> + Send>;
 
 pub(crate) struct Inner {
     pub(crate) store: Store,
@@ -422,7 +417,7 @@ impl Inner {
         self: &Arc<Self>,
         request: StartRun,
         parent: Option<ParentLink>,
-        pre: Option<Precondition>,
+        guard: Option<CreateGuard>,
     ) -> Result<Option<RunRow>, StartError> {
         let loaded = match request.version {
             Some(v) => self.load_version(&request.playbook, v).await?,
@@ -480,7 +475,7 @@ impl Inner {
             &request.actor,
             parent,
             None,
-            pre,
+            guard,
         )
         .await
         .map_err(StartError::from)
@@ -488,7 +483,7 @@ impl Inner {
 
     /// Creates a run (queued if its playbook is at its concurrency limit), committed before this returns, and
     /// puts it to work. With `parent`, the parent's step is settled in the same transaction (waiting for the
-    /// child, or done); with `pre`, the run is created only if it returns true (`Ok(None)` otherwise).
+    /// child, or done); with `guard`, the run is created only if it holds (`Ok(None)` otherwise).
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn create_run(
         self: &Arc<Self>,
@@ -499,7 +494,7 @@ impl Inner {
         actor: &str,
         parent: Option<ParentLink>,
         rerun_of: Option<String>,
-        pre: Option<Precondition>,
+        guard: Option<CreateGuard>,
     ) -> Result<Option<RunRow>, EngineError> {
         let id = uuid::Uuid::now_v7().to_string();
         let playbook = &loaded.playbook;
@@ -530,62 +525,32 @@ impl Inner {
             finished_at: None,
             resumes: 0,
         };
-        let row = run.clone();
-        let actor = actor.to_owned();
+        let parent_task = parent.as_ref().map(|p| {
+            let key = TaskKey {
+                run: p.run.clone(),
+                step: p.step.clone(),
+                item: p.item,
+            };
+            let shape = TaskShape {
+                position: p.position,
+                action: &p.action,
+            };
+            let output = json!({ "run_id": id });
+            let note = format!("waiting for run {id}");
+            let settle = if p.wait {
+                Settle::waiting(&note, None)
+            } else {
+                Settle::succeeded(&output)
+            };
+            TaskChange::settle(key, &shape, None, &settle.with_input(&p.input))
+        });
         let created = self
             .store
-            .journal()
-            .write(move |c| {
-                Box::pin(async move {
-                    if let Some(pre) = pre
-                        && !pre(c, row.id.clone()).await?
-                    {
-                        return Ok(false);
-                    }
-                    write::insert_run(c, &row).await?;
-                    if let Some(from) = &row.rerun_of {
-                        write::copy_succeeded_steps(c, from, &row.id).await?;
-                    }
-                    let detail = json!({
-                        "playbook": row.playbook, "version": row.version, "trigger": row.trigger.as_str(),
-                        "rerun_of": row.rerun_of, "parent_run": row.parent_run,
-                    });
-                    write::audit(c, &actor, "run.start", &row.id, Some(&detail)).await?;
-                    if let Some(p) = &parent {
-                        let key = TaskKey {
-                            run: p.run.clone(),
-                            step: p.step.clone(),
-                            item: p.item,
-                        };
-                        let shape = TaskShape {
-                            position: p.position,
-                            action: &p.action,
-                        };
-                        let output = json!({ "run_id": row.id });
-                        let note = format!("waiting for run {}", row.id);
-                        let settle = if p.wait {
-                            Settle {
-                                status: StepStatus::Waiting,
-                                output: None,
-                                error_kind: None,
-                                error: Some(&note),
-                                wake_at: None,
-                                input: Some(&p.input),
-                            }
-                        } else {
-                            Settle {
-                                status: StepStatus::Succeeded,
-                                output: Some(&output),
-                                error_kind: None,
-                                error: None,
-                                wake_at: None,
-                                input: Some(&p.input),
-                            }
-                        };
-                        write::settle(c, &key, &shape, None, &settle).await?;
-                    }
-                    Ok(true)
-                })
+            .execute(CreateRun {
+                run: run.clone(),
+                guard,
+                parent: parent_task,
+                actor: actor.to_owned(),
             })
             .await;
         match created {
@@ -625,11 +590,11 @@ impl Inner {
         {
             return Ok(false);
         }
-        let id = run.id.clone();
         let started = self
             .store
-            .journal()
-            .write(move |c| Box::pin(async move { write::start_queued_run(c, &id).await }))
+            .execute(StartQueuedRun {
+                run: run.id.clone(),
+            })
             .await?;
         if started {
             self.changed(&run.id, false);
@@ -646,62 +611,43 @@ impl Inner {
         error: Option<&str>,
     ) -> Result<(), EngineError> {
         let id = run.id.clone();
-        let outputs = outputs.cloned();
-        let error = error.map(str::to_owned);
         let parent = match (&run.parent_run, &run.parent_step, run.parent_wait) {
             (Some(parent), Some(step), true) => {
                 Some((parent.clone(), step.clone(), run.parent_item.unwrap_or(-1)))
             }
             _ => None,
         };
-        let parent_for_write = parent.clone();
+        let parent_task = parent.clone().map(|(parent, step, item)| {
+            let key = TaskKey {
+                run: parent,
+                step,
+                item,
+            };
+            let output = json!({ "run_id": id, "status": status.as_str(), "outputs": outputs });
+            let message = format!(
+                "run {id} {status}{}",
+                error.map(|e| format!(": {e}")).unwrap_or_default()
+            );
+            let settle = if status == RunStatus::Succeeded {
+                Settle::succeeded(&output)
+            } else {
+                Settle::failed("failed", &message)
+            };
+            // The row exists (the parent waits on it), so the shape is not used.
+            let shape = TaskShape {
+                position: 0,
+                action: "core.playbook",
+            };
+            TaskChange::settle(key, &shape, None, &settle)
+        });
         let finished = self
             .store
-            .journal()
-            .write(move |c| {
-                Box::pin(async move {
-                    if !write::finish_run(c, &id, status, outputs.as_ref(), error.as_deref())
-                        .await?
-                    {
-                        return Ok(false);
-                    }
-                    if let Some((parent, step, item)) = parent_for_write {
-                        let key = TaskKey {
-                            run: parent,
-                            step,
-                            item,
-                        };
-                        let output =
-                            json!({ "run_id": id, "status": status.as_str(), "outputs": outputs });
-                        let message = format!(
-                            "run {id} {status}{}",
-                            error
-                                .as_deref()
-                                .map(|e| format!(": {e}"))
-                                .unwrap_or_default()
-                        );
-                        let succeeded = status == RunStatus::Succeeded;
-                        let settle = Settle {
-                            status: if succeeded {
-                                StepStatus::Succeeded
-                            } else {
-                                StepStatus::Failed
-                            },
-                            output: succeeded.then_some(&output),
-                            error_kind: (!succeeded).then_some("failed"),
-                            error: (!succeeded).then_some(message.as_str()),
-                            wake_at: None,
-                            input: None,
-                        };
-                        // The row exists (the parent waits on it), so the shape is not used.
-                        let shape = TaskShape {
-                            position: 0,
-                            action: "core.playbook",
-                        };
-                        write::settle(c, &key, &shape, None, &settle).await?;
-                    }
-                    Ok(true)
-                })
+            .execute(FinishRun {
+                run: id.clone(),
+                status,
+                outputs: outputs.cloned(),
+                error: error.map(str::to_owned),
+                parent: parent_task,
             })
             .await?;
         self.limiter.vacate(&run.playbook, &run.id);

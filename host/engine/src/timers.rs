@@ -6,7 +6,7 @@ use std::collections::BinaryHeap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use qila_store::write;
+use qila_store::command::{AdvanceSchedule, Audit, CreateGuard, RenewLeases};
 use qila_store::{TriggerKind, now_ms};
 use serde_json::{Map, json};
 use tokio::sync::{Notify, mpsc};
@@ -117,25 +117,20 @@ async fn fire_due(inner: &Arc<Inner>) -> Result<Option<i64>, String> {
             if fired > MAX_CATCH_UP {
                 // Too far behind: skip to the next firing after now, and say so.
                 next = schedule.next_after(now_ms()).unwrap_or(i64::MAX);
-                let (playbook, idx, expected) = (row.playbook.clone(), row.idx, at);
                 let detail = json!({ "skipped_from": at, "next": next });
                 inner
                     .store
-                    .journal()
-                    .write(move |c| {
-                        Box::pin(async move {
-                            if write::advance_schedule(c, &playbook, idx, expected, next).await? {
-                                write::audit(
-                                    c,
-                                    "schedule",
-                                    "schedule.skip",
-                                    &playbook,
-                                    Some(&detail),
-                                )
-                                .await?;
-                            }
-                            Ok(())
-                        })
+                    .execute(AdvanceSchedule {
+                        playbook: row.playbook.clone(),
+                        idx: row.idx,
+                        expected: at,
+                        next,
+                        audit: Some(Audit::new(
+                            "schedule",
+                            "schedule.skip",
+                            &row.playbook,
+                            Some(detail),
+                        )),
                     })
                     .await
                     .map_err(|e| e.to_string())?;
@@ -151,12 +146,12 @@ async fn fire_due(inner: &Arc<Inner>) -> Result<Option<i64>, String> {
                     Map::new()
                 }
             };
-            let (playbook, idx, expected) = (row.playbook.clone(), row.idx, at);
-            let pre: crate::state::Precondition = Box::new(move |c, _run| {
-                Box::pin(
-                    async move { write::advance_schedule(c, &playbook, idx, expected, next).await },
-                )
-            });
+            let guard = CreateGuard::ScheduleTick {
+                playbook: row.playbook.clone(),
+                idx: row.idx,
+                expected: at,
+                next,
+            };
             let created = inner
                 .create_run(
                     &loaded,
@@ -167,7 +162,7 @@ async fn fire_due(inner: &Arc<Inner>) -> Result<Option<i64>, String> {
                     &format!("schedule@{at}"),
                     None,
                     None,
-                    Some(pre),
+                    Some(guard),
                 )
                 .await
                 .map_err(|e| e.to_string())?;
@@ -190,12 +185,12 @@ pub(crate) async fn renew_leases(inner: Arc<Inner>) {
         if inner.in_flight() == 0 {
             continue;
         }
-        let owner = inner.owner.clone();
-        let until = now_ms() + inner.lease.as_millis() as i64;
         let renewed = inner
             .store
-            .journal()
-            .write(move |c| Box::pin(async move { write::renew_leases(c, &owner, until).await }))
+            .execute(RenewLeases {
+                owner: inner.owner.clone(),
+                until: now_ms() + inner.lease.as_millis() as i64,
+            })
             .await;
         if let Err(e) = renewed {
             tracing::error!(error = %e, "cannot renew leases");

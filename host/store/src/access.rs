@@ -1,5 +1,6 @@
 //! API tokens (stored as SHA-256 hashes) with their roles, and reads of the audit log.
 
+use rusqlite::params;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -149,22 +150,13 @@ impl Store {
         };
         let (row, digest) = (info.clone(), hash(&token));
         self.journal()
-            .write(move |c| {
-                Box::pin(async move {
-                    sqlx::query(
-                        "INSERT INTO tokens (id, hash, name, role, created_at, created_by) VALUES (?, ?, ?, ?, ?, ?)",
-                    )
-                    .bind(&row.id)
-                    .bind(&digest)
-                    .bind(&row.name)
-                    .bind(row.role.as_str())
-                    .bind(row.created_at)
-                    .bind(&row.created_by)
-                    .execute(&mut *c)
-                    .await?;
-                    let detail = json!({ "name": row.name, "role": row.role.as_str() });
-                    write::audit(c, &row.created_by, "token.create", &row.id, Some(&detail)).await
-                })
+            .write(move |tx| {
+                tx.exec(
+                    "INSERT INTO tokens (id, hash, name, role, created_at, created_by) VALUES (?, ?, ?, ?, ?, ?)",
+                    params![row.id, digest, row.name, row.role.as_str(), row.created_at, row.created_by],
+                )?;
+                let detail = json!({ "name": row.name, "role": row.role.as_str() });
+                write::audit(tx, &row.created_by, "token.create", &row.id, Some(&detail))
             })
             .await?;
         Ok((info, token))
@@ -206,22 +198,15 @@ impl Store {
     pub async fn revoke_token(&self, id: &str, by: &str) -> Result<bool, StoreError> {
         let (id, by) = (id.to_owned(), by.to_owned());
         self.journal()
-            .write(move |c| {
-                Box::pin(async move {
-                    let revoked = sqlx::query(
-                        "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-                    )
-                    .bind(now_ms())
-                    .bind(&id)
-                    .execute(&mut *c)
-                    .await?
-                    .rows_affected()
-                        == 1;
-                    if revoked {
-                        write::audit(c, &by, "token.revoke", &id, None).await?;
-                    }
-                    Ok(revoked)
-                })
+            .write(move |tx| {
+                let revoked = tx.exec(
+                    "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                    params![now_ms(), id],
+                )? == 1;
+                if revoked {
+                    write::audit(tx, &by, "token.revoke", &id, None)?;
+                }
+                Ok(revoked)
             })
             .await
     }

@@ -12,6 +12,15 @@ pub enum StoreError {
     /// The database refused a statement or could not be reached.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The journal's connection refused a statement or could not write (its SQLite error, as text: no SQLite
+    /// type leaves the store).
+    #[error("database error: {message}")]
+    Statement {
+        /// SQLite's primary result code, when the database answered.
+        code: Option<i32>,
+        /// What SQLite said.
+        message: String,
+    },
     /// A migration failed.
     #[error("database migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
@@ -67,6 +76,7 @@ impl StoreError {
         match self {
             Self::Io(..) | Self::Commit(_) | Self::WriterGone => ErrorKind::Unavailable,
             Self::Database(e) => sqlx_kind(e),
+            Self::Statement { code, .. } => code_kind(code.map(i64::from)),
             Self::Migration(sqlx::migrate::MigrateError::Execute(e)) => match sqlx_kind(e) {
                 ErrorKind::Unavailable => ErrorKind::Unavailable,
                 _ => ErrorKind::Internal,
@@ -104,17 +114,42 @@ pub(crate) fn sqlite_code(e: &sqlx::Error) -> Option<i64> {
     }
 }
 
+/// The kind of a failure with SQLite's primary result code `code`.
+fn code_kind(code: Option<i64>) -> ErrorKind {
+    match code {
+        Some(
+            SQLITE_BUSY | SQLITE_LOCKED | SQLITE_NOMEM | SQLITE_READONLY | SQLITE_INTERRUPT
+            | SQLITE_IOERR | SQLITE_FULL | SQLITE_CANTOPEN | SQLITE_PROTOCOL,
+        ) => ErrorKind::Unavailable,
+        Some(SQLITE_TOOBIG | SQLITE_RANGE) => ErrorKind::Invalid,
+        _ => ErrorKind::Internal,
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        let code = match &e {
+            rusqlite::Error::SqliteFailure(failure, _) => Some(failure.extended_code & 0xff),
+            _ => None,
+        };
+        Self::Statement {
+            code,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl StoreError {
+    /// Whether SQLite answered "busy": another connection holds the write lock.
+    pub(crate) fn is_busy(&self) -> bool {
+        matches!(self, Self::Statement { code: Some(c), .. } if i64::from(*c) == SQLITE_BUSY)
+    }
+}
+
 /// The kind of an error of sqlx.
 fn sqlx_kind(e: &sqlx::Error) -> ErrorKind {
     match e {
-        sqlx::Error::Database(_) => match sqlite_code(e) {
-            Some(
-                SQLITE_BUSY | SQLITE_LOCKED | SQLITE_NOMEM | SQLITE_READONLY | SQLITE_INTERRUPT
-                | SQLITE_IOERR | SQLITE_FULL | SQLITE_CANTOPEN | SQLITE_PROTOCOL,
-            ) => ErrorKind::Unavailable,
-            Some(SQLITE_TOOBIG | SQLITE_RANGE) => ErrorKind::Invalid,
-            _ => ErrorKind::Internal,
-        },
+        sqlx::Error::Database(_) => code_kind(sqlite_code(e)),
         sqlx::Error::Io(_)
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use rusqlite::params;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::sqlite::SqliteRow;
@@ -807,34 +808,32 @@ impl Store {
         actor: &str,
     ) -> Result<Option<AlertRow>, StoreError> {
         let (id, actor) = (id.to_owned(), actor.to_owned());
-        self.journal()
-            .write(move |c| {
-                Box::pin(async move {
-                    let Some(r) = sqlx::query("SELECT * FROM alerts WHERE id = ?")
-                        .bind(&id)
-                        .fetch_optional(&mut *c)
-                        .await?
-                    else {
-                        return Ok(None);
-                    };
-                    let mut row = alert_row(&r)?;
-                    if row.status == status {
-                        return Ok(Some(row));
-                    }
-                    let from = row.status;
-                    row.status = status;
-                    row.updated_us = now_us();
-                    sqlx::query("UPDATE alerts SET status = ?, updated_us = ? WHERE id = ?")
-                        .bind(status.as_str())
-                        .bind(row.updated_us)
-                        .bind(&id)
-                        .execute(&mut *c)
-                        .await?;
-                    let detail = json!({"from": from.as_str(), "to": status.as_str(), "rule_id": row.rule_id});
-                    write::audit(c, &actor, "alert.status", &id, Some(&detail)).await?;
-                    Ok(Some(row))
-                })
+        let changed = self
+            .journal()
+            .write(move |tx| {
+                let Some((from, rule_id)) = tx.row(
+                    "SELECT status, rule_id FROM alerts WHERE id = ?",
+                    [&id],
+                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+                )?
+                else {
+                    return Ok(None);
+                };
+                if from == status.as_str() {
+                    return Ok(Some(id));
+                }
+                tx.exec(
+                    "UPDATE alerts SET status = ?, updated_us = ? WHERE id = ?",
+                    params![status.as_str(), now_us(), id],
+                )?;
+                let detail = json!({"from": from, "to": status.as_str(), "rule_id": rule_id});
+                write::audit(tx, &actor, "alert.status", &id, Some(&detail))?;
+                Ok(Some(id))
             })
-            .await
+            .await?;
+        match changed {
+            Some(id) => self.alert(&id).await,
+            None => Ok(None),
+        }
     }
 }

@@ -1,32 +1,118 @@
-//! The journal: one writer task that applies write requests in group-committed transactions.
+//! The journal: every write of the orchestrator, group-committed on one connection, on the caller's thread.
 //!
-//! Each request is a closure over the writer's connection. The writer takes every request waiting in its queue,
-//! runs each inside a savepoint (a failing request rolls back alone), commits once, and only then answers each
-//! caller. So a caller that awaits [`Journal::write`] knows its change is committed — the engine acts on a
-//! transition only after that — while many concurrent callers share one commit.
+//! A write is a [`Command`](crate::Command) (or, inside the store, a closure over a [`Tx`]). The caller puts it
+//! on the journal's queue and tries to become the *leader*; the leader takes everything queued, applies it in
+//! one transaction (each request inside a savepoint, so a failing request rolls back alone), commits, answers
+//! every caller, and looks at the queue again before it lets go. Whoever finds a leader at work just waits for
+//! its answer (*flat combining*). So a caller that awaits a write knows its change is committed — the engine acts
+//! on a transition only after that — and many concurrent callers share one commit, with no thread hand-off on
+//! the way: SQLite runs on the thread that asked, a commit in WAL mode with `synchronous = NORMAL` being a
+//! write into the OS's page cache (tens of microseconds).
 //!
-//! The writer owns its connection (a `WriterConn`): when the store cannot write (read-only, full, an I/O error),
-//! the batch's callers get an error of [`crate::ErrorKind::Unavailable`] — nothing of it was kept — the
-//! connection is closed, and the next batch reconnects. A request is never retried behind its caller's back: a
-//! closure runs once, and its caller decides.
+//! Two things would hold a tokio worker thread too long, and move the leader to a blocking thread instead
+//! (`spawn_blocking`): the write lock held by another connection (the SIEM's bulk writer, another process), seen
+//! as `SQLITE_BUSY` from `BEGIN IMMEDIATE` with no busy timeout on the fast path, and
+//! [`Durability::Fsync`], whose every commit waits for the disk. There the connection waits for the lock up to
+//! the store's busy timeout, as before.
+//!
+//! The connection heals: when the store cannot write (read-only, full, an I/O error) the callers of that batch get
+//! an error of [`crate::ErrorKind::Unavailable`] — nothing of it was kept — the connection is closed, and the
+//! next batch reconnects (checking that SQLite did not open the file read-only). A request is never retried
+//! behind its caller's back: it runs once, and its caller decides.
+//!
+//! The journal's connection never checkpoints the WAL itself (a checkpoint writes back and syncs the database
+//! file, milliseconds): the store's checkpointer does it in the background (see `Store::open`).
 
-use std::future::Future;
-use std::pin::Pin;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
-use sqlx::SqliteConnection;
-use tokio::sync::{mpsc, oneshot};
+use rusqlite::{Connection, OpenFlags, Params, Row};
+use tokio::sync::oneshot;
 
 use crate::error::{ErrorKind, StoreError};
-use crate::write::{self, TaskChange};
-use crate::writer::WriterConn;
+use crate::writer::HealthCell;
 
-/// How many requests may wait for the writer before callers wait too (back-pressure, not loss).
-const QUEUE: usize = 16 * 1024;
 /// The most requests applied in one transaction.
 const MAX_BATCH: usize = 4 * 1024;
+/// How many batches a caller leads on its own thread before it hands the rest of the queue to a task (so a
+/// caller is not kept leading for others forever).
+const INLINE_ROUNDS: usize = 4;
+/// How many prepared statements the connection keeps.
+const STATEMENT_CACHE: usize = 128;
 
-/// A boxed future borrowing the writer's connection.
-pub type WriteFuture<'c, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'c>>;
+/// How durable a commit is before its caller is answered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Survives the death of the process (`kill -9`, a panic, the OOM killer): SQLite's WAL mode with
+    /// `synchronous = NORMAL` writes every commit to the log before it returns, and syncs at checkpoints. An OS
+    /// crash or power loss may lose the last commits, never corrupting the database. The default.
+    #[default]
+    Process,
+    /// Also survives an OS crash or power loss: `synchronous = FULL` syncs the log at every commit (a few
+    /// milliseconds each on most disks, shared by the requests of one batch).
+    Fsync,
+}
+
+impl Durability {
+    /// SQLite's `synchronous` setting for it.
+    pub(crate) fn synchronous(self) -> &'static str {
+        match self {
+            Self::Process => "NORMAL",
+            Self::Fsync => "FULL",
+        }
+    }
+}
+
+/// The transaction a write runs in. Opaque outside the store.
+pub struct Tx<'c> {
+    conn: &'c Connection,
+}
+
+impl std::fmt::Debug for Tx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tx").finish_non_exhaustive()
+    }
+}
+
+impl Tx<'_> {
+    /// Runs `sql` (prepared once per connection) with `params`; how many rows it changed.
+    pub(crate) fn exec(&self, sql: &str, params: impl Params) -> Result<usize, StoreError> {
+        Ok(self.conn.prepare_cached(sql)?.execute(params)?)
+    }
+
+    /// The first row `sql` returns, mapped by `f`.
+    pub(crate) fn row<T>(
+        &self,
+        sql: &str,
+        params: impl Params,
+        f: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Option<T>, StoreError> {
+        let mut statement = self.conn.prepare_cached(sql)?;
+        let mut rows = statement.query(params)?;
+        match rows.next()? {
+            Some(row) => Ok(Some(f(row)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every row `sql` returns, mapped by `f`.
+    pub(crate) fn rows<T>(
+        &self,
+        sql: &str,
+        params: impl Params,
+        mut f: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut statement = self.conn.prepare_cached(sql)?;
+        let mut rows = statement.query(params)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            out.push(f(row)?);
+        }
+        Ok(out)
+    }
+}
 
 /// How a request ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,14 +126,10 @@ enum Ran {
 }
 
 trait Job: Send {
-    /// Runs the request.
-    fn run<'c>(
-        &'c mut self,
-        conn: &'c mut SqliteConnection,
-    ) -> Pin<Box<dyn Future<Output = Ran> + Send + 'c>>;
-    fn deliver(self: Box<Self>, committed: Result<(), String>);
-    /// Answers the caller with `error` without running the request.
-    fn refuse(self: Box<Self>, error: &StoreError);
+    /// Runs the request (once).
+    fn run(&mut self, tx: &Tx<'_>) -> Ran;
+    /// Answers the caller: its result if the transaction committed (`Ok`), or the commit's failure.
+    fn deliver(self: Box<Self>, committed: Result<(), &StoreError>);
 }
 
 struct Typed<T, F> {
@@ -59,36 +141,27 @@ struct Typed<T, F> {
 impl<T, F> Job for Typed<T, F>
 where
     T: Send + 'static,
-    F: for<'c> FnOnce(&'c mut SqliteConnection) -> WriteFuture<'c, T> + Send + 'static,
+    F: FnOnce(&Tx<'_>) -> Result<T, StoreError> + Send + 'static,
 {
-    fn run<'c>(
-        &'c mut self,
-        conn: &'c mut SqliteConnection,
-    ) -> Pin<Box<dyn Future<Output = Ran> + Send + 'c>> {
-        Box::pin(async move {
-            let Some(f) = self.f.take() else {
-                return Ran::Ok;
-            };
-            let result = f(conn).await;
-            let ran = match &result {
-                Ok(_) => Ran::Ok,
-                Err(e) if e.kind() == ErrorKind::Unavailable => Ran::Unavailable,
-                Err(_) => Ran::Failed,
-            };
-            self.out = Some(result);
-            ran
-        })
+    fn run(&mut self, tx: &Tx<'_>) -> Ran {
+        let Some(f) = self.f.take() else {
+            return Ran::Ok;
+        };
+        let result = f(tx);
+        let ran = match &result {
+            Ok(_) => Ran::Ok,
+            Err(e) if e.kind() == ErrorKind::Unavailable => Ran::Unavailable,
+            Err(_) => Ran::Failed,
+        };
+        self.out = Some(result);
+        ran
     }
 
-    fn refuse(self: Box<Self>, error: &StoreError) {
-        let _ = self.reply.send(Err(unavailable(error)));
-    }
-
-    fn deliver(self: Box<Self>, committed: Result<(), String>) {
+    fn deliver(self: Box<Self>, committed: Result<(), &StoreError>) {
         let Typed { out, reply, .. } = *self;
         let result = match (committed, out) {
             (_, Some(Err(e))) => Err(e),
-            (Err(message), _) => Err(StoreError::Commit(message)),
+            (Err(e), _) => Err(StoreError::Commit(e.to_string())),
             (Ok(()), Some(Ok(value))) => Ok(value),
             (Ok(()), None) => Err(StoreError::WriterGone),
         };
@@ -96,21 +169,36 @@ where
     }
 }
 
-/// A request to the writer: a closure, or task changes (which the writer can send to the database together).
-enum Request {
-    Job(Box<dyn Job>),
-    Tasks {
-        changes: Vec<TaskChange>,
-        reply: TaskReply,
-    },
-    /// Stop after what is queued before this, returning the connection to the pool.
-    Close(oneshot::Sender<()>),
+type Batch = Vec<Box<dyn Job>>;
+
+/// Where writes wait for the leader.
+#[derive(Default)]
+struct Queue {
+    jobs: Batch,
+    closed: bool,
 }
 
-/// Sends write requests to the writer task. Cheap to clone.
+/// The connection and what it needs to reopen.
+struct Writer {
+    path: PathBuf,
+    durability: Durability,
+    conn: Option<Connection>,
+    health: HealthCell,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Whether someone leads (only the leader touches `writer`).
+    leading: AtomicBool,
+    /// Whether the leader may apply a batch on its caller's thread ([`Durability::Process`]).
+    inline: bool,
+    writer: Mutex<Writer>,
+}
+
+/// Sends writes to the store's journal. Cheap to clone.
 #[derive(Clone)]
 pub struct Journal {
-    tx: mpsc::Sender<Request>,
+    shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -119,262 +207,336 @@ impl std::fmt::Debug for Journal {
     }
 }
 
-/// The same failure for another caller of a batch (errors are not `Clone`).
-fn unavailable(error: &StoreError) -> StoreError {
-    StoreError::Commit(error.to_string())
+/// Locks `m`, carrying on with what a panicking holder left (plain data).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Lets go of the leadership when dropped (also if a request panicked).
+struct Leading<'a>(&'a AtomicBool);
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
 }
 
 impl Journal {
-    pub(crate) fn spawn(writer: WriterConn) -> Self {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(write_loop(writer, rx));
-        Self { tx }
+    /// A journal writing to the database at `path` (opened at its first write).
+    pub(crate) fn new(path: PathBuf, durability: Durability, health: HealthCell) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                queue: Mutex::new(Queue::default()),
+                leading: AtomicBool::new(false),
+                inline: durability == Durability::Process,
+                writer: Mutex::new(Writer {
+                    path,
+                    durability,
+                    conn: None,
+                    health,
+                }),
+            }),
+        }
     }
 
     /// Applies `f` in a transaction and returns its result once that transaction is committed. If `f` fails, its
     /// changes are rolled back and its error returned; other requests in the same transaction are unaffected.
-    pub async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> WriteFuture<'c, T> + Send + 'static,
+        F: FnOnce(&Tx<'_>) -> Result<T, StoreError> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let job = Box::new(Typed {
-            f: Some(f),
-            out: None,
-            reply,
-        });
-        self.tx
-            .send(Request::Job(job))
-            .await
-            .map_err(|_| StoreError::WriterGone)?;
+        {
+            let mut queue = lock(&self.shared.queue);
+            if queue.closed {
+                return Err(StoreError::WriterGone);
+            }
+            queue.jobs.push(Box::new(Typed {
+                f: Some(f),
+                out: None,
+                reply,
+            }));
+        }
+        self.shared.lead();
         answer.await.map_err(|_| StoreError::WriterGone)?
     }
 
-    /// Applies task changes (see [`write::apply`]) in a transaction and returns, once it is committed, for each
-    /// change the attempt it started or recorded, or `None` if the row had moved on. A guarded settle that finds
-    /// its row moved on fails the request with [`StoreError::Conflict`], and none of its changes are kept.
-    ///
-    /// When every waiting request is of this kind, the writer sends them all, with the transaction's `BEGIN` and
-    /// `COMMIT`, in one round trip to the database.
-    pub async fn apply(&self, changes: Vec<TaskChange>) -> Result<Vec<Option<i64>>, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.tx
-            .send(Request::Tasks { changes, reply })
-            .await
-            .map_err(|_| StoreError::WriterGone)?;
-        answer.await.map_err(|_| StoreError::WriterGone)?
+    /// Commits what was sent before, then closes the connection. Writes sent afterwards fail with
+    /// [`StoreError::WriterGone`].
+    pub(crate) async fn close(&self) {
+        lock(&self.shared.queue).closed = true;
+        self.shared.lead();
+        loop {
+            let idle = !self.shared.leading.load(Ordering::SeqCst)
+                && lock(&self.shared.queue).jobs.is_empty();
+            if idle {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        lock(&self.shared.writer).conn = None;
     }
 }
 
-type TaskReply = oneshot::Sender<Result<Vec<Option<i64>>, StoreError>>;
+impl Shared {
+    /// Takes the leadership if no one has it; then applies what is queued (see the module's documentation).
+    fn lead(self: &Arc<Self>) {
+        let inline = self.inline;
+        for _ in 0..INLINE_ROUNDS {
+            if self
+                .leading
+                .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+            {
+                // The leader looks at the queue again before it lets go.
+                return;
+            }
+            let leading = Leading(&self.leading);
+            let batch = self.take();
+            if batch.is_empty() {
+                drop(leading);
+                if lock(&self.queue).jobs.is_empty() {
+                    return;
+                }
+                continue;
+            }
+            if !inline {
+                std::mem::forget(leading);
+                self.lead_blocking(batch);
+                return;
+            }
+            let left = lock(&self.writer).apply(batch, false);
+            if let Some(batch) = left {
+                // The write lock is held elsewhere: wait for it on a blocking thread, still leading.
+                std::mem::forget(leading);
+                self.lead_blocking(batch);
+                return;
+            }
+            drop(leading);
+            if lock(&self.queue).jobs.is_empty() {
+                return;
+            }
+        }
+        // Still more: a task takes over, so that this caller gets on with its own work.
+        let me = self.clone();
+        tokio::spawn(async move { me.lead() });
+    }
 
-/// Applies task-change requests alone in the batch: all in one round trip (one transaction); if that fails (a
-/// guard, a busy database), each request again in its own transaction, so only the failing ones fail. Returns
-/// the failure of the store, if there was one (the connection must then be reopened).
-async fn apply_tasks(
-    conn: &mut SqliteConnection,
-    requests: Vec<(Vec<TaskChange>, TaskReply)>,
-) -> Result<(), StoreError> {
-    use sqlx::Executor;
-    let together = match write::batch_args(requests.iter().flat_map(|(c, _)| c.iter())) {
-        Ok(args) => match write::run_batch(conn, args, true).await {
-            Ok(returned) => Some(returned),
-            Err(e) => {
-                let _ = conn.execute("ROLLBACK").await;
-                if e.kind() == ErrorKind::Unavailable {
-                    // The store cannot write: every request would fail the same way.
-                    for (_, reply) in requests {
-                        let _ = reply.send(Err(unavailable(&e)));
+    /// Leads on a blocking thread (the leadership already taken) from `batch` until the queue is empty.
+    fn lead_blocking(self: &Arc<Self>, batch: Batch) {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut batch = batch;
+            loop {
+                {
+                    let _leading = Leading(&me.leading);
+                    if !batch.is_empty()
+                        && let Some(left) = lock(&me.writer).apply(batch, true)
+                    {
+                        // Cannot happen with a busy timeout, but if it did, the callers are told.
+                        let e = StoreError::Commit("the database stayed locked".into());
+                        for job in left {
+                            job.deliver(Err(&e));
+                        }
                     }
+                }
+                if lock(&me.queue).jobs.is_empty()
+                    || me
+                        .leading
+                        .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+                        .is_err()
+                {
+                    return;
+                }
+                batch = me.take();
+            }
+        });
+    }
+
+    fn take(&self) -> Batch {
+        let mut queue = lock(&self.queue);
+        if queue.jobs.len() <= MAX_BATCH {
+            std::mem::take(&mut queue.jobs)
+        } else {
+            queue.jobs.drain(..MAX_BATCH).collect()
+        }
+    }
+}
+
+impl Writer {
+    /// The connection, opened (and checked writable) if there is none.
+    fn conn(&mut self) -> Result<&Connection, StoreError> {
+        if self.conn.is_none() {
+            match open(&self.path, self.durability) {
+                Ok(conn) => self.conn = Some(conn),
+                Err(e) => {
+                    self.health.failed(&e);
                     return Err(e);
                 }
-                tracing::debug!(error = %e, "a batch of task changes failed; applying them one by one");
-                None
             }
-        },
-        Err(_) => None,
-    };
-    if let Some(returned) = together {
-        for (changes, reply) in requests {
-            let _ = reply.send(Ok(write::batch_answers(&changes, &returned)));
         }
-        return Ok(());
+        self.conn.as_ref().ok_or(StoreError::WriterGone)
     }
-    let mut failure = Ok(());
-    for (changes, reply) in requests {
-        let result = match write::batch_args(changes.iter()) {
-            Ok(args) => match write::run_batch(conn, args, true).await {
-                Ok(returned) => Ok(write::batch_answers(&changes, &returned)),
-                Err(e) => {
-                    let _ = conn.execute("ROLLBACK").await;
-                    if e.kind() == ErrorKind::Unavailable && failure.is_ok() {
-                        failure = Err(unavailable(&e));
+
+    /// Applies `batch` in one transaction and answers its callers. Without `wait`, a database locked by another
+    /// connection returns the batch untouched, to be applied where waiting is allowed.
+    fn apply(&mut self, mut batch: Batch, wait: bool) -> Option<Batch> {
+        let (result, unavailable) = match self.conn() {
+            Ok(conn) => {
+                let timeout = if wait {
+                    crate::BUSY_TIMEOUT
+                } else {
+                    Duration::ZERO
+                };
+                if let Err(e) = conn.busy_timeout(timeout) {
+                    (Err(StoreError::from(e)), false)
+                } else {
+                    match begin(conn) {
+                        Err(e) if e.is_busy() && !wait => return Some(batch),
+                        Err(e) => (Err(e), false),
+                        Ok(()) => run(conn, &mut batch),
                     }
-                    Err(e)
                 }
-            },
-            Err(e) => Err(e),
+            }
+            Err(e) => (Err(e), false),
         };
-        let _ = reply.send(result);
-    }
-    failure
-}
-
-impl Journal {
-    /// Commits what was sent before, then stops the writer and returns its connection to the pool. Writes sent
-    /// afterwards fail with [`StoreError::WriterGone`].
-    pub async fn close(&self) {
-        let (done, closed) = oneshot::channel();
-        if self.tx.send(Request::Close(done)).await.is_ok() {
-            let _ = closed.await;
-        }
-    }
-}
-
-/// A job applying task changes (for a batch that also has closures).
-fn task_job(
-    changes: Vec<TaskChange>,
-) -> impl for<'c> FnOnce(&'c mut SqliteConnection) -> WriteFuture<'c, Vec<Option<i64>>> + Send + 'static
-{
-    move |c| Box::pin(async move { write::apply(c, &changes).await })
-}
-
-async fn write_loop(mut writer: WriterConn, mut rx: mpsc::Receiver<Request>) {
-    let mut requests: Vec<Request> = Vec::with_capacity(64);
-    while rx.recv_many(&mut requests, MAX_BATCH).await > 0 {
-        let mut jobs: Vec<Box<dyn Job>> = Vec::new();
-        let mut tasks = Vec::new();
-        let mut close = None;
-        for request in requests.drain(..) {
-            match request {
-                Request::Job(job) => jobs.push(job),
-                Request::Tasks { changes, reply } => tasks.push((changes, reply)),
-                Request::Close(done) => close = Some(done),
+        match &result {
+            Ok(()) => self.health.committed(),
+            Err(e) => {
+                tracing::error!(error = %e, requests = batch.len(), "journal commit failed");
+                self.health.failed(e);
             }
         }
-        flush_batch(&mut writer, jobs, tasks).await;
-        if let Some(done) = close {
-            rx.close();
-            // Anything that raced in after the close is refused (its sender sees `WriterGone`).
-            while rx.try_recv().is_ok() {}
-            writer.reset().await;
-            let _ = done.send(());
-            return;
-        }
-    }
-}
-
-/// Applies one batch of requests on the writer's connection, reconnecting next time if the store failed.
-async fn flush_batch(
-    writer: &mut WriterConn,
-    jobs: Vec<Box<dyn Job>>,
-    tasks: Vec<(Vec<TaskChange>, TaskReply)>,
-) {
-    if jobs.is_empty() && tasks.is_empty() {
-        return;
-    }
-    let conn = match writer.get().await {
-        Ok(conn) => conn,
-        Err(e) => {
-            tracing::error!(error = %e, "the journal cannot reach the database; its callers are told");
-            for job in jobs {
-                job.refuse(&e);
+        let failed = match &result {
+            Err(e) => e.kind() == ErrorKind::Unavailable,
+            Ok(()) => false,
+        };
+        if failed || unavailable {
+            if let Some(conn) = self.conn.take() {
+                tracing::warn!(
+                    "closing the journal's connection after a failed write; the next write reconnects"
+                );
+                let _ = conn.execute_batch("ROLLBACK");
             }
-            for (_, reply) in tasks {
-                let _ = reply.send(Err(unavailable(&e)));
+            if unavailable && result.is_ok() {
+                self.health.failed(&StoreError::Commit(
+                    "a request failed because the store could not write".into(),
+                ));
             }
-            return;
         }
-    };
-    let failure = write_batch(conn, jobs, tasks).await;
-    match failure {
-        Ok(()) => writer.committed(),
-        Err(e) => writer.failed(&e).await,
+        for job in batch {
+            job.deliver(result.as_ref().map(|_| ()));
+        }
+        None
     }
 }
 
-/// Applies one batch; the failure of the store, if there was one.
-async fn write_batch(
-    conn: &mut SqliteConnection,
-    mut jobs: Vec<Box<dyn Job>>,
-    tasks: Vec<(Vec<TaskChange>, TaskReply)>,
-) -> Result<(), StoreError> {
-    if jobs.is_empty() {
-        return apply_tasks(conn, tasks).await;
-    }
-    // Mixed: task changes become jobs of their own (each in its savepoint).
-    for (changes, reply) in tasks {
-        jobs.push(Box::new(Typed {
-            f: Some(task_job(changes)),
-            out: None,
-            reply,
-        }));
-    }
-    let (committed, unavailable) = apply(conn, &mut jobs).await;
-    if let Err(e) = &committed {
-        tracing::error!(error = %e, requests = jobs.len(), "journal commit failed");
-    }
-    let failure = match &committed {
-        Err(message) => Err(StoreError::Commit(message.clone())),
-        Ok(()) if unavailable => Err(StoreError::Commit(
-            "a request failed because the store could not write".into(),
-        )),
-        Ok(()) => Ok(()),
-    };
-    for job in jobs.drain(..) {
-        job.deliver(committed.clone());
-    }
-    failure
+fn begin(conn: &Connection) -> Result<(), StoreError> {
+    conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+    Ok(())
 }
 
-/// Runs the jobs in one transaction: whether it committed, and whether a job failed because the store could not
-/// write (its connection is then reopened even if the rest committed).
-async fn apply(
-    conn: &mut SqliteConnection,
-    batch: &mut [Box<dyn Job>],
-) -> (Result<(), String>, bool) {
-    use sqlx::Executor;
-    let fail = |e: sqlx::Error| e.to_string();
-    if let Err(e) = conn.execute("BEGIN IMMEDIATE").await {
-        return (Err(fail(e)), false);
-    }
-    if let [job] = batch {
+fn end(conn: &Connection, sql: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
+}
+
+/// Runs the jobs inside the transaction begun and ends it: whether it committed, and whether a job failed
+/// because the store could not write (its connection is then reopened even if the rest committed).
+fn run(conn: &Connection, batch: &mut Batch) -> (Result<(), StoreError>, bool) {
+    let tx = Tx { conn };
+    if let [job] = batch.as_mut_slice() {
         // Alone in its transaction, a request needs no savepoint: if it fails, the whole transaction is its own.
-        let ran = job.run(conn).await;
+        let ran = job.run(&tx);
         if ran != Ran::Ok {
-            let _ = conn.execute("ROLLBACK").await;
+            let _ = end(conn, "ROLLBACK");
             return (Ok(()), ran == Ran::Unavailable);
         }
-        if let Err(e) = conn.execute("COMMIT").await {
-            let _ = conn.execute("ROLLBACK").await;
-            return (Err(e.to_string()), false);
-        }
-        return (Ok(()), false);
+        return match end(conn, "COMMIT") {
+            Ok(()) => (Ok(()), false),
+            Err(e) => {
+                let _ = end(conn, "ROLLBACK");
+                (Err(e), false)
+            }
+        };
     }
     let mut unavailable = false;
     for job in batch.iter_mut() {
-        if let Err(e) = conn.execute("SAVEPOINT job").await {
-            let _ = conn.execute("ROLLBACK").await;
-            return (Err(e.to_string()), unavailable);
+        if let Err(e) = end(conn, "SAVEPOINT job") {
+            let _ = end(conn, "ROLLBACK");
+            return (Err(e), unavailable);
         }
-        let ran = job.run(conn).await;
+        let ran = job.run(&tx);
         unavailable |= ran == Ran::Unavailable;
-        let end = if ran == Ran::Ok {
-            "RELEASE job"
+        let ended = if ran == Ran::Ok {
+            end(conn, "RELEASE job")
         } else {
-            "ROLLBACK TO job; RELEASE job"
+            end(conn, "ROLLBACK TO job").and_then(|()| end(conn, "RELEASE job"))
         };
-        if let Err(e) = conn.execute(end).await {
-            let _ = conn.execute("ROLLBACK").await;
-            return (Err(e.to_string()), unavailable);
+        if let Err(e) = ended {
+            let _ = end(conn, "ROLLBACK");
+            return (Err(e), unavailable);
         }
     }
-    if let Err(e) = conn.execute("COMMIT").await {
-        let _ = conn.execute("ROLLBACK").await;
-        return (Err(e.to_string()), unavailable);
+    match end(conn, "COMMIT") {
+        Ok(()) => (Ok(()), unavailable),
+        Err(e) => {
+            let _ = end(conn, "ROLLBACK");
+            (Err(e), unavailable)
+        }
     }
-    (Ok(()), unavailable)
+}
+
+/// Opens the journal's connection to `path` and checks that it can write.
+fn open(path: &std::path::Path, durability: Durability) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {}; PRAGMA foreign_keys = ON; \
+         PRAGMA cache_size = -16384; PRAGMA wal_autocheckpoint = 0; \
+         PRAGMA journal_size_limit = 67108864;",
+        durability.synchronous()
+    ))?;
+    check_writable(&conn)?;
+    Ok(conn)
+}
+
+/// Checks that `conn` can write, without writing and without waiting for the write lock (see
+/// `writer::check_writable`, the same for the store's other connections).
+fn check_writable(conn: &Connection) -> Result<(), StoreError> {
+    if conn.is_readonly(rusqlite::DatabaseName::Main)? {
+        return Err(StoreError::Io(
+            conn.path().unwrap_or_default().into(),
+            std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                "the database file could not be opened for writing (SQLite opened it read-only)",
+            ),
+        ));
+    }
+    conn.busy_timeout(Duration::ZERO)?;
+    let probe = (|| -> Result<(), StoreError> {
+        begin(conn)?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let set = conn.execute_batch(&format!("PRAGMA user_version = {version}"));
+        end(conn, "ROLLBACK")?;
+        set.map_err(StoreError::from)
+    })();
+    match probe {
+        Ok(()) => Ok(()),
+        // Another connection holds the write lock: this one could write once it is released.
+        Err(e) if e.is_busy() => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Ok(())
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -386,29 +548,124 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).await.unwrap();
         let journal = store.journal();
-        let ok = journal.write(|c| {
-            Box::pin(async move {
-                sqlx::query("INSERT INTO plugin_kv VALUES ('n', 'a', x'01', 0)")
-                    .execute(&mut *c)
-                    .await?;
-                Ok(1)
-            })
+        let ok = journal.write(|tx| {
+            tx.exec("INSERT INTO plugin_kv VALUES ('n', 'a', x'01', 0)", [])?;
+            Ok(1)
         });
-        let bad = journal.write(|c| {
-            Box::pin(async move {
-                sqlx::query("INSERT INTO plugin_kv VALUES ('n', 'b', x'01', 0)")
-                    .execute(&mut *c)
-                    .await?;
-                sqlx::query("INSERT INTO no_such_table VALUES (1)")
-                    .execute(&mut *c)
-                    .await?;
-                Ok(2)
-            })
+        let bad = journal.write(|tx| {
+            tx.exec("INSERT INTO plugin_kv VALUES ('n', 'b', x'01', 0)", [])?;
+            tx.exec("INSERT INTO no_such_table VALUES (1)", [])?;
+            Ok(2)
         });
         let (ok, bad) = tokio::join!(ok, bad);
         assert_eq!(ok.unwrap(), 1);
         assert!(bad.is_err());
         assert!(store.kv_get("n", "a").await.unwrap().is_some());
         assert!(store.kv_get("n", "b").await.unwrap().is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_writers_all_commit_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..64 {
+            let journal = store.journal().clone();
+            tasks.push(tokio::spawn(async move {
+                for j in 0..50 {
+                    let key = format!("{i}-{j}");
+                    journal
+                        .write(move |tx| {
+                            tx.exec(
+                                "INSERT INTO plugin_kv VALUES ('c', ?, x'01', 0)",
+                                [key.as_str()],
+                            )
+                        })
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM plugin_kv WHERE namespace = 'c'")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(count, 64 * 50);
+    }
+
+    #[tokio::test]
+    async fn a_write_waits_for_a_lock_held_elsewhere_and_then_commits() {
+        use sqlx::{ConnectOptions, Executor};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let mut locker = crate::connect_options(store.path(), Default::default())
+            .connect()
+            .await
+            .unwrap();
+        locker.execute("BEGIN IMMEDIATE").await.unwrap();
+        let journal = store.journal().clone();
+        let write = tokio::spawn(async move {
+            journal
+                .write(|tx| tx.exec("INSERT INTO plugin_kv VALUES ('l', 'k', x'01', 0)", []))
+                .await
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(!write.is_finished(), "the write waits for the lock");
+        locker.execute("COMMIT").await.unwrap();
+        assert_eq!(write.await.unwrap().unwrap(), 1);
+        assert!(store.kv_get("l", "k").await.unwrap().is_some());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fsync_durability_commits_on_a_blocking_thread_with_synchronous_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = crate::StoreOptions {
+            durability: super::Durability::Fsync,
+        };
+        let store = Store::open_with(dir.path(), options).await.unwrap();
+        let synchronous = store
+            .journal()
+            .write(|tx| tx.row("PRAGMA synchronous", [], |r| r.get::<_, i64>(0)))
+            .await
+            .unwrap();
+        assert_eq!(synchronous, Some(2), "FULL");
+        let writes = (0..20).map(|i| {
+            let journal = store.journal().clone();
+            async move {
+                journal
+                    .write(move |tx| {
+                        tx.exec(
+                            "INSERT INTO plugin_kv VALUES ('f', ?, x'01', 0)",
+                            [i.to_string()],
+                        )
+                    })
+                    .await
+            }
+        });
+        for written in futures_util::future::join_all(writes).await {
+            assert_eq!(written.unwrap(), 1);
+        }
+        store.close().await;
+        let store = Store::open(dir.path()).await.unwrap();
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM plugin_kv WHERE namespace = 'f'")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(count, 20);
+    }
+
+    #[tokio::test]
+    async fn after_close_writes_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        store.close().await;
+        let refused = store.journal().write(|_| Ok(())).await;
+        assert!(
+            matches!(refused, Err(crate::StoreError::WriterGone)),
+            "{refused:?}"
+        );
     }
 }

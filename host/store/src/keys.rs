@@ -2,10 +2,12 @@
 //! `Idempotency-Key`. The key is claimed in the transaction that creates the run ([`claim_run_key`]), so a
 //! duplicate sent at the same moment, or after a restart, finds the first run instead of starting another.
 
-use sqlx::{Row, SqliteConnection};
+use rusqlite::params;
+use sqlx::Row;
 
 use crate::Store;
 use crate::error::StoreError;
+use crate::journal::Tx;
 use crate::record::now_ms;
 
 /// How many expired keys one claim deletes at most (pruning is spread over the claims).
@@ -37,35 +39,19 @@ pub struct ClaimedKey {
 
 /// Claims `key` for the run `run_id` inside the transaction creating that run; `false` when a live claim holds it
 /// (read it with [`Store::run_key`]). An expired claim is replaced. Prunes a few expired keys on the way.
-pub async fn claim_run_key(
-    c: &mut SqliteConnection,
-    key: &RunKey,
-    run_id: &str,
-) -> Result<bool, StoreError> {
+pub(crate) fn claim_run_key(tx: &Tx<'_>, key: &RunKey, run_id: &str) -> Result<bool, StoreError> {
     let now = now_ms();
-    sqlx::query(
+    tx.exec(
         "DELETE FROM run_keys WHERE (scope, key) IN \
          (SELECT scope, key FROM run_keys WHERE expires_at <= ? LIMIT ?)",
-    )
-    .bind(now)
-    .bind(PRUNE_BATCH)
-    .execute(&mut *c)
-    .await?;
-    let claimed = sqlx::query(
+        params![now, PRUNE_BATCH],
+    )?;
+    let claimed = tx.exec(
         "INSERT INTO run_keys (scope, key, fingerprint, run_id, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?) \
          ON CONFLICT (scope, key) DO UPDATE SET fingerprint = excluded.fingerprint, run_id = excluded.run_id, \
          created_at = excluded.created_at, expires_at = excluded.expires_at WHERE run_keys.expires_at <= ?",
-    )
-    .bind(&key.scope)
-    .bind(&key.key)
-    .bind(&key.fingerprint)
-    .bind(run_id)
-    .bind(now)
-    .bind(key.expires_at)
-    .bind(now)
-    .execute(&mut *c)
-    .await?
-    .rows_affected();
+        params![key.scope, key.key, key.fingerprint, run_id, now, key.expires_at, now],
+    )?;
     Ok(claimed == 1)
 }
 
@@ -108,7 +94,7 @@ mod tests {
     async fn claim(store: &Store, key: RunKey, run: &'static str) -> bool {
         store
             .journal()
-            .write(move |c| Box::pin(async move { claim_run_key(c, &key, run).await }))
+            .write(move |tx| claim_run_key(tx, &key, run))
             .await
             .unwrap()
     }

@@ -1,5 +1,7 @@
 //! Plugin key-value data.
 
+use rusqlite::params;
+
 use crate::Store;
 use crate::error::StoreError;
 use crate::record::now_ms;
@@ -16,27 +18,31 @@ impl Store {
         Ok(value)
     }
 
-    /// Stores `value` under `key` in `namespace`.
+    /// Stores `value` under `key` in `namespace` (through the journal: committed when this returns).
     pub async fn kv_set(&self, namespace: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO plugin_kv (namespace, key, value, updated_at) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-        )
-        .bind(namespace)
-        .bind(key)
-        .bind(value)
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
+        let (namespace, key, value) = (namespace.to_owned(), key.to_owned(), value.to_vec());
+        self.journal()
+            .write(move |tx| {
+                tx.exec(
+                    "INSERT INTO plugin_kv (namespace, key, value, updated_at) VALUES (?, ?, ?, ?) \
+                     ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                    params![namespace, key, value, now_ms()],
+                )
+            })
+            .await?;
         Ok(())
     }
 
     /// Removes `key` from `namespace`.
     pub async fn kv_delete(&self, namespace: &str, key: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM plugin_kv WHERE namespace = ? AND key = ?")
-            .bind(namespace)
-            .bind(key)
-            .execute(&self.pool)
+        let (namespace, key) = (namespace.to_owned(), key.to_owned());
+        self.journal()
+            .write(move |tx| {
+                tx.exec(
+                    "DELETE FROM plugin_kv WHERE namespace = ? AND key = ?",
+                    params![namespace, key],
+                )
+            })
             .await?;
         Ok(())
     }

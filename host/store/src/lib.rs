@@ -3,16 +3,18 @@
 //! ids and idempotency keys), API tokens, the audit log and plugin key-value data; and the SIEM's events, dead
 //! letters and alerts, searched in the [`query`] language.
 //!
-//! Writes go through the [`Journal`]: one writer task that applies requests in group-committed transactions and
-//! answers each caller after the commit, so the engine acts on a transition only once it is durable. The
-//! statements it composes are in [`write`]. Reads go straight to the connection pool. The SIEM's bulk writes
-//! (events, dead letters, alerts, retention) have a writer connection of their own.
+//! The orchestrator's writes are typed [`command`]s (data, never SQL or a connection), executed by
+//! [`Store::execute`] through the journal, which group-commits them on one connection on the caller's thread
+//! and answers each caller after the commit, so the engine acts on a transition only once it is durable (see
+//! `journal.rs`). Reads go straight to the connection pool. The SIEM's bulk writes (events, dead letters,
+//! alerts, retention) have a writer connection of their own.
 //!
 //! Every writer heals: a write the store could not make (read-only, full, an I/O error) fails with an error of
 //! [`ErrorKind::Unavailable`], closes its connection, and the next write reconnects (see `writer.rs`);
 //! [`Store::health`] and [`Store::probe`] say how each writer is doing.
 
 mod access;
+pub mod command;
 mod error;
 mod events;
 mod journal;
@@ -22,8 +24,9 @@ mod plugins;
 pub mod query;
 mod read;
 mod record;
+mod task;
 mod vault;
-pub mod write;
+mod write;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -35,16 +38,23 @@ use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use tokio::sync::Mutex;
 
+use journal::Journal;
+use sqlx::SqliteConnection;
 use writer::{HealthCell, WriterConn};
 
+/// A boxed future borrowing a sqlx connection (the SIEM's bulk writer).
+pub(crate) type WriteFuture<'c, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, StoreError>> + Send + 'c>>;
+
 pub use access::{AuditEntry, Role, TokenInfo};
+pub use command::Command;
 pub use error::{ErrorKind, StoreError};
 pub use events::{
     ALERT_EVENT_IDS_CAP, AlertFilter, AlertRow, AlertStatus, AlertUpsert, DeadLetter,
     DeadLetterRow, EventPage, EventQuery, EventRow, MAX_PAGE, NewAlert, NewEvent,
 };
-pub use journal::{Journal, WriteFuture};
-pub use keys::{ClaimedKey, RunKey, claim_run_key};
+pub use journal::{Durability, Tx};
+pub use keys::{ClaimedKey, RunKey};
 pub use plugins::{InstallRow, SecretInfo, TrustedKeyRow};
 pub use query::QueryError;
 pub use read::{RunFilter, ScheduleRow};
@@ -52,7 +62,7 @@ pub use record::{
     ApprovalRow, RunRow, RunStatus, StepRow, StepStatus, Transition, TriggerKind, UnfinishedRun,
     VersionRow, now_ms, now_us,
 };
-pub use sqlx::SqliteConnection;
+pub use task::{Change, Settle, TaskChange, TaskKey, TaskShape};
 pub use vault::{KEY_FILE, Vault};
 pub use writer::WriterHealth;
 
@@ -60,7 +70,7 @@ pub use writer::WriterHealth;
 pub const DATABASE_FILE: &str = "qila.db";
 
 /// How long a statement waits for another connection's write lock before it fails as busy.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The same, as the pragma that restores it.
 pub(crate) const BUSY_TIMEOUT_PRAGMA: &str = "PRAGMA busy_timeout = 10000";
 /// How long [`Store::probe`] keeps its answer, so that a flood of readiness checks costs one write a second.
@@ -68,21 +78,36 @@ const PROBE_CACHE: Duration = Duration::from_secs(1);
 /// How long a probe write may take before its writer counts as not ready.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// How every connection to `path` is opened.
-pub(crate) fn connect_options(path: &Path) -> SqliteConnectOptions {
+/// How often the checkpointer moves the WAL's pages back into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+
+/// How the store is opened.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreOptions {
+    /// How durable a commit is before its caller is answered.
+    pub durability: Durability,
+}
+
+/// How every sqlx connection to `path` is opened (the journal's own connection: `journal.rs`).
+pub(crate) fn connect_options(path: &Path, durability: Durability) -> SqliteConnectOptions {
     SqliteConnectOptions::new()
         .filename(path)
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         // With WAL, NORMAL loses no committed transaction when the process dies (`kill -9`); an OS crash or
-        // power loss may lose the last ones, and never corrupts the database.
-        .synchronous(SqliteSynchronous::Normal)
+        // power loss may lose the last ones, and never corrupts the database. FULL loses none of them.
+        .synchronous(match durability {
+            Durability::Process => SqliteSynchronous::Normal,
+            Durability::Fsync => SqliteSynchronous::Full,
+        })
         .foreign_keys(true)
         .busy_timeout(BUSY_TIMEOUT)
         // SIEM bulk inserts dirty many index pages per transaction: a 16 MiB page cache per connection (not
         // 2) and a checkpoint every ~40 MiB of WAL (not 4, each costing two fsyncs) nearly double their rate.
         .pragma("cache_size", "-16384")
         .pragma("wal_autocheckpoint", "10000")
+        // A WAL grown by a burst is cut back to this after the next checkpoint.
+        .pragma("journal_size_limit", "67108864")
 }
 
 /// A handle on the database. Cheap to clone.
@@ -123,12 +148,18 @@ impl StoreHealth {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database in `data_dir`, in WAL mode, applies pending migrations and starts
-    /// the journal's writer task (so it needs a Tokio runtime).
+    /// Opens (creating if needed) the database in `data_dir`, in WAL mode, with the default options, applies
+    /// pending migrations and starts the checkpointer (so it needs a Tokio runtime).
     pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with(data_dir, StoreOptions::default()).await
+    }
+
+    /// [`Store::open`] with `options`.
+    pub async fn open_with(data_dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Io(data_dir.to_path_buf(), e))?;
         let path = data_dir.join(DATABASE_FILE);
-        let options = connect_options(&path);
+        let durability = options.durability;
+        let options = connect_options(&path, durability);
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             // A connection SQLite could only open read-only (the file was not writable at that moment) would
@@ -140,7 +171,8 @@ impl Store {
         let vault = Vault::open(data_dir)?;
         seal_plain_hook_secrets(&pool, &vault).await?;
         let health = Arc::new(Health::default());
-        let journal = Journal::spawn(WriterConn::new(options.clone(), health.journal.clone()));
+        let journal = Journal::new(path.clone(), durability, health.journal.clone());
+        tokio::spawn(checkpoint(pool.clone()));
         let bulk = Arc::new(Mutex::new(WriterConn::new(options, health.events.clone())));
         Ok(Self {
             pool,
@@ -157,9 +189,15 @@ impl Store {
         &self.path
     }
 
-    /// The journal, through which every write goes.
-    pub fn journal(&self) -> &Journal {
+    /// The journal, through which every write but the SIEM's goes.
+    pub(crate) fn journal(&self) -> &Journal {
         &self.journal
+    }
+
+    /// Executes `command` in one transaction, answering once it is committed. A command that fails is rolled
+    /// back alone (others committed with it are unaffected).
+    pub async fn execute<C: Command>(&self, command: C) -> Result<C::Output, StoreError> {
+        self.journal.write(move |tx| command.apply(tx)).await
     }
 
     /// The vault that seals secrets at rest (webhook secrets, plugin secrets).
@@ -192,8 +230,10 @@ impl Store {
         }
         let journal = tokio::time::timeout(
             PROBE_TIMEOUT,
-            self.journal
-                .write(|c| Box::pin(async move { probe_write(c).await })),
+            self.journal.write(|tx| {
+                tx.exec("UPDATE health_probe SET at = ? WHERE id = 1", [now_us()])
+                    .map(|_| ())
+            }),
         );
         let events = tokio::time::timeout(PROBE_TIMEOUT, async {
             let mut writer = self.bulk.lock().await;
@@ -231,7 +271,7 @@ impl Store {
         writer.finish(result).await
     }
 
-    /// Commits what was sent to the journal, stops it, and closes the pool.
+    /// Commits what was sent to the journal, closes it, and closes the pool.
     pub async fn close(&self) {
         self.journal.close().await;
         self.bulk.lock().await.reset().await;
@@ -246,6 +286,27 @@ async fn probe_write(c: &mut SqliteConnection) -> Result<(), StoreError> {
         .execute(&mut *c)
         .await?;
     Ok(())
+}
+
+/// Checkpoints the WAL every [`CHECKPOINT_EVERY`] until the pool closes, on one of the pool's connections (off
+/// the journal's path: its connection never checkpoints). `PASSIVE` copies what no reader still needs and waits
+/// for no one; the journal's next write then starts the log over.
+async fn checkpoint(pool: SqlitePool) {
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if pool.is_closed() {
+            return;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+            && !pool.is_closed()
+        {
+            tracing::debug!(error = %e, "checkpoint failed; the next one tries again");
+        }
+    }
 }
 
 /// The name a webhook secret is sealed under.

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use rusqlite::params;
 use serde::Serialize;
 use serde_json::{Value, json};
 use sqlx::Row;
@@ -66,21 +67,13 @@ impl Store {
     /// Trusts a vendor key (replacing one with the same id). Audited as `plugin.trust`.
     pub async fn trust_key(&self, row: TrustedKeyRow) -> Result<(), StoreError> {
         self.journal()
-            .write(move |c| {
-                Box::pin(async move {
-                    sqlx::query(
-                        "INSERT OR REPLACE INTO trusted_keys (id, public_key, vendor, added_by, added_at) VALUES (?, ?, ?, ?, ?)",
-                    )
-                    .bind(&row.id)
-                    .bind(&row.public_key)
-                    .bind(&row.vendor)
-                    .bind(&row.added_by)
-                    .bind(row.added_at)
-                    .execute(&mut *c)
-                    .await?;
-                    let detail = json!({"vendor": row.vendor});
-                    write::audit(c, &row.added_by, "plugin.trust", &row.id, Some(&detail)).await
-                })
+            .write(move |tx| {
+                tx.exec(
+                    "INSERT OR REPLACE INTO trusted_keys (id, public_key, vendor, added_by, added_at) VALUES (?, ?, ?, ?, ?)",
+                    params![row.id, row.public_key, row.vendor, row.added_by, row.added_at],
+                )?;
+                let detail = json!({"vendor": row.vendor});
+                write::audit(tx, &row.added_by, "plugin.trust", &row.id, Some(&detail))
             })
             .await
     }
@@ -89,19 +82,12 @@ impl Store {
     pub async fn distrust_key(&self, id: &str, by: &str) -> Result<bool, StoreError> {
         let (id, by) = (id.to_owned(), by.to_owned());
         self.journal()
-            .write(move |c| {
-                Box::pin(async move {
-                    let gone = sqlx::query("DELETE FROM trusted_keys WHERE id = ?")
-                        .bind(&id)
-                        .execute(&mut *c)
-                        .await?
-                        .rows_affected()
-                        == 1;
-                    if gone {
-                        write::audit(c, &by, "plugin.distrust", &id, None).await?;
-                    }
-                    Ok(gone)
-                })
+            .write(move |tx| {
+                let gone = tx.exec("DELETE FROM trusted_keys WHERE id = ?", [&id])? == 1;
+                if gone {
+                    write::audit(tx, &by, "plugin.distrust", &id, None)?;
+                }
+                Ok(gone)
             })
             .await
     }
@@ -128,34 +114,29 @@ impl Store {
     /// recorded, inactive). Audited as `plugin.install` with the grants.
     pub async fn record_install(&self, row: InstallRow) -> Result<(), StoreError> {
         self.journal()
-            .write(move |c| {
-                Box::pin(async move {
-                    sqlx::query("UPDATE plugin_installs SET active = 0 WHERE name = ?")
-                        .bind(&row.name)
-                        .execute(&mut *c)
-                        .await?;
-                    sqlx::query(
-                        "INSERT OR REPLACE INTO plugin_installs (name, version, package_digest, component_sha256, manifest, \
-                         grants, signer, file, installed_by, installed_at, active) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
-                    )
-                    .bind(&row.name)
-                    .bind(&row.version)
-                    .bind(&row.package_digest)
-                    .bind(&row.component_sha256)
-                    .bind(row.manifest.to_string())
-                    .bind(row.grants.to_string())
-                    .bind(&row.signer)
-                    .bind(&row.file)
-                    .bind(&row.installed_by)
-                    .bind(row.installed_at)
-                    .execute(&mut *c)
-                    .await?;
-                    let detail = json!({
-                        "version": row.version, "digest": row.package_digest, "signer": row.signer,
-                        "grants": row.grants,
-                    });
-                    write::audit(c, &row.installed_by, "plugin.install", &row.name, Some(&detail)).await
-                })
+            .write(move |tx| {
+                tx.exec("UPDATE plugin_installs SET active = 0 WHERE name = ?", [&row.name])?;
+                tx.exec(
+                    "INSERT OR REPLACE INTO plugin_installs (name, version, package_digest, component_sha256, manifest, \
+                     grants, signer, file, installed_by, installed_at, active) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
+                    params![
+                        row.name,
+                        row.version,
+                        row.package_digest,
+                        row.component_sha256,
+                        row.manifest.to_string(),
+                        row.grants.to_string(),
+                        row.signer,
+                        row.file,
+                        row.installed_by,
+                        row.installed_at
+                    ],
+                )?;
+                let detail = json!({
+                    "version": row.version, "digest": row.package_digest, "signer": row.signer,
+                    "grants": row.grants,
+                });
+                write::audit(tx, &row.installed_by, "plugin.install", &row.name, Some(&detail))
             })
             .await
     }
@@ -170,29 +151,16 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let (name, by) = (name.to_owned(), by.to_owned());
         self.journal()
-            .write(move |c| {
-                Box::pin(async move {
-                    let changed = sqlx::query(
-                        "UPDATE plugin_installs SET grants = ? WHERE name = ? AND active = 1",
-                    )
-                    .bind(grants.to_string())
-                    .bind(&name)
-                    .execute(&mut *c)
-                    .await?
-                    .rows_affected()
-                        == 1;
-                    if changed {
-                        write::audit(
-                            c,
-                            &by,
-                            "plugin.grant",
-                            &name,
-                            Some(&json!({"grants": grants})),
-                        )
-                        .await?;
-                    }
-                    Ok(changed)
-                })
+            .write(move |tx| {
+                let changed = tx.exec(
+                    "UPDATE plugin_installs SET grants = ? WHERE name = ? AND active = 1",
+                    params![grants.to_string(), name],
+                )? == 1;
+                if changed {
+                    let detail = json!({"grants": grants});
+                    write::audit(tx, &by, "plugin.grant", &name, Some(&detail))?;
+                }
+                Ok(changed)
             })
             .await
     }
@@ -236,19 +204,12 @@ impl Store {
         let sealed = self.vault().seal(name, value.as_bytes())?;
         let (name, by) = (name.to_owned(), by.to_owned());
         self.journal()
-            .write(move |c| {
-                Box::pin(async move {
-                    sqlx::query(
-                        "INSERT OR REPLACE INTO secrets (name, sealed, updated_by, updated_at) VALUES (?, ?, ?, ?)",
-                    )
-                    .bind(&name)
-                    .bind(&sealed)
-                    .bind(&by)
-                    .bind(now_ms())
-                    .execute(&mut *c)
-                    .await?;
-                    write::audit(c, &by, "secret.set", &name, None).await
-                })
+            .write(move |tx| {
+                tx.exec(
+                    "INSERT OR REPLACE INTO secrets (name, sealed, updated_by, updated_at) VALUES (?, ?, ?, ?)",
+                    params![name, sealed, by, now_ms()],
+                )?;
+                write::audit(tx, &by, "secret.set", &name, None)
             })
             .await
     }
@@ -257,19 +218,12 @@ impl Store {
     pub async fn delete_secret(&self, name: &str, by: &str) -> Result<bool, StoreError> {
         let (name, by) = (name.to_owned(), by.to_owned());
         self.journal()
-            .write(move |c| {
-                Box::pin(async move {
-                    let gone = sqlx::query("DELETE FROM secrets WHERE name = ?")
-                        .bind(&name)
-                        .execute(&mut *c)
-                        .await?
-                        .rows_affected()
-                        == 1;
-                    if gone {
-                        write::audit(c, &by, "secret.delete", &name, None).await?;
-                    }
-                    Ok(gone)
-                })
+            .write(move |tx| {
+                let gone = tx.exec("DELETE FROM secrets WHERE name = ?", [&name])? == 1;
+                if gone {
+                    write::audit(tx, &by, "secret.delete", &name, None)?;
+                }
+                Ok(gone)
             })
             .await
     }
@@ -321,11 +275,7 @@ impl Store {
         let detail = json!({"run": run, "step": step});
         let secret = secret.to_owned();
         self.journal()
-            .write(move |c| {
-                Box::pin(async move {
-                    write::audit(c, &actor, "secret.reveal", &secret, Some(&detail)).await
-                })
-            })
+            .write(move |tx| write::audit(tx, &actor, "secret.reveal", &secret, Some(&detail)))
             .await
     }
 }

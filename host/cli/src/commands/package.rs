@@ -228,7 +228,8 @@ pub async fn verify(
 ) -> anyhow::Result<ExitCode> {
     let parsed = read_package(package)?;
     let trusted = if keys.is_empty() {
-        let store = qila_store::Store::open(&settings.data_dir()).await?;
+        let store =
+            qila_store::Store::open_with(&settings.data_dir(), settings.store_options()).await?;
         let mut list = Vec::new();
         for row in store.trusted_keys().await? {
             list.push(PublicKey::parse(&row.public_key)?);

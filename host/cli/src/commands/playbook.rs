@@ -255,7 +255,7 @@ async fn show(client: &Client, name: &str, json: bool) -> Result<ExitCode, Clien
 /// Prints the webhook secret of `name` from the store of the data directory.
 async fn hook(settings: &Settings, name: &str) -> anyhow::Result<ExitCode> {
     let data_dir = settings.data_dir();
-    let store = qila_store::Store::open(&data_dir)
+    let store = qila_store::Store::open_with(&data_dir, settings.store_options())
         .await
         .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
     let secret = store.hook_secret(name).await?;

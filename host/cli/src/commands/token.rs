@@ -36,7 +36,7 @@ const CREATOR: &str = "cli";
 /// Runs a `qila token` subcommand.
 pub async fn token(settings: &Settings, command: TokenCommand) -> anyhow::Result<ExitCode> {
     let data_dir = settings.data_dir();
-    let store = Store::open(&data_dir)
+    let store = Store::open_with(&data_dir, settings.store_options())
         .await
         .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
     let code = match command {
