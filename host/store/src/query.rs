@@ -768,7 +768,13 @@ pub fn compile_for(expr: &Expr, dialect: Dialect, bound: usize) -> Sql {
     let mut sql = Sql::default();
     match dialect {
         Dialect::Sqlite => emit(expr, &mut sql),
-        Dialect::Postgres => pg::emit(expr, &mut pg::Out { sql: &mut sql, bound }),
+        Dialect::Postgres => pg::emit(
+            expr,
+            &mut pg::Out {
+                sql: &mut sql,
+                bound,
+            },
+        ),
     }
     sql
 }
@@ -1108,8 +1114,9 @@ mod pg {
         // What SQLite sees as TEXT: strings, and objects and arrays as their JSON text.
         let text_value = format!("(CASE WHEN {ty} IN ('string', 'object', 'array') THEN {t} END)");
         // What SQLite's LIKE sees: also numbers as their digits and booleans as 1 or 0.
-        let like_value =
-            format!("(CASE WHEN {ty} = 'boolean' THEN (CASE WHEN {t} = 'true' THEN '1' ELSE '0' END) ELSE {t} END)");
+        let like_value = format!(
+            "(CASE WHEN {ty} = 'boolean' THEN (CASE WHEN {t} = 'true' THEN '1' ELSE '0' END) ELSE {t} END)"
+        );
         // What SQLite sees as a number: numbers, and booleans as 1 or 0.
         let number_value = format!(
             "(CASE {ty} WHEN 'number' THEN CAST({t} AS numeric) WHEN 'boolean' THEN (CASE WHEN {t} = 'true' THEN 1 ELSE 0 END) END)"

@@ -122,7 +122,12 @@ fn fixture_events() -> Vec<NewEvent> {
         events.push(NewEvent {
             time_us: T0 - i * MINUTE + 7,
             received_us: T0,
-            dataset: if i % 2 == 0 { "syslog" } else { "Windows.Security" }.into(),
+            dataset: if i % 2 == 0 {
+                "syslog"
+            } else {
+                "Windows.Security"
+            }
+            .into(),
             host: (i % 9 != 0).then(|| format!("{}-{i}", ["ws", "WS", "srv"][n % 3])),
             source_ip: match i % 4 {
                 0 => None,
@@ -134,7 +139,9 @@ fn fixture_events() -> Vec<NewEvent> {
             destination_ip: (i % 3 != 0).then(|| v4(i + 1)),
             destination_port: Some(40000 + i as u16),
             user: users[n % users.len()].map(str::to_owned),
-            process: Some(["sshd", "C:\\Windows\\System32\\PowerShell.exe", "cmd.exe"][n % 3].into()),
+            process: Some(
+                ["sshd", "C:\\Windows\\System32\\PowerShell.exe", "cmd.exe"][n % 3].into(),
+            ),
             action: Some(["logon", "logoff", "Logon"][n % 3].into()),
             outcome: (i % 2 == 0).then(|| ["failure", "success"][n % 4 / 2].into()),
             fields: fields.to_string(),
@@ -443,10 +450,16 @@ const QUERIES: &[(&str, bool)] = &[
     ("Version > 0", true),
     ("Correlation = *", false),
     // Combined.
-    ("user = alice and outcome = failure and time >= 2024-05-01T13:00:00Z", true),
+    (
+        "user = alice and outcome = failure and time >= 2024-05-01T13:00:00Z",
+        true,
+    ),
     ("src = 10.0.0.0/8 and not dst = 10.0.0.0/8", true),
     ("(action = logon or action = logoff) and host = ws-*", true),
-    ("mimikatz or \"sekurlsa::logonpasswords\" or Enabled = true", true),
+    (
+        "mimikatz or \"sekurlsa::logonpasswords\" or Enabled = true",
+        true,
+    ),
     ("not (EventID > 4630 or Name = alice) Score >= 0", true),
 ];
 
@@ -504,13 +517,53 @@ fn cases(default: u32) -> proptest::test_runner::Config {
 fn value() -> impl Strategy<Value = String> {
     prop_oneof![
         proptest::sample::select(vec![
-            "alice", "ALICE", "bob", "Bob", "bob_1", "\"bob%\"", "é", "É", "\"\"", "m", "Zed", "_x", "?x",
-            "ws-*", "WS-1?", "*", "*.*", "logon", "failure", "syslog", "sshd", "x", "Security", "0x3e7",
-            "\"*whoami_1*\"", "\"*100%*\"", "\"*\\\\powershell.exe\"", "\" 12\"", "true", "FALSE", "46*",
+            "alice",
+            "ALICE",
+            "bob",
+            "Bob",
+            "bob_1",
+            "\"bob%\"",
+            "é",
+            "É",
+            "\"\"",
+            "m",
+            "Zed",
+            "_x",
+            "?x",
+            "ws-*",
+            "WS-1?",
+            "*",
+            "*.*",
+            "logon",
+            "failure",
+            "syslog",
+            "sshd",
+            "x",
+            "Security",
+            "0x3e7",
+            "\"*whoami_1*\"",
+            "\"*100%*\"",
+            "\"*\\\\powershell.exe\"",
+            "\" 12\"",
+            "true",
+            "FALSE",
+            "46*",
         ])
         .prop_map(str::to_owned),
         proptest::sample::select(vec![
-            "0", "1", "-1", "2.5", "7.25", "10", "12", "3", "4624", "4.624e3", "9007199254740993", "1e3", "5.",
+            "0",
+            "1",
+            "-1",
+            "2.5",
+            "7.25",
+            "10",
+            "12",
+            "3",
+            "4624",
+            "4.624e3",
+            "9007199254740993",
+            "1e3",
+            "5.",
         ])
         .prop_map(str::to_owned),
         (-10i64..5000).prop_map(|n| n.to_string()),

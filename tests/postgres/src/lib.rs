@@ -108,7 +108,18 @@ impl Server {
     /// Runs `sql` on the database of `url`; returns what psql printed (unaligned, tuples only).
     fn psql(&self, url: &str, sql: &str, what: &str) -> Result<String, Error> {
         let mut cmd = Command::new(&self.psql);
-        cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql]);
+        cmd.args([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            url,
+            "-c",
+            sql,
+        ]);
         run(cmd, what)
     }
 }
@@ -199,10 +210,13 @@ fn server_user() -> Result<Option<(u32, u32)>, Error> {
 
 fn run(mut cmd: Command, what: &str) -> Result<String, Error> {
     let program = cmd.get_program().to_string_lossy().into_owned();
-    let out = cmd.stdin(Stdio::null()).output().map_err(|e| Error::Command {
-        what: what.to_owned(),
-        message: format!("cannot run {program}: {e}"),
-    })?;
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| Error::Command {
+            what: what.to_owned(),
+            message: format!("cannot run {program}: {e}"),
+        })?;
     if out.status.success() {
         return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
     }
@@ -264,8 +278,10 @@ fn start_cluster() -> Result<Server, Error> {
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
         .map_err(io_error(format!("restrict {}", dir.display())))?;
     if let Some((uid, gid)) = user {
-        std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
-            .map_err(io_error(format!("give {} to the postgres user", dir.display())))?;
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(io_error(format!(
+            "give {} to the postgres user",
+            dir.display()
+        )))?;
     }
     let as_server = |program: &str| {
         let mut cmd = Command::new(bin.join(program));
@@ -277,10 +293,16 @@ fn start_cluster() -> Result<Server, Error> {
     };
 
     let mut initdb = as_server("initdb");
-    initdb
-        .arg("-D")
-        .arg(&data)
-        .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync"]);
+    initdb.arg("-D").arg(&data).args([
+        "-A",
+        "trust",
+        "-U",
+        "postgres",
+        "-E",
+        "UTF8",
+        "--locale=C",
+        "--no-sync",
+    ]);
     run(initdb, "initialise a throw-away PostgreSQL cluster")?;
 
     let mut last = None;
@@ -368,10 +390,16 @@ mod tests {
             );
         }
         // What one holds, the other does not.
-        psql(&a, "CREATE TABLE only_in_a (x int); INSERT INTO only_in_a VALUES (1)");
+        psql(
+            &a,
+            "CREATE TABLE only_in_a (x int); INSERT INTO only_in_a VALUES (1)",
+        );
         assert_eq!(psql(&a, "SELECT count(*) FROM only_in_a"), "1");
         assert_eq!(
-            psql(&b, "SELECT count(*) FROM pg_tables WHERE tablename = 'only_in_a'"),
+            psql(
+                &b,
+                "SELECT count(*) FROM pg_tables WHERE tablename = 'only_in_a'"
+            ),
             "0"
         );
         assert_eq!(
@@ -416,6 +444,9 @@ mod tests {
             "postgres://u@h:5/x?sslmode=disable"
         );
         assert_eq!(with_database("postgres://u@h", "x"), "postgres://u@h/x");
-        assert_eq!(with_database("postgresql://h:1/", "x"), "postgresql://h:1/x");
+        assert_eq!(
+            with_database("postgresql://h:1/", "x"),
+            "postgresql://h:1/x"
+        );
     }
 }
