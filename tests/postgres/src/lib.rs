@@ -102,6 +102,8 @@ struct Server {
     psql: PathBuf,
     /// The watchdog's pipe: held until the process ends (see the crate's docs), for a cluster of our own.
     _watchdog: Option<ChildStdin>,
+    /// The cluster's temporary directory, for a cluster of our own.
+    dir: Option<PathBuf>,
 }
 
 impl Server {
@@ -135,6 +137,7 @@ fn server() -> Result<&'static Server, Error> {
                     .map(|bin| bin.join("psql"))
                     .unwrap_or_else(|_| PathBuf::from("psql")),
                 _watchdog: None,
+                dir: None,
             }),
             _ => start_cluster(),
         })
@@ -326,6 +329,7 @@ fn start_cluster() -> Result<Server, Error> {
                     admin_url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
                     psql: bin.join("psql"),
                     _watchdog: pipe,
+                    dir: Some(dir),
                 });
             }
             Err(e) => last = Some(with_log(e, &dir.join("server.log"))),
@@ -435,6 +439,67 @@ mod tests {
             );
             assert_eq!(psql(&url, "SHOW fsync"), "off");
         }
+    }
+
+    /// Set in the child process of [`the_cluster_goes_when_its_process_is_killed`].
+    const CHILD_VAR: &str = "QILA_TEST_POSTGRES_CHILD";
+
+    /// Not a test of its own: the process the test below kills. It starts a cluster, says where, and waits.
+    #[test]
+    #[ignore = "run by the_cluster_goes_when_its_process_is_killed"]
+    fn child_holds_a_cluster() {
+        if std::env::var_os(CHILD_VAR).is_none() {
+            return;
+        }
+        database().unwrap();
+        let dir = server().unwrap().dir.clone().unwrap();
+        println!("CLUSTER {}", dir.display());
+        std::thread::sleep(std::time::Duration::from_secs(120));
+    }
+
+    #[test]
+    fn the_cluster_goes_when_its_process_is_killed() {
+        use std::io::BufRead as _;
+        if std::env::var(URL_VAR).is_ok() {
+            return; // No cluster of our own to watch.
+        }
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "tests::child_holds_a_cluster",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env(CHILD_VAR, "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let dir = loop {
+            let line = lines.next().expect("the child names its cluster").unwrap();
+            if let Some(dir) = line.strip_prefix("CLUSTER ") {
+                break PathBuf::from(dir);
+            }
+        };
+        let pid_file = std::fs::read_to_string(dir.join("data/postmaster.pid")).unwrap();
+        let postmaster: i32 = pid_file.lines().next().unwrap().trim().parse().unwrap();
+        let alive = |pid: i32| {
+            // SAFETY: signal 0 only checks that the process exists.
+            unsafe { libc::kill(pid, 0) == 0 }
+        };
+        assert!(alive(postmaster));
+        child.kill().unwrap(); // SIGKILL: no exit handler of the child runs.
+        child.wait().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while (alive(postmaster) || dir.exists()) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert!(
+            !alive(postmaster),
+            "the postmaster {postmaster} outlived its test process"
+        );
+        assert!(!dir.exists(), "{} outlived its test process", dir.display());
     }
 
     #[test]
