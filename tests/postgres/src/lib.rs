@@ -86,11 +86,16 @@ fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
 pub fn database() -> Result<String, Error> {
     let server = server()?;
     let name = unique_name();
-    server.psql(
-        &server.admin_url,
-        &format!("CREATE DATABASE {name}"),
-        "create a test database",
-    )?;
+    server
+        .psql(
+            &server.admin_url,
+            &format!("CREATE DATABASE {name}"),
+            "create a test database",
+        )
+        .map_err(|e| match &server.dir {
+            Some(dir) => with_log(e, &dir.join("server.log")),
+            None => e,
+        })?;
     Ok(with_database(&server.admin_url, &name))
 }
 
