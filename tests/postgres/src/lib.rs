@@ -7,7 +7,8 @@
 //! (PostgreSQL refuses root), which owns the temporary directory.
 //!
 //! With `QILA_TEST_POSTGRES_URL` set (`postgres://USER@HOST:PORT/DB`, a role allowed to create databases), no
-//! cluster is started: each call creates a fresh database on that server instead.
+//! cluster is started: each call creates a fresh database on that server instead. Those databases (named
+//! `qila_test_<pid>_<n>_<time>`) are left on that server; a throw-away cluster takes its databases with it.
 //!
 //! The function is synchronous, so it serves `#[test]` and `#[tokio::test]` alike (the first call blocks for the
 //! second or two `initdb` takes; later calls for one `CREATE DATABASE`). SQL is sent with the `psql` client of the
