@@ -736,8 +736,8 @@ pub enum Bind {
     Blob(Vec<u8>),
 }
 
-/// A SQL boolean expression over the `events` table with `?` placeholders, and their values in order. It never
-/// evaluates to NULL, so `NOT` of it is exact.
+/// A SQL boolean expression over the `events` table with the placeholders of its dialect (`?`, or `$n` in
+/// PostgreSQL), and their values in order. It never evaluates to NULL, so `NOT` of it is exact.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Sql {
     /// The expression.
@@ -746,10 +746,36 @@ pub struct Sql {
     pub binds: Vec<Bind>,
 }
 
-/// Compiles a parsed query into a SQL expression.
+/// The SQL dialect a query compiles to: the store's two databases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dialect {
+    /// SQLite (the embedded store): `?` placeholders, `COLLATE NOCASE`, `json_extract` over a JSON text column.
+    Sqlite,
+    /// PostgreSQL: `$n` placeholders, `lower(... COLLATE "C")` and `ILIKE`, `->`/`->>` over a `jsonb` column
+    /// (`migrations/postgres`).
+    Postgres,
+}
+
+/// Compiles a parsed query into a SQLite expression (the same as [`compile_for`] with [`Dialect::Sqlite`]).
 pub fn compile(expr: &Expr) -> Sql {
+    compile_for(expr, Dialect::Sqlite, 0)
+}
+
+/// Compiles a parsed query into an expression of `dialect` over the `events` table. `bound` is how many values
+/// the statement binds before this fragment: PostgreSQL's placeholders are numbered from `$<bound + 1>` (SQLite's
+/// `?` are positional, and ignore it). Both dialects select the same events (see "Dialects" in `docs/search.md`).
+pub fn compile_for(expr: &Expr, dialect: Dialect, bound: usize) -> Sql {
     let mut sql = Sql::default();
-    emit(expr, &mut sql);
+    match dialect {
+        Dialect::Sqlite => emit(expr, &mut sql),
+        Dialect::Postgres => pg::emit(
+            expr,
+            &mut pg::Out {
+                sql: &mut sql,
+                bound,
+            },
+        ),
+    }
     sql
 }
 
@@ -948,6 +974,209 @@ fn emit_json(path: &str, op: Op, text: &str, sql: &mut Sql) {
             ));
             sql.binds
                 .extend([path_bind.clone(), path_bind, Bind::Text(text.to_owned())]);
+        }
+    }
+}
+
+/// The PostgreSQL dialect. Each construct mirrors the SQLite one above, including SQLite's typing of
+/// `json_extract` (a JSON boolean is the integer 1 or 0, an object or array its JSON text), so that both select
+/// the same events; where they cannot agree is listed in `docs/search.md` ("Dialects").
+mod pg {
+    use super::{Bind, Column, Expr, Field, Op, Sql, Value, has_wildcard, like_pattern, number};
+
+    /// A fragment being written, and how many values come before it in its statement.
+    pub(super) struct Out<'a> {
+        pub(super) sql: &'a mut Sql,
+        pub(super) bound: usize,
+    }
+
+    impl Out<'_> {
+        /// Adds a value; returns its placeholder.
+        fn param(&mut self, bind: Bind) -> String {
+            self.sql.binds.push(bind);
+            format!("${}", self.bound + self.sql.binds.len())
+        }
+
+        fn push(&mut self, text: &str) {
+            self.sql.text.push_str(text);
+        }
+    }
+
+    /// `user` is a reserved word in PostgreSQL: the column is quoted.
+    fn column(c: Column) -> &'static str {
+        match c {
+            Column::User => "\"user\"",
+            c => c.sql(),
+        }
+    }
+
+    pub(super) fn emit(expr: &Expr, out: &mut Out<'_>) {
+        match expr {
+            Expr::And(parts) | Expr::Or(parts) => {
+                let joiner = if matches!(expr, Expr::And(_)) {
+                    " AND "
+                } else {
+                    " OR "
+                };
+                out.push("(");
+                for (i, part) in parts.iter().enumerate() {
+                    if i > 0 {
+                        out.push(joiner);
+                    }
+                    emit(part, out);
+                }
+                out.push(")");
+            }
+            Expr::Not(inner) => {
+                out.push("(NOT ");
+                emit(inner, out);
+                out.push(")");
+            }
+            Expr::Contains(text) => {
+                let p = out.param(Bind::Text(format!("%{}%", like_pattern(text, false))));
+                out.push(&format!("(raw COLLATE \"C\" ILIKE {p} ESCAPE '\\')"));
+            }
+            Expr::Compare { field, op, value } => compare(field, *op, value, out),
+        }
+    }
+
+    fn compare(field: &Field, op: Op, value: &Value, out: &mut Out<'_>) {
+        let o = op.as_str();
+        match (field, value) {
+            (Field::Column(c), Value::Time(t)) => {
+                let p = out.param(Bind::Int(*t));
+                out.push(&format!("({} {o} {p})", column(*c)));
+            }
+            (Field::Column(c), Value::Port(port)) => {
+                let col = column(*c);
+                let p = out.param(Bind::Int(i64::from(*port)));
+                out.push(&format!("({col} IS NOT NULL AND {col} {o} {p})"));
+            }
+            (Field::Column(c), Value::Ip { low, high }) => {
+                let col = column(*c);
+                let not = if op == Op::Ne { "NOT " } else { "" };
+                let lo = out.param(Bind::Blob(low.to_vec()));
+                if low == high {
+                    out.push(&format!("({col} IS NOT NULL AND {not}({col} = {lo}))"));
+                } else {
+                    let hi = out.param(Bind::Blob(high.to_vec()));
+                    out.push(&format!(
+                        "({col} IS NOT NULL AND {not}({col} BETWEEN {lo} AND {hi}))"
+                    ));
+                }
+            }
+            (Field::Column(c), Value::Text(text)) => {
+                let col = column(*c);
+                if matches!(op, Op::Eq | Op::Ne) && has_wildcard(text) {
+                    let not = if op == Op::Ne { " NOT" } else { "" };
+                    let p = out.param(Bind::Text(like_pattern(text, true)));
+                    out.push(&format!(
+                        "({col} IS NOT NULL AND {col} COLLATE \"C\"{not} ILIKE {p} ESCAPE '\\')"
+                    ));
+                } else {
+                    let p = out.param(Bind::Text(text.clone()));
+                    out.push(&format!(
+                        "({col} IS NOT NULL AND lower({col} COLLATE \"C\") {o} lower({p} COLLATE \"C\"))"
+                    ));
+                }
+            }
+            (Field::Json(key), value) => {
+                // The parser gives JSON fields text values only.
+                let text = match value {
+                    Value::Text(t) => t.clone(),
+                    Value::Time(t) => t.to_string(),
+                    Value::Port(p) => p.to_string(),
+                    Value::Ip { .. } => String::new(),
+                };
+                json(key, op, &text, out);
+            }
+        }
+    }
+
+    /// The number a bound value stands for: an integer as it is, a real by its shortest decimal (so that it
+    /// compares exactly with `numeric`).
+    fn number_param(n: Bind, out: &mut Out<'_>) -> String {
+        match n {
+            Bind::Real(f) => {
+                let p = out.param(Bind::Text(f.to_string()));
+                format!("CAST({p} AS numeric)")
+            }
+            other => out.param(other),
+        }
+    }
+
+    fn json(key: &str, op: Op, text: &str, out: &mut Out<'_>) {
+        let k = out.param(Bind::Text(key.to_owned()));
+        let ty = format!("jsonb_typeof(fields -> {k})");
+        let t = format!("(fields ->> {k})");
+        // `json_extract(...) IS NOT NULL`: present and not JSON null.
+        let present = format!("COALESCE({ty} <> 'null', false)");
+        // What SQLite sees as TEXT: strings, and objects and arrays as their JSON text.
+        let text_value = format!("(CASE WHEN {ty} IN ('string', 'object', 'array') THEN {t} END)");
+        // What SQLite's LIKE sees: also numbers as their digits and booleans as 1 or 0.
+        let like_value = format!(
+            "(CASE WHEN {ty} = 'boolean' THEN (CASE WHEN {t} = 'true' THEN '1' ELSE '0' END) ELSE {t} END)"
+        );
+        // What SQLite sees as a number: numbers, and booleans as 1 or 0.
+        let number_value = format!(
+            "(CASE {ty} WHEN 'number' THEN CAST({t} AS numeric) WHEN 'boolean' THEN (CASE WHEN {t} = 'true' THEN 1 ELSE 0 END) END)"
+        );
+        let num = number(text);
+        let o = op.as_str();
+        let not = if op == Op::Ne { "NOT " } else { "" };
+        match (op, num) {
+            (Op::Eq | Op::Ne, _) if has_wildcard(text) => {
+                let p = out.param(Bind::Text(like_pattern(text, true)));
+                let not = if op == Op::Ne { " NOT" } else { "" };
+                out.push(&format!(
+                    "({present} AND {like_value} COLLATE \"C\"{not} ILIKE {p} ESCAPE '\\')"
+                ));
+            }
+            (Op::Eq | Op::Ne, Some(n)) => {
+                // A JSON number equals the number, a JSON string its text.
+                let n = number_param(n, out);
+                let p = out.param(Bind::Text(text.to_owned()));
+                out.push(&format!(
+                    "({present} AND {not}(COALESCE({number_value} = {n}, false) OR \
+                     COALESCE(lower({text_value} COLLATE \"C\") = lower({p} COLLATE \"C\"), false)))"
+                ));
+            }
+            (Op::Eq | Op::Ne, None)
+                if text.eq_ignore_ascii_case("true") || text.eq_ignore_ascii_case("false") =>
+            {
+                // JSON true/false, or the string.
+                let b = out.param(Bind::Text(text.to_ascii_lowercase()));
+                let p = out.param(Bind::Text(text.to_owned()));
+                out.push(&format!(
+                    "({present} AND {not}(COALESCE({ty} = 'boolean' AND {t} = {b}, false) OR \
+                     COALESCE(lower({text_value} COLLATE \"C\") = lower({p} COLLATE \"C\"), false)))"
+                ));
+            }
+            (Op::Eq | Op::Ne, None) => {
+                let p = out.param(Bind::Text(text.to_owned()));
+                out.push(&format!(
+                    "({present} AND {not}COALESCE(lower({text_value} COLLATE \"C\") = lower({p} COLLATE \"C\"), false))"
+                ));
+            }
+            (_, Some(n)) => {
+                // Numerically: JSON numbers (booleans as 1 or 0), and strings that start like a number, read as
+                // SQLite's CAST(... AS REAL) reads them (the longest prefix that is a number, else 0). The
+                // exponent is cut at four digits, where numeric's range ends; far beyond any bound value.
+                let n = number_param(n, out);
+                out.push(&format!(
+                    "COALESCE((CASE {ty} WHEN 'number' THEN CAST({t} AS numeric) \
+                     WHEN 'boolean' THEN (CASE WHEN {t} = 'true' THEN 1 ELSE 0 END) \
+                     WHEN 'string' THEN (CASE WHEN trim({t}) ~ '^[-+.0-9]' THEN CAST(COALESCE(substring(trim({t}) \
+                     FROM '^[-+]?(?:[0-9]+\\.?[0-9]*|\\.[0-9]+)(?:[eE][-+]?[0-9]{{1,4}})?'), '0') AS numeric) END) \
+                     END) {o} {n}, false)"
+                ));
+            }
+            (_, None) => {
+                let p = out.param(Bind::Text(text.to_owned()));
+                out.push(&format!(
+                    "COALESCE(lower({text_value} COLLATE \"C\") {o} lower({p} COLLATE \"C\"), false)"
+                ));
+            }
         }
     }
 }
