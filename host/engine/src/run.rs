@@ -151,6 +151,9 @@ struct RunTask {
     claims: HashMap<Slot, (Value, Option<TaskPermit>)>,
     /// TLP labels of what ended steps received, which no longer change (see [`crate::tlp`]).
     tlp_known: HashMap<usize, Option<crate::tlp::Label>>,
+    /// How many steps at the start of the topological order have ended: [`RunTask::consider`] would pass them
+    /// over, so a pass starts after them (a chain's pass costs its open steps, not all of them).
+    ended_prefix: usize,
 }
 
 /// A write the run task has decided and not yet committed.
@@ -223,6 +226,7 @@ impl RunTask {
             pending: Vec::new(),
             claims: HashMap::new(),
             tlp_known: HashMap::new(),
+            ended_prefix: 0,
         };
         let rows = if is_fresh {
             Vec::new()
@@ -262,6 +266,7 @@ impl RunTask {
         };
         self.ctx = EvalContext::with_shared_inputs(&SharedValue::new(&Value::Object(inputs)));
         self.rows.clear();
+        self.ended_prefix = 0;
         for row in rows {
             let Some(i) = pb.step_index(&row.step_id) else {
                 tracing::warn!(step = %row.step_id, "a row names a step the playbook does not have");
@@ -557,7 +562,16 @@ impl RunTask {
         let mut changed = true;
         while changed {
             changed = false;
-            for &i in pb.topological_order() {
+            let order = pb.topological_order();
+            while let Some(&i) = order.get(self.ended_prefix)
+                && self
+                    .rows
+                    .get(&(i, -1))
+                    .is_some_and(|r| r.status.is_terminal())
+            {
+                self.ended_prefix += 1;
+            }
+            for &i in &order[self.ended_prefix..] {
                 changed |= self.consider(i).await?;
             }
             if !changed && self.flying.is_empty() {

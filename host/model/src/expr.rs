@@ -473,7 +473,6 @@ impl EvalContext {
     /// and the step results it names (or all of them).
     fn context_json(&self, reads: &Reads) -> String {
         let steps = self.steps.read().unwrap_or_else(|p| p.into_inner());
-        let wanted = |id: &str| reads.all_steps || reads.steps.contains(id);
         let mut size = 64
             + self
                 .locals
@@ -483,9 +482,19 @@ impl EvalContext {
         if reads.all_inputs || !reads.inputs.is_empty() {
             size += self.inputs.0.len();
         }
-        size += steps
+        // The steps read, in the map's order: every step, or only those named (looked up, not searched for: a
+        // run's context holds every step that ended, an expression names a few).
+        let read: Vec<(&String, &StepResult)> = if reads.all_steps {
+            steps.iter().collect()
+        } else {
+            reads
+                .steps
+                .iter()
+                .filter_map(|id| steps.get_key_value(id.as_str()))
+                .collect()
+        };
+        size += read
             .iter()
-            .filter(|(id, _)| wanted(id))
             .map(|(id, r)| id.len() + r.output.0.len() + 40)
             .sum::<usize>();
         let mut out = String::with_capacity(size);
@@ -504,7 +513,7 @@ impl EvalContext {
         }
         out.push_str(",\"steps\":{");
         let mut first = true;
-        for (id, result) in steps.iter().filter(|(id, _)| wanted(id)) {
+        for (id, result) in read {
             if !first {
                 out.push(',');
             }

@@ -497,8 +497,7 @@ fn open(path: &std::path::Path, durability: Durability) -> Result<Connection, St
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.execute_batch(&format!(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = {}; PRAGMA foreign_keys = ON; \
-         PRAGMA cache_size = -16384; PRAGMA wal_autocheckpoint = 0; \
-         PRAGMA journal_size_limit = 67108864;",
+         PRAGMA cache_size = -16384; PRAGMA wal_autocheckpoint = 0;",
         durability.synchronous()
     ))?;
     check_writable(&conn)?;

@@ -106,8 +106,6 @@ pub(crate) fn connect_options(path: &Path, durability: Durability) -> SqliteConn
         // 2) and a checkpoint every ~40 MiB of WAL (not 4, each costing two fsyncs) nearly double their rate.
         .pragma("cache_size", "-16384")
         .pragma("wal_autocheckpoint", "10000")
-        // A WAL grown by a burst is cut back to this after the next checkpoint.
-        .pragma("journal_size_limit", "67108864")
 }
 
 /// A handle on the database. Cheap to clone.
