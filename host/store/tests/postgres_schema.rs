@@ -44,7 +44,9 @@ fn postgres_bin() -> PathBuf {
         .collect();
     found.sort();
     found.pop().unwrap_or_else(|| {
-        panic!("no /usr/lib/postgresql/*/bin/initdb: install PostgreSQL's server (tests/run does it)")
+        panic!(
+            "no /usr/lib/postgresql/*/bin/initdb: install PostgreSQL's server (tests/run does it)"
+        )
     })
 }
 
@@ -95,9 +97,24 @@ impl Cluster {
         let dir = tempfile::tempdir().expect("temporary directory");
         if is_root() {
             // The server runs as `postgres`: it must own its directory.
-            let uid = ok("id -u postgres", Command::new("id").args(["-u", "postgres"]).output().expect("id"));
-            let gid = ok("id -g postgres", Command::new("id").args(["-g", "postgres"]).output().expect("id"));
-            let (uid, gid) = (uid.trim().parse().expect("uid"), gid.trim().parse().expect("gid"));
+            let uid = ok(
+                "id -u postgres",
+                Command::new("id")
+                    .args(["-u", "postgres"])
+                    .output()
+                    .expect("id"),
+            );
+            let gid = ok(
+                "id -g postgres",
+                Command::new("id")
+                    .args(["-g", "postgres"])
+                    .output()
+                    .expect("id"),
+            );
+            let (uid, gid) = (
+                uid.trim().parse().expect("uid"),
+                gid.trim().parse().expect("gid"),
+            );
             std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown");
         }
         let data = dir.path().join("data");
@@ -106,7 +123,17 @@ impl Cluster {
             "initdb",
             run(
                 &bin.join("initdb"),
-                &["-D", data_arg, "-A", "trust", "-U", "qila", "--no-sync", "-E", "UTF8"],
+                &[
+                    "-D",
+                    data_arg,
+                    "-A",
+                    "trust",
+                    "-U",
+                    "qila",
+                    "--no-sync",
+                    "-E",
+                    "UTF8",
+                ],
             ),
         );
         let port = free_port();
@@ -118,15 +145,33 @@ impl Cluster {
         let log_arg = log.to_str().expect("a UTF-8 temporary path");
         ok(
             "pg_ctl start",
-            run(&bin.join("pg_ctl"), &["-D", data_arg, "-o", &options, "-l", log_arg, "-w", "start"]),
+            run(
+                &bin.join("pg_ctl"),
+                &["-D", data_arg, "-o", &options, "-l", log_arg, "-w", "start"],
+            ),
         );
-        Cluster { bin, data, port, _dir: dir }
+        Cluster {
+            bin,
+            data,
+            port,
+            _dir: dir,
+        }
     }
 
     /// Runs psql with `args` (`-c SQL`) in database `postgres`, stopping at the first error.
     fn psql(&self, args: &[&str]) -> Output {
         let port = self.port.to_string();
-        let mut all = vec!["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", &port];
+        let mut all = vec![
+            "-X",
+            "-q",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+        ];
         all.extend_from_slice(&["-U", "qila", "-d", "postgres"]);
         all.extend_from_slice(args);
         run(&self.bin.join("psql"), &all)
@@ -136,7 +181,10 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         if let Some(data) = self.data.to_str() {
-            let _ = run(&self.bin.join("pg_ctl"), &["-D", data, "-m", "immediate", "-w", "stop"]);
+            let _ = run(
+                &self.bin.join("pg_ctl"),
+                &["-D", data, "-m", "immediate", "-w", "stop"],
+            );
         }
     }
 }
@@ -169,17 +217,27 @@ fn the_postgres_migrations_apply_in_order_and_hold_their_guards() {
     let cluster = Cluster::start();
     for file in migrations() {
         // psql reads the file itself, as `postgres` when root: the checkout may be closed to that account.
-        let sql = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-        ok(&format!("applying {}", file.display()), cluster.psql(&["-c", &sql]));
+        let sql =
+            std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        ok(
+            &format!("applying {}", file.display()),
+            cluster.psql(&["-c", &sql]),
+        );
     }
 
     let tables = ok(
         "listing tables",
-        cluster.psql(&["-c", "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"]),
+        cluster.psql(&[
+            "-c",
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
+        ]),
     );
     let tables: Vec<&str> = tables.lines().collect();
     for table in ENGINE_TABLES {
-        assert!(tables.contains(table), "table {table} missing; found {tables:?}");
+        assert!(
+            tables.contains(table),
+            "table {table} missing; found {tables:?}"
+        );
     }
 
     let setup = "INSERT INTO playbook_versions VALUES ('p', 1, 'src', 'd', '{}', '{}', 1, 'me');
@@ -212,19 +270,35 @@ fn the_postgres_migrations_apply_in_order_and_hold_their_guards() {
     );
     let history = ok(
         "the history",
-        cluster.psql(&["-c", "SELECT status || ':' || attempt FROM transitions ORDER BY seq"]),
+        cluster.psql(&[
+            "-c",
+            "SELECT status || ':' || attempt FROM transitions ORDER BY seq",
+        ]),
     );
-    assert_eq!(history.lines().collect::<Vec<_>>(), ["queued:0", "running:1"]);
+    assert_eq!(
+        history.lines().collect::<Vec<_>>(),
+        ["queued:0", "running:1"]
+    );
 
     // The audit log refuses updates, deletes and truncation.
     ok(
         "an audit entry",
-        cluster.psql(&["-c", "INSERT INTO audit (at, actor, action, target) VALUES (1, 'a', 'b', 'c')"]),
+        cluster.psql(&[
+            "-c",
+            "INSERT INTO audit (at, actor, action, target) VALUES (1, 'a', 'b', 'c')",
+        ]),
     );
-    for change in ["UPDATE audit SET actor = 'x'", "DELETE FROM audit", "TRUNCATE audit"] {
+    for change in [
+        "UPDATE audit SET actor = 'x'",
+        "DELETE FROM audit",
+        "TRUNCATE audit",
+    ] {
         let out = cluster.psql(&["-c", change]);
         assert!(!out.status.success(), "{change} succeeded");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("append-only"), "{change}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("append-only"),
+            "{change}"
+        );
     }
 
     // A limit of one slot: the second taker gets nothing.
