@@ -72,6 +72,7 @@ fn run(program: &Path, args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("{}: {e}", program.display()))
 }
 
+/// The stdout of a command that must have succeeded; else a panic with what it printed.
 fn ok(what: &str, out: Output) -> String {
     assert!(
         out.status.success(),
