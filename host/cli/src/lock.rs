@@ -50,6 +50,7 @@ pub struct DataDirLock {
 impl DataDirLock {
     /// Takes the lock on `data_dir` (creating the directory if needed) without waiting, and writes this process's
     /// id into the lock file.
+    #[expect(unsafe_code, reason = "flock takes the data directory's lock")]
     pub fn acquire(data_dir: &Path) -> Result<Self, LockError> {
         let path = data_dir.join(LOCK_FILE);
         let io = |source| LockError::Io {

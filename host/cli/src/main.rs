@@ -89,6 +89,7 @@ enum Command {
     },
 }
 
+#[expect(unsafe_code, reason = "resets SIGPIPE to its default")]
 fn main() -> ExitCode {
     // Die quietly on a closed pipe (`qila run ... | head`) like other Unix tools, instead of panicking in println!.
     // SAFETY: called before any other thread exists; SIG_DFL is a valid disposition for SIGPIPE.

@@ -11,6 +11,9 @@
 //! - field mapping with Sigma processing pipelines (pySigma's YAML format);
 //! - [`Detector::detect`] turns matches and correlation firings into [`Finding`]s with a grouping key.
 
+// A library reports through `tracing` and its errors, never on the process's stdout or stderr.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 mod error;
 mod finding;
 mod route;

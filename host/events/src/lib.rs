@@ -2,6 +2,9 @@
 //! keeps the record exactly as received and adds the common fields of `docs/events.md` plus the fields detection
 //! rules name.
 
+// A library reports through `tracing` and its errors, never on the process's stdout or stderr.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 use std::net::IpAddr;
 
 pub mod asterisk;

@@ -14,6 +14,9 @@
 //!
 //! The crate is small and has no dependency that does not build for `wasm32-wasip2`.
 
+// A library reports through `tracing` and its errors, never on the process's stdout or stderr.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::LazyLock;

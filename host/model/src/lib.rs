@@ -18,6 +18,9 @@
 //!
 //! See [`expr`] for the expression language and its semantics.
 
+// A library reports through `tracing` and its errors, never on the process's stdout or stderr.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 pub mod catalog;
 mod diag;
 mod durable;

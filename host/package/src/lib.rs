@@ -20,6 +20,9 @@
 //! # Ok(()) }
 //! ```
 
+// A library reports through `tracing` and its errors, never on the process's stdout or stderr.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 mod container;
 mod error;
 mod grants;

@@ -39,6 +39,7 @@ impl ComponentCache {
     }
 
     /// The component for `bytes` (whose SHA-256 is `digest`), from the cache or freshly compiled and cached.
+    #[expect(unsafe_code, reason = "deserialises a cached compiled component")]
     pub fn load(
         &self,
         engine: &Engine,

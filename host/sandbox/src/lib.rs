@@ -24,6 +24,9 @@
 //! # Ok(()) }
 //! ```
 
+// A library reports through `tracing` and its errors, never on the process's stdout or stderr.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 pub mod address;
 mod bindings;
 mod cache;

@@ -5,6 +5,9 @@
 //! cache of webhook secrets. Every route is in [`openapi::ROUTES`], from which the OpenAPI document is built.
 //! Callers authenticate with `Authorization: Bearer TOKEN`; see `docs/api.md`.
 
+// A library reports through `tracing` and its errors, never on the process's stdout or stderr.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 mod auth;
 mod edge;
 mod error;

@@ -19,6 +19,9 @@
 //! nothing of their batches kept, and the next group tries again on a fresh connection: the service heals by
 //! itself when the store can write again.
 
+// A library reports through `tracing` and its errors, never on the process's stdout or stderr.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 mod alerts;
 pub mod ndjson;
 mod pipeline;

@@ -100,6 +100,7 @@ impl HealthCell {
 /// it cannot open for writing read-only, silently, and such a connection must not be used (or pooled) as if it
 /// could write. (`BEGIN IMMEDIATE` alone succeeds on a read-only connection; setting `user_version` to what it is,
 /// inside a transaction that is rolled back, fails there and changes nothing elsewhere.)
+#[expect(unsafe_code, reason = "asks SQLite if the file is read-only")]
 pub(crate) async fn check_writable(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
     // First what SQLite says of the file it opened: the probe below cannot tell while another connection holds
     // the write lock (it fails as busy before it would fail as read-only).

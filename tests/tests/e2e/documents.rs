@@ -44,6 +44,7 @@ const BYTES_ERROR: &str = "document too large (more than 16777216 bytes after ex
 /// Runs `cmd` to the end; its standard output, wall time and peak resident memory (from `wait4`, which
 /// reaps it: the `Child` is never waited on).
 #[allow(clippy::zombie_processes)]
+#[expect(unsafe_code, reason = "wait4 reads the child's peak RSS")]
 fn measured(cmd: &mut Command) -> (i32, String, Duration, u64) {
     let started = Instant::now();
     let child = cmd

@@ -14,6 +14,7 @@ use super::support::{Api, Server};
 /// The service account the server runs as when the test is root (root ignores file permissions).
 const NOBODY: (u32, u32) = (65534, 65534);
 
+#[expect(unsafe_code, reason = "geteuid tells whether the test runs as root")]
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
@@ -73,6 +74,7 @@ fn ingest(api: &Api, token: &str, body: Vec<u8>) -> (u16, Value, Option<String>)
 }
 
 #[test]
+#[expect(unsafe_code, reason = "chown of the test's data directory")]
 fn a_store_that_cannot_write_answers_503_and_heals_with_no_event_lost() {
     let data = tempfile::tempdir().unwrap();
     let user = is_root().then_some(NOBODY);

@@ -239,6 +239,7 @@ async fn publish_all(orchestrator: &Orchestrator, dir: Option<&Path>) -> anyhow:
 /// Gives memory freed by the allocator back to the operating system every half minute. After a burst (ten thousand
 /// runs created, or resumed at start, and then left waiting), glibc keeps the freed heap mapped: the server's RSS
 /// would stay at its peak although the runs now cost only rows on disk.
+#[expect(unsafe_code, reason = "malloc_trim returns the freed heap to the OS")]
 async fn return_freed_memory() {
     let mut tick = tokio::time::interval(Duration::from_secs(30));
     loop {
