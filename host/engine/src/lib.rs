@@ -9,6 +9,9 @@
 //! Steps are executed by a [`StepExecutor`] — in the `qila` binary, a WebAssembly sandbox — so this crate stays
 //! free of wasmtime and its tests build in seconds.
 
+// A library reports through `tracing` and its errors, never on the process's stdout or stderr.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 mod builtin;
 mod error;
 mod executor;

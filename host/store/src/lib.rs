@@ -13,6 +13,9 @@
 //! [`ErrorKind::Unavailable`], closes its connection, and the next write reconnects (see `writer.rs`);
 //! [`Store::health`] and [`Store::probe`] say how each writer is doing.
 
+// A library reports through `tracing` and its errors, never on the process's stdout or stderr.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 mod access;
 pub mod command;
 mod error;

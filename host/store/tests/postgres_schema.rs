@@ -3,10 +3,8 @@
 //! written under a stale lease epoch is refused; the audit log is append-only; a concurrency limit's slots cannot
 //! be taken twice).
 //!
-//! The cluster is started here from the server binaries in `/usr/lib/postgresql/*/bin` (which `tests/run`
-//! installs), in a temporary directory, on a free port of 127.0.0.1, with trust authentication and `fsync=off`; as
-//! root it runs as the `postgres` account. SQL goes through `psql`, so the schema is checked by PostgreSQL itself.
-//! (Once the shared harness `qila-test-postgres` is merged, this should use its `database()`.)
+//! The database is a fresh one on the test process's throw-away cluster (`qila_test_postgres::database`). SQL goes
+//! through `psql`, so the schema is checked by PostgreSQL itself.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -34,42 +32,19 @@ const ENGINE_TABLES: &[&str] = &[
     "workers",
 ];
 
-fn postgres_bin() -> PathBuf {
+/// The `psql` of the newest PostgreSQL installed.
+fn psql_bin() -> PathBuf {
     let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
         .flatten()
         .flatten()
-        .map(|entry| entry.path().join("bin"))
-        .filter(|bin| bin.join("initdb").is_file())
+        .map(|entry| entry.path().join("bin/psql"))
+        .filter(|psql| psql.is_file())
         .collect();
     found.sort();
     found.pop().unwrap_or_else(|| {
-        panic!(
-            "no /usr/lib/postgresql/*/bin/initdb: install PostgreSQL's server (tests/run does it)"
-        )
+        panic!("no /usr/lib/postgresql/*/bin/psql: install PostgreSQL (tests/run does it)")
     })
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|out| out.stdout.trim_ascii() == b"0")
-}
-
-/// Runs `program args` (as the `postgres` account when this process is root: initdb refuses to run as root).
-fn run(program: &Path, args: &[&str]) -> Output {
-    let mut command = if is_root() {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(program);
-        c
-    } else {
-        Command::new(program)
-    };
-    command
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{}: {e}", program.display()))
 }
 
 /// The stdout of a command that must have succeeded; else a panic with what it printed.
@@ -84,115 +59,29 @@ fn ok(what: &str, out: Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A PostgreSQL cluster in a temporary directory, stopped when dropped.
+/// A fresh database on the test process's throw-away PostgreSQL (see `qila-test-postgres`).
 struct Cluster {
-    bin: PathBuf,
-    data: PathBuf,
-    port: u16,
-    _dir: tempfile::TempDir,
+    psql: PathBuf,
+    url: String,
 }
 
 impl Cluster {
     fn start() -> Self {
-        let bin = postgres_bin();
-        let dir = tempfile::tempdir().expect("temporary directory");
-        if is_root() {
-            // The server runs as `postgres`: it must own its directory.
-            let uid = ok(
-                "id -u postgres",
-                Command::new("id")
-                    .args(["-u", "postgres"])
-                    .output()
-                    .expect("id"),
-            );
-            let gid = ok(
-                "id -g postgres",
-                Command::new("id")
-                    .args(["-g", "postgres"])
-                    .output()
-                    .expect("id"),
-            );
-            let (uid, gid) = (
-                uid.trim().parse().expect("uid"),
-                gid.trim().parse().expect("gid"),
-            );
-            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown");
-        }
-        let data = dir.path().join("data");
-        let data_arg = data.to_str().expect("a UTF-8 temporary path");
-        ok(
-            "initdb",
-            run(
-                &bin.join("initdb"),
-                &[
-                    "-D",
-                    data_arg,
-                    "-A",
-                    "trust",
-                    "-U",
-                    "qila",
-                    "--no-sync",
-                    "-E",
-                    "UTF8",
-                ],
-            ),
-        );
-        let port = free_port();
-        let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off",
-            dir.path().display()
-        );
-        let log = dir.path().join("log");
-        let log_arg = log.to_str().expect("a UTF-8 temporary path");
-        ok(
-            "pg_ctl start",
-            run(
-                &bin.join("pg_ctl"),
-                &["-D", data_arg, "-o", &options, "-l", log_arg, "-w", "start"],
-            ),
-        );
+        let url = qila_test_postgres::database().unwrap_or_else(|e| panic!("{e}"));
         Cluster {
-            bin,
-            data,
-            port,
-            _dir: dir,
+            psql: psql_bin(),
+            url,
         }
     }
 
-    /// Runs psql with `args` (`-c SQL`) in database `postgres`, stopping at the first error.
+    /// Runs psql with `args` (`-c SQL`) in the database, stopping at the first error.
     fn psql(&self, args: &[&str]) -> Output {
-        let port = self.port.to_string();
-        let mut all = vec![
-            "-X",
-            "-q",
-            "-At",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-        ];
-        all.extend_from_slice(&["-U", "qila", "-d", "postgres"]);
-        all.extend_from_slice(args);
-        run(&self.bin.join("psql"), &all)
+        Command::new(&self.psql)
+            .args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", &self.url])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e}", self.psql.display()))
     }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if let Some(data) = self.data.to_str() {
-            let _ = run(
-                &self.bin.join("pg_ctl"),
-                &["-D", data, "-m", "immediate", "-w", "stop"],
-            );
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("its address").port()
 }
 
 /// The migration files in the order they apply: `0001_siem.sql` (when present) and `0002_engine.sql`.
