@@ -4,7 +4,9 @@
 //! on: a step is claimed before its plugin runs, its result recorded before its dependents start. A poke (a
 //! decision taken elsewhere: an approval, a timer, a child run ending, a cancel) makes the task re-read the rows.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -139,16 +141,16 @@ struct RunTask {
     run: RunRow,
     loaded: Arc<Loaded>,
     ctx: EvalContext,
-    rows: HashMap<Slot, StepRow>,
+    rows: FxHashMap<Slot, StepRow>,
     /// For each handler step: the error it handles, once a step naming it failed.
     errors: Vec<Option<Value>>,
     in_flight: JoinSet<Done>,
     /// Tasks claimed (committed or queued) and not yet settled.
-    flying: HashSet<Slot>,
+    flying: FxHashSet<Slot>,
     /// Writes decided in this pass, committed together by [`RunTask::flush`].
     pending: Vec<Op>,
     /// Queued claims: the input and concurrency slot each execution gets once its claim is committed.
-    claims: HashMap<Slot, (Value, Option<TaskPermit>)>,
+    claims: FxHashMap<Slot, (Value, Option<TaskPermit>)>,
     /// TLP labels of what ended steps received, which no longer change (see [`crate::tlp`]).
     tlp_known: HashMap<usize, Option<crate::tlp::Label>>,
     /// How many steps at the start of the topological order have ended: [`RunTask::consider`] would pass them
@@ -220,11 +222,11 @@ impl RunTask {
             errors: vec![None; loaded.playbook.steps.len()],
             run,
             loaded,
-            rows: HashMap::new(),
+            rows: FxHashMap::default(),
             in_flight: JoinSet::new(),
-            flying: HashSet::new(),
+            flying: FxHashSet::default(),
             pending: Vec::new(),
-            claims: HashMap::new(),
+            claims: FxHashMap::default(),
             tlp_known: HashMap::new(),
             ended_prefix: 0,
         };

@@ -20,8 +20,11 @@
 //! next batch reconnects (checking that SQLite did not open the file read-only). A request is never retried
 //! behind its caller's back: it runs once, and its caller decides.
 //!
-//! The journal's connection never checkpoints the WAL itself (a checkpoint writes back and syncs the database
-//! file, milliseconds): the store's checkpointer does it in the background (see `Store::open`).
+//! The journal's connection checkpoints the WAL itself, every ~40 MiB of log (`wal_autocheckpoint = 10000`
+//! pages, as the store's other connections): a checkpoint run elsewhere while the journal keeps committing can
+//! never catch up with the log's end, so the log would never start over and grow without bound (each write
+//! then extends the file, which the file system zeroes first). A checkpoint copies the distinct pages back and
+//! syncs the database file: a few milliseconds every few thousand commits.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -497,7 +500,7 @@ fn open(path: &std::path::Path, durability: Durability) -> Result<Connection, St
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.execute_batch(&format!(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = {}; PRAGMA foreign_keys = ON; \
-         PRAGMA cache_size = -16384; PRAGMA wal_autocheckpoint = 0;",
+         PRAGMA cache_size = -16384; PRAGMA wal_autocheckpoint = 10000;",
         durability.synchronous()
     ))?;
     check_writable(&conn)?;

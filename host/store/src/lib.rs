@@ -81,9 +81,6 @@ const PROBE_CACHE: Duration = Duration::from_secs(1);
 /// How long a probe write may take before its writer counts as not ready.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// How often the checkpointer moves the WAL's pages back into the database file.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
-
 /// How the store is opened.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StoreOptions {
@@ -150,7 +147,7 @@ impl StoreHealth {
 
 impl Store {
     /// Opens (creating if needed) the database in `data_dir`, in WAL mode, with the default options, applies
-    /// pending migrations and starts the checkpointer (so it needs a Tokio runtime).
+    /// pending migrations (so it needs a Tokio runtime).
     pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
         Self::open_with(data_dir, StoreOptions::default()).await
     }
@@ -173,7 +170,6 @@ impl Store {
         seal_plain_hook_secrets(&pool, &vault).await?;
         let health = Arc::new(Health::default());
         let journal = Journal::new(path.clone(), durability, health.journal.clone());
-        tokio::spawn(checkpoint(pool.clone()));
         let bulk = Arc::new(Mutex::new(WriterConn::new(options, health.events.clone())));
         Ok(Self {
             pool,
@@ -287,27 +283,6 @@ async fn probe_write(c: &mut SqliteConnection) -> Result<(), StoreError> {
         .execute(&mut *c)
         .await?;
     Ok(())
-}
-
-/// Checkpoints the WAL every [`CHECKPOINT_EVERY`] until the pool closes, on one of the pool's connections (off
-/// the journal's path: its connection never checkpoints). `PASSIVE` copies what no reader still needs and waits
-/// for no one; the journal's next write then starts the log over.
-async fn checkpoint(pool: SqlitePool) {
-    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        if pool.is_closed() {
-            return;
-        }
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&pool)
-            .await
-            && !pool.is_closed()
-        {
-            tracing::debug!(error = %e, "checkpoint failed; the next one tries again");
-        }
-    }
 }
 
 /// The name a webhook secret is sealed under.
