@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use sqlx::SqlitePool;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use tokio::sync::Mutex;
 
 use journal::Journal;
@@ -96,10 +96,7 @@ pub(crate) fn connect_options(path: &Path, durability: Durability) -> SqliteConn
         .journal_mode(SqliteJournalMode::Wal)
         // With WAL, NORMAL loses no committed transaction when the process dies (`kill -9`); an OS crash or
         // power loss may lose the last ones, and never corrupts the database. FULL loses none of them.
-        .synchronous(match durability {
-            Durability::Process => SqliteSynchronous::Normal,
-            Durability::Fsync => SqliteSynchronous::Full,
-        })
+        .pragma("synchronous", durability.synchronous())
         .foreign_keys(true)
         .busy_timeout(BUSY_TIMEOUT)
         // SIEM bulk inserts dirty many index pages per transaction: a 16 MiB page cache per connection (not

@@ -63,7 +63,7 @@ pub(crate) fn insert_run(tx: &Tx<'_>, r: &RunRow) -> Result<(), StoreError> {
             r.tlp.as_ref().map(text),
         ],
     )?;
-    transition(tx, &r.id, -1, r.status.as_str(), None)
+    run_transition(tx, &r.id, r.status.as_str(), None)
 }
 
 /// Moves a queued run to running; false if it was not queued.
@@ -73,7 +73,7 @@ pub(crate) fn start_queued_run(tx: &Tx<'_>, id: &str) -> Result<bool, StoreError
         params![now_ms(), id],
     )? == 1;
     if done {
-        transition(tx, id, -1, "running", None)?;
+        run_transition(tx, id, "running", None)?;
     }
     Ok(done)
 }
@@ -92,7 +92,7 @@ pub(crate) fn finish_run(
         params![status.as_str(), outputs.map(text), error, now_ms(), id],
     )? == 1;
     if done {
-        transition(tx, id, -1, status.as_str(), error)?;
+        run_transition(tx, id, status.as_str(), error)?;
     }
     Ok(done)
 }
@@ -135,16 +135,15 @@ pub(crate) fn request_cancel(tx: &Tx<'_>, id: &str) -> Result<bool, StoreError> 
 }
 
 /// Appends a change of a run's status to the transition history (tasks' changes are appended by triggers).
-fn transition(
+fn run_transition(
     tx: &Tx<'_>,
     run: &str,
-    item: i64,
     status: &str,
     detail: Option<&str>,
 ) -> Result<(), StoreError> {
     tx.exec(
-        "INSERT INTO transitions (run_id, step_id, item, status, attempt, at, detail) VALUES (?, NULL, ?, ?, 0, ?, ?)",
-        params![run, item, status, now_us(), detail],
+        "INSERT INTO transitions (run_id, step_id, item, status, attempt, at, detail) VALUES (?, NULL, -1, ?, 0, ?, ?)",
+        params![run, status, now_us(), detail],
     )?;
     Ok(())
 }
@@ -394,7 +393,7 @@ pub(crate) fn copy_succeeded_steps(tx: &Tx<'_>, from: &str, to: &str) -> Result<
     )? as u64;
     if copied > 0 {
         let detail = format!("kept {copied} succeeded task(s) from run {from}");
-        transition(tx, to, -1, "running", Some(&detail))?;
+        run_transition(tx, to, "running", Some(&detail))?;
     }
     Ok(copied)
 }
