@@ -1,6 +1,6 @@
 //! API tokens (stored as SHA-256 hashes) with their roles, and reads of the audit log.
 
-use rusqlite::params;
+use crate::sql::args;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -153,7 +153,7 @@ impl Store {
             .write(move |tx| {
                 tx.exec(
                     "INSERT INTO tokens (id, hash, name, role, created_at, created_by) VALUES (?, ?, ?, ?, ?, ?)",
-                    params![row.id, digest, row.name, row.role.as_str(), row.created_at, row.created_by],
+                    args![row.id, digest, row.name, row.role.as_str(), row.created_at, row.created_by],
                 )?;
                 let detail = json!({ "name": row.name, "role": row.role.as_str() });
                 write::audit(tx, &row.created_by, "token.create", &row.id, Some(&detail))
@@ -201,7 +201,7 @@ impl Store {
             .write(move |tx| {
                 let revoked = tx.exec(
                     "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-                    params![now_ms(), id],
+                    args![now_ms(), id],
                 )? == 1;
                 if revoked {
                     write::audit(tx, &by, "token.revoke", &id, None)?;

@@ -21,6 +21,24 @@ pub enum StoreError {
         /// What SQLite said.
         message: String,
     },
+    /// PostgreSQL refused a statement or could not be reached.
+    #[error("PostgreSQL: {message}")]
+    Postgres {
+        /// The SQLSTATE, when the server answered.
+        sqlstate: Option<String>,
+        /// Whether the connection is gone (closed, refused, reset).
+        closed: bool,
+        /// What the server or the client said.
+        message: String,
+    },
+    /// A PostgreSQL migration failed.
+    #[error("PostgreSQL migration {name}: {message}")]
+    PgMigration {
+        /// The migration's file name.
+        name: &'static str,
+        /// What went wrong.
+        message: String,
+    },
     /// A migration failed.
     #[error("database migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
@@ -77,6 +95,10 @@ impl StoreError {
             Self::Io(..) | Self::Commit(_) | Self::WriterGone => ErrorKind::Unavailable,
             Self::Database(e) => sqlx_kind(e),
             Self::Statement { code, .. } => code_kind(code.map(i64::from)),
+            Self::Postgres {
+                sqlstate, closed, ..
+            } => pg_kind(sqlstate.as_deref(), *closed),
+            Self::PgMigration { .. } => ErrorKind::Internal,
             Self::Migration(sqlx::migrate::MigrateError::Execute(e)) => match sqlx_kind(e) {
                 ErrorKind::Unavailable => ErrorKind::Unavailable,
                 _ => ErrorKind::Internal,
@@ -143,6 +165,54 @@ impl StoreError {
     /// Whether SQLite answered "busy": another connection holds the write lock.
     pub(crate) fn is_busy(&self) -> bool {
         matches!(self, Self::Statement { code: Some(c), .. } if i64::from(*c) == SQLITE_BUSY)
+    }
+}
+
+/// The SQLSTATE a fenced write raises (migrations/postgres/0002_engine.sql): the writer's lease was lost.
+pub(crate) const LEASE_LOST: &str = "QL001";
+
+/// The kind of a PostgreSQL failure with `sqlstate`.
+fn pg_kind(sqlstate: Option<&str>, closed: bool) -> ErrorKind {
+    if closed {
+        return ErrorKind::Unavailable;
+    }
+    match sqlstate {
+        None => ErrorKind::Unavailable,
+        Some(LEASE_LOST) => ErrorKind::Conflict,
+        // Connection exceptions, serialization failures and deadlocks, insufficient resources, operator
+        // intervention (a shutdown or restart), system errors: the same request may succeed later.
+        Some(s)
+            if ["08", "40", "53", "57", "58"]
+                .iter()
+                .any(|c| s.starts_with(c)) =>
+        {
+            ErrorKind::Unavailable
+        }
+        // Data exceptions: a value out of range, too long, not valid in its type.
+        Some(s) if s.starts_with("22") => ErrorKind::Invalid,
+        Some(_) => ErrorKind::Internal,
+    }
+}
+
+impl From<postgres::Error> for StoreError {
+    fn from(e: postgres::Error) -> Self {
+        let sqlstate = e.code().map(|c| c.code().to_owned());
+        let message = match e.as_db_error() {
+            Some(db) => db.message().to_owned(),
+            None => e.to_string(),
+        };
+        Self::Postgres {
+            closed: e.is_closed() || (sqlstate.is_none() && e.as_db_error().is_none()),
+            sqlstate,
+            message,
+        }
+    }
+}
+
+impl StoreError {
+    /// Whether this is PostgreSQL refusing a write whose lease was lost (fencing).
+    pub fn is_lease_lost(&self) -> bool {
+        matches!(self, Self::Postgres { sqlstate: Some(s), .. } if s == LEASE_LOST)
     }
 }
 

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use rusqlite::params;
+use crate::sql::args;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::sqlite::SqliteRow;
@@ -813,8 +813,8 @@ impl Store {
             .write(move |tx| {
                 let Some((from, rule_id)) = tx.row(
                     "SELECT status, rule_id FROM alerts WHERE id = ?",
-                    [&id],
-                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+                    args![&id],
+                    |r| Ok((r.get::<String>(0)?, r.get::<String>(1)?)),
                 )?
                 else {
                     return Ok(None);
@@ -824,7 +824,7 @@ impl Store {
                 }
                 tx.exec(
                     "UPDATE alerts SET status = ?, updated_us = ? WHERE id = ?",
-                    params![status.as_str(), now_us(), id],
+                    args![status.as_str(), now_us(), id],
                 )?;
                 let detail = json!({"from": from, "to": status.as_str(), "rule_id": rule_id});
                 write::audit(tx, &actor, "alert.status", &id, Some(&detail))?;

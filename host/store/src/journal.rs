@@ -31,10 +31,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, Params, Row};
+use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
 use crate::error::{ErrorKind, StoreError};
+pub use crate::sql::Tx;
+use crate::sql::{Conn, PgConn};
 use crate::writer::HealthCell;
 
 /// The most requests applied in one transaction.
@@ -65,55 +67,6 @@ impl Durability {
             Self::Process => "NORMAL",
             Self::Fsync => "FULL",
         }
-    }
-}
-
-/// The transaction a write runs in. Opaque outside the store.
-pub struct Tx<'c> {
-    conn: &'c Connection,
-}
-
-impl std::fmt::Debug for Tx<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tx").finish_non_exhaustive()
-    }
-}
-
-impl Tx<'_> {
-    /// Runs `sql` (prepared once per connection) with `params`; how many rows it changed.
-    pub(crate) fn exec(&self, sql: &str, params: impl Params) -> Result<usize, StoreError> {
-        Ok(self.conn.prepare_cached(sql)?.execute(params)?)
-    }
-
-    /// The first row `sql` returns, mapped by `f`.
-    pub(crate) fn row<T>(
-        &self,
-        sql: &str,
-        params: impl Params,
-        f: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
-    ) -> Result<Option<T>, StoreError> {
-        let mut statement = self.conn.prepare_cached(sql)?;
-        let mut rows = statement.query(params)?;
-        match rows.next()? {
-            Some(row) => Ok(Some(f(row)?)),
-            None => Ok(None),
-        }
-    }
-
-    /// Every row `sql` returns, mapped by `f`.
-    pub(crate) fn rows<T>(
-        &self,
-        sql: &str,
-        params: impl Params,
-        mut f: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
-    ) -> Result<Vec<T>, StoreError> {
-        let mut statement = self.conn.prepare_cached(sql)?;
-        let mut rows = statement.query(params)?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next()? {
-            out.push(f(row)?);
-        }
-        Ok(out)
     }
 }
 
@@ -181,11 +134,19 @@ struct Queue {
     closed: bool,
 }
 
+/// Which database the journal writes to.
+#[derive(Debug, Clone)]
+pub(crate) enum Target {
+    /// The SQLite file at this path.
+    Sqlite(PathBuf, Durability),
+    /// The PostgreSQL server at this URL.
+    Postgres(String),
+}
+
 /// The connection and what it needs to reopen.
 struct Writer {
-    path: PathBuf,
-    durability: Durability,
-    conn: Option<Connection>,
+    target: Target,
+    conn: Option<Conn>,
     health: HealthCell,
 }
 
@@ -226,15 +187,17 @@ impl Drop for Leading<'_> {
 
 impl Journal {
     /// A journal writing to the database at `path` (opened at its first write).
-    pub(crate) fn new(path: PathBuf, durability: Durability, health: HealthCell) -> Self {
+    pub(crate) fn new(target: Target, health: HealthCell) -> Self {
+        // SQLite commits on the caller's thread; PostgreSQL is a network round trip away, and fsync waits for
+        // the disk: they lead on a blocking thread.
+        let inline = matches!(target, Target::Sqlite(_, Durability::Process));
         Self {
             shared: Arc::new(Shared {
                 queue: Mutex::new(Queue::default()),
                 leading: AtomicBool::new(false),
-                inline: durability == Durability::Process,
+                inline,
                 writer: Mutex::new(Writer {
-                    path,
-                    durability,
+                    target,
                     conn: None,
                     health,
                 }),
@@ -369,9 +332,13 @@ impl Shared {
 
 impl Writer {
     /// The connection, opened (and checked writable) if there is none.
-    fn conn(&mut self) -> Result<&Connection, StoreError> {
+    fn conn(&mut self) -> Result<&mut Conn, StoreError> {
         if self.conn.is_none() {
-            match open(&self.path, self.durability) {
+            let opened = match &self.target {
+                Target::Sqlite(path, durability) => open(path, *durability).map(Conn::Sqlite),
+                Target::Postgres(url) => PgConn::connect(url).map(|c| Conn::Postgres(Box::new(c))),
+            };
+            match opened {
                 Ok(conn) => self.conn = Some(conn),
                 Err(e) => {
                     self.health.failed(&e);
@@ -379,7 +346,7 @@ impl Writer {
                 }
             }
         }
-        self.conn.as_ref().ok_or(StoreError::WriterGone)
+        self.conn.as_mut().ok_or(StoreError::WriterGone)
     }
 
     /// Applies `batch` in one transaction and answers its callers. Without `wait`, a database locked by another
@@ -392,8 +359,12 @@ impl Writer {
                 } else {
                     Duration::ZERO
                 };
-                if let Err(e) = conn.busy_timeout(timeout) {
-                    (Err(StoreError::from(e)), false)
+                let waits = match conn {
+                    Conn::Sqlite(c) => c.busy_timeout(timeout).map_err(StoreError::from),
+                    Conn::Postgres(_) => Ok(()),
+                };
+                if let Err(e) = waits {
+                    (Err(e), false)
                 } else {
                     match begin(conn) {
                         Err(e) if e.is_busy() && !wait => return Some(batch),
@@ -416,11 +387,11 @@ impl Writer {
             Ok(()) => false,
         };
         if failed || unavailable {
-            if let Some(conn) = self.conn.take() {
+            if let Some(mut conn) = self.conn.take() {
                 tracing::warn!(
                     "closing the journal's connection after a failed write; the next write reconnects"
                 );
-                let _ = conn.execute_batch("ROLLBACK");
+                let _ = conn.control("ROLLBACK");
             }
             if unavailable && result.is_ok() {
                 self.health.failed(&StoreError::Commit(
@@ -435,23 +406,24 @@ impl Writer {
     }
 }
 
-fn begin(conn: &Connection) -> Result<(), StoreError> {
-    conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
-    Ok(())
+fn begin(conn: &mut Conn) -> Result<(), StoreError> {
+    match conn {
+        // Takes the write lock now, so that the batch never fails half-way for another writer.
+        Conn::Sqlite(_) => conn.control("BEGIN IMMEDIATE"),
+        Conn::Postgres(_) => conn.control("BEGIN"),
+    }
 }
 
-fn end(conn: &Connection, sql: &str) -> Result<(), StoreError> {
-    conn.prepare_cached(sql)?.execute([])?;
-    Ok(())
+fn end(conn: &mut Conn, sql: &str) -> Result<(), StoreError> {
+    conn.control(sql)
 }
 
 /// Runs the jobs inside the transaction begun and ends it: whether it committed, and whether a job failed
 /// because the store could not write (its connection is then reopened even if the rest committed).
-fn run(conn: &Connection, batch: &mut Batch) -> (Result<(), StoreError>, bool) {
-    let tx = Tx { conn };
+fn run(conn: &mut Conn, batch: &mut Batch) -> (Result<(), StoreError>, bool) {
     if let [job] = batch.as_mut_slice() {
         // Alone in its transaction, a request needs no savepoint: if it fails, the whole transaction is its own.
-        let ran = job.run(&tx);
+        let ran = job.run(&conn.tx());
         if ran != Ran::Ok {
             let _ = end(conn, "ROLLBACK");
             return (Ok(()), ran == Ran::Unavailable);
@@ -470,7 +442,7 @@ fn run(conn: &Connection, batch: &mut Batch) -> (Result<(), StoreError>, bool) {
             let _ = end(conn, "ROLLBACK");
             return (Err(e), unavailable);
         }
-        let ran = job.run(&tx);
+        let ran = job.run(&conn.tx());
         unavailable |= ran == Ran::Unavailable;
         let ended = if ran == Ran::Ok {
             end(conn, "RELEASE job")
@@ -521,10 +493,10 @@ fn check_writable(conn: &Connection) -> Result<(), StoreError> {
     }
     conn.busy_timeout(Duration::ZERO)?;
     let probe = (|| -> Result<(), StoreError> {
-        begin(conn)?;
+        conn.execute_batch("BEGIN IMMEDIATE")?;
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         let set = conn.execute_batch(&format!("PRAGMA user_version = {version}"));
-        end(conn, "ROLLBACK")?;
+        conn.execute_batch("ROLLBACK")?;
         set.map_err(StoreError::from)
     })();
     match probe {
@@ -544,6 +516,7 @@ fn check_writable(conn: &Connection) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use crate::Store;
+    use crate::sql::args;
 
     #[tokio::test]
     async fn a_failing_request_rolls_back_alone() {
@@ -551,12 +524,12 @@ mod tests {
         let store = Store::open(dir.path()).await.unwrap();
         let journal = store.journal();
         let ok = journal.write(|tx| {
-            tx.exec("INSERT INTO plugin_kv VALUES ('n', 'a', x'01', 0)", [])?;
+            tx.exec("INSERT INTO plugin_kv VALUES ('n', 'a', x'01', 0)", args![])?;
             Ok(1)
         });
         let bad = journal.write(|tx| {
-            tx.exec("INSERT INTO plugin_kv VALUES ('n', 'b', x'01', 0)", [])?;
-            tx.exec("INSERT INTO no_such_table VALUES (1)", [])?;
+            tx.exec("INSERT INTO plugin_kv VALUES ('n', 'b', x'01', 0)", args![])?;
+            tx.exec("INSERT INTO no_such_table VALUES (1)", args![])?;
             Ok(2)
         });
         let (ok, bad) = tokio::join!(ok, bad);
@@ -580,7 +553,7 @@ mod tests {
                         .write(move |tx| {
                             tx.exec(
                                 "INSERT INTO plugin_kv VALUES ('c', ?, x'01', 0)",
-                                [key.as_str()],
+                                args![key.as_str()],
                             )
                         })
                         .await
@@ -611,7 +584,7 @@ mod tests {
         let journal = store.journal().clone();
         let write = tokio::spawn(async move {
             journal
-                .write(|tx| tx.exec("INSERT INTO plugin_kv VALUES ('l', 'k', x'01', 0)", []))
+                .write(|tx| tx.exec("INSERT INTO plugin_kv VALUES ('l', 'k', x'01', 0)", args![]))
                 .await
         });
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -630,7 +603,7 @@ mod tests {
         let store = Store::open_with(dir.path(), options).await.unwrap();
         let synchronous = store
             .journal()
-            .write(|tx| tx.row("PRAGMA synchronous", [], |r| r.get::<_, i64>(0)))
+            .write(|tx| tx.row("PRAGMA synchronous", args![], |r| r.get::<i64>(0)))
             .await
             .unwrap();
         assert_eq!(synchronous, Some(2), "FULL");
@@ -641,7 +614,7 @@ mod tests {
                     .write(move |tx| {
                         tx.exec(
                             "INSERT INTO plugin_kv VALUES ('f', ?, x'01', 0)",
-                            [i.to_string()],
+                            args![i.to_string()],
                         )
                     })
                     .await

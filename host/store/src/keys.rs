@@ -2,7 +2,7 @@
 //! `Idempotency-Key`. The key is claimed in the transaction that creates the run ([`claim_run_key`]), so a
 //! duplicate sent at the same moment, or after a restart, finds the first run instead of starting another.
 
-use rusqlite::params;
+use crate::sql::args;
 use sqlx::Row;
 
 use crate::Store;
@@ -44,13 +44,13 @@ pub(crate) fn claim_run_key(tx: &Tx<'_>, key: &RunKey, run_id: &str) -> Result<b
     tx.exec(
         "DELETE FROM run_keys WHERE (scope, key) IN \
          (SELECT scope, key FROM run_keys WHERE expires_at <= ? LIMIT ?)",
-        params![now, PRUNE_BATCH],
+        args![now, PRUNE_BATCH],
     )?;
     let claimed = tx.exec(
         "INSERT INTO run_keys (scope, key, fingerprint, run_id, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?) \
          ON CONFLICT (scope, key) DO UPDATE SET fingerprint = excluded.fingerprint, run_id = excluded.run_id, \
          created_at = excluded.created_at, expires_at = excluded.expires_at WHERE run_keys.expires_at <= ?",
-        params![key.scope, key.key, key.fingerprint, run_id, now, key.expires_at, now],
+        args![key.scope, key.key, key.fingerprint, run_id, now, key.expires_at, now],
     )?;
     Ok(claimed == 1)
 }

@@ -1,6 +1,6 @@
 //! Plugin key-value data.
 
-use rusqlite::params;
+use crate::sql::args;
 
 use crate::Store;
 use crate::error::StoreError;
@@ -26,7 +26,7 @@ impl Store {
                 tx.exec(
                     "INSERT INTO plugin_kv (namespace, key, value, updated_at) VALUES (?, ?, ?, ?) \
                      ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-                    params![namespace, key, value, now_ms()],
+                    args![namespace, key, value, now_ms()],
                 )
             })
             .await?;
@@ -40,7 +40,7 @@ impl Store {
             .write(move |tx| {
                 tx.exec(
                     "DELETE FROM plugin_kv WHERE namespace = ? AND key = ?",
-                    params![namespace, key],
+                    args![namespace, key],
                 )
             })
             .await?;

@@ -27,6 +27,7 @@ mod plugins;
 pub mod query;
 mod read;
 mod record;
+mod sql;
 mod task;
 mod vault;
 mod write;
@@ -42,6 +43,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use tokio::sync::Mutex;
 
 use journal::Journal;
+use sql::args;
 use sqlx::SqliteConnection;
 use writer::{HealthCell, WriterConn};
 
@@ -56,7 +58,7 @@ pub use events::{
     ALERT_EVENT_IDS_CAP, AlertFilter, AlertRow, AlertStatus, AlertUpsert, DeadLetter,
     DeadLetterRow, EventPage, EventQuery, EventRow, MAX_PAGE, NewAlert, NewEvent,
 };
-pub use journal::{Durability, Tx};
+pub use journal::Durability;
 pub use keys::{ClaimedKey, RunKey};
 pub use plugins::{InstallRow, SecretInfo, TrustedKeyRow};
 pub use query::QueryError;
@@ -65,6 +67,7 @@ pub use record::{
     ApprovalRow, RunRow, RunStatus, StepRow, StepStatus, Transition, TriggerKind, UnfinishedRun,
     VersionRow, now_ms, now_us,
 };
+pub use sql::{Dialect, Tx};
 pub use task::{Change, Settle, TaskChange, TaskKey, TaskShape};
 pub use vault::{KEY_FILE, Vault};
 pub use writer::WriterHealth;
@@ -166,7 +169,10 @@ impl Store {
         let vault = Vault::open(data_dir)?;
         seal_plain_hook_secrets(&pool, &vault).await?;
         let health = Arc::new(Health::default());
-        let journal = Journal::new(path.clone(), durability, health.journal.clone());
+        let journal = Journal::new(
+            journal::Target::Sqlite(path.clone(), durability),
+            health.journal.clone(),
+        );
         let bulk = Arc::new(Mutex::new(WriterConn::new(options, health.events.clone())));
         Ok(Self {
             pool,
@@ -225,8 +231,11 @@ impl Store {
         let journal = tokio::time::timeout(
             PROBE_TIMEOUT,
             self.journal.write(|tx| {
-                tx.exec("UPDATE health_probe SET at = ? WHERE id = 1", [now_us()])
-                    .map(|_| ())
+                tx.exec(
+                    "UPDATE health_probe SET at = ? WHERE id = 1",
+                    args![now_us()],
+                )
+                .map(|_| ())
             }),
         );
         let events = tokio::time::timeout(PROBE_TIMEOUT, async {

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use rusqlite::params;
+use crate::sql::args;
 use serde::Serialize;
 use serde_json::{Value, json};
 use sqlx::Row;
@@ -70,7 +70,7 @@ impl Store {
             .write(move |tx| {
                 tx.exec(
                     "INSERT OR REPLACE INTO trusted_keys (id, public_key, vendor, added_by, added_at) VALUES (?, ?, ?, ?, ?)",
-                    params![row.id, row.public_key, row.vendor, row.added_by, row.added_at],
+                    args![row.id, row.public_key, row.vendor, row.added_by, row.added_at],
                 )?;
                 let detail = json!({"vendor": row.vendor});
                 write::audit(tx, &row.added_by, "plugin.trust", &row.id, Some(&detail))
@@ -83,7 +83,7 @@ impl Store {
         let (id, by) = (id.to_owned(), by.to_owned());
         self.journal()
             .write(move |tx| {
-                let gone = tx.exec("DELETE FROM trusted_keys WHERE id = ?", [&id])? == 1;
+                let gone = tx.exec("DELETE FROM trusted_keys WHERE id = ?", args![&id])? == 1;
                 if gone {
                     write::audit(tx, &by, "plugin.distrust", &id, None)?;
                 }
@@ -115,11 +115,11 @@ impl Store {
     pub async fn record_install(&self, row: InstallRow) -> Result<(), StoreError> {
         self.journal()
             .write(move |tx| {
-                tx.exec("UPDATE plugin_installs SET active = 0 WHERE name = ?", [&row.name])?;
+                tx.exec("UPDATE plugin_installs SET active = 0 WHERE name = ?", args![&row.name])?;
                 tx.exec(
                     "INSERT OR REPLACE INTO plugin_installs (name, version, package_digest, component_sha256, manifest, \
                      grants, signer, file, installed_by, installed_at, active) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
-                    params![
+                    args![
                         row.name,
                         row.version,
                         row.package_digest,
@@ -154,7 +154,7 @@ impl Store {
             .write(move |tx| {
                 let changed = tx.exec(
                     "UPDATE plugin_installs SET grants = ? WHERE name = ? AND active = 1",
-                    params![grants.to_string(), name],
+                    args![grants.to_string(), name],
                 )? == 1;
                 if changed {
                     let detail = json!({"grants": grants});
@@ -207,7 +207,7 @@ impl Store {
             .write(move |tx| {
                 tx.exec(
                     "INSERT OR REPLACE INTO secrets (name, sealed, updated_by, updated_at) VALUES (?, ?, ?, ?)",
-                    params![name, sealed, by, now_ms()],
+                    args![name, sealed, by, now_ms()],
                 )?;
                 write::audit(tx, &by, "secret.set", &name, None)
             })
@@ -219,7 +219,7 @@ impl Store {
         let (name, by) = (name.to_owned(), by.to_owned());
         self.journal()
             .write(move |tx| {
-                let gone = tx.exec("DELETE FROM secrets WHERE name = ?", [&name])? == 1;
+                let gone = tx.exec("DELETE FROM secrets WHERE name = ?", args![&name])? == 1;
                 if gone {
                     write::audit(tx, &by, "secret.delete", &name, None)?;
                 }

@@ -1,7 +1,7 @@
 //! The statements of the journal's commands, on SQLite. Each takes the transaction it runs in, so a command
 //! composes several: finishing a step and claiming the next one cost one commit.
 
-use rusqlite::params;
+use crate::sql::args;
 use serde_json::Value;
 
 use crate::error::StoreError;
@@ -18,14 +18,14 @@ pub(crate) fn insert_version(tx: &Tx<'_>, v: &VersionRow) -> Result<i64, StoreEr
     let version = tx
         .row(
             "SELECT COALESCE(MAX(version), 0) + 1 FROM playbook_versions WHERE name = ?",
-            [&v.name],
-            |r| r.get::<_, i64>(0),
+            args![&v.name],
+            |r| r.get::<i64>(0),
         )?
         .unwrap_or(1);
     tx.exec(
         "INSERT INTO playbook_versions (name, version, source, digest, plugins, triggers, published_at, published_by) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        params![
+        args![
             v.name,
             version,
             v.source,
@@ -45,7 +45,7 @@ pub(crate) fn insert_run(tx: &Tx<'_>, r: &RunRow) -> Result<(), StoreError> {
         "INSERT INTO runs (id, playbook, version, status, inputs, outputs, error, trigger, started_by, parent_run, \
          parent_step, parent_item, parent_wait, rerun_of, cancel_requested, created_at, started_at, finished_at, tlp) \
          VALUES (?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, NULL, ?)",
-        params![
+        args![
             r.id,
             r.playbook,
             r.version,
@@ -70,7 +70,7 @@ pub(crate) fn insert_run(tx: &Tx<'_>, r: &RunRow) -> Result<(), StoreError> {
 pub(crate) fn start_queued_run(tx: &Tx<'_>, id: &str) -> Result<bool, StoreError> {
     let done = tx.exec(
         "UPDATE runs SET status = 'running', started_at = ? WHERE id = ? AND status = 'queued'",
-        params![now_ms(), id],
+        args![now_ms(), id],
     )? == 1;
     if done {
         run_transition(tx, id, "running", None)?;
@@ -89,7 +89,7 @@ pub(crate) fn finish_run(
     let done = tx.exec(
         "UPDATE runs SET status = ?, outputs = ?, error = ?, finished_at = ? \
          WHERE id = ? AND status IN ('queued', 'running')",
-        params![status.as_str(), outputs.map(text), error, now_ms(), id],
+        args![status.as_str(), outputs.map(text), error, now_ms(), id],
     )? == 1;
     if done {
         run_transition(tx, id, status.as_str(), error)?;
@@ -101,7 +101,7 @@ pub(crate) fn finish_run(
 pub(crate) fn count_resume(tx: &Tx<'_>, id: &str) -> Result<(), StoreError> {
     tx.exec(
         "UPDATE runs SET resumes = resumes + 1 WHERE id = ? AND status = 'running'",
-        [id],
+        args![id],
     )?;
     Ok(())
 }
@@ -111,7 +111,7 @@ pub(crate) fn uncount_resumes(tx: &Tx<'_>, ids: &[String]) -> Result<(), StoreEr
     for id in ids {
         tx.exec(
             "UPDATE runs SET resumes = resumes - 1 WHERE id = ? AND resumes > 0",
-            [id],
+            args![id],
         )?;
     }
     Ok(())
@@ -121,7 +121,7 @@ pub(crate) fn uncount_resumes(tx: &Tx<'_>, ids: &[String]) -> Result<(), StoreEr
 pub(crate) fn reset_resumes(tx: &Tx<'_>, id: &str) -> Result<(), StoreError> {
     tx.exec(
         "UPDATE runs SET resumes = 0 WHERE id = ? AND resumes <> 0",
-        [id],
+        args![id],
     )?;
     Ok(())
 }
@@ -130,7 +130,7 @@ pub(crate) fn reset_resumes(tx: &Tx<'_>, id: &str) -> Result<(), StoreError> {
 pub(crate) fn request_cancel(tx: &Tx<'_>, id: &str) -> Result<bool, StoreError> {
     Ok(tx.exec(
         "UPDATE runs SET cancel_requested = 1 WHERE id = ? AND status IN ('queued', 'running')",
-        [id],
+        args![id],
     )? == 1)
 }
 
@@ -143,7 +143,7 @@ fn run_transition(
 ) -> Result<(), StoreError> {
     tx.exec(
         "INSERT INTO transitions (run_id, step_id, item, status, attempt, at, detail) VALUES (?, NULL, -1, ?, 0, ?, ?)",
-        params![run, status, now_us(), detail],
+        args![run, status, now_us(), detail],
     )?;
     Ok(())
 }
@@ -197,7 +197,7 @@ pub(crate) fn apply_tasks(
                 lease_until,
             } => tx.row(
                 CLAIM_SQL,
-                params![
+                args![
                     key.run,
                     key.step,
                     key.item,
@@ -209,7 +209,7 @@ pub(crate) fn apply_tasks(
                     now,
                     now_micros
                 ],
-                |r| r.get::<_, i64>(0),
+                |r| r.get::<i64>(0),
             )?,
             Change::Settle {
                 owner,
@@ -223,7 +223,7 @@ pub(crate) fn apply_tasks(
                 let finished_at = status.is_terminal().then_some(now);
                 let attempt = tx.row(
                     SETTLE_SQL,
-                    params![
+                    args![
                         key.run,
                         key.step,
                         key.item,
@@ -239,7 +239,7 @@ pub(crate) fn apply_tasks(
                         owner,
                         now_micros
                     ],
-                    |r| r.get::<_, i64>(0),
+                    |r| r.get::<i64>(0),
                 )?;
                 if attempt.is_none() && owner.is_some() {
                     return Err(StoreError::Conflict(format!(
@@ -267,7 +267,7 @@ pub(crate) fn settle(tx: &Tx<'_>, change: &TaskChange) -> Result<bool, StoreErro
 pub(crate) fn renew_leases(tx: &Tx<'_>, owner: &str, until: i64) -> Result<u64, StoreError> {
     Ok(tx.exec(
         "UPDATE steps SET lease_until = ? WHERE lease_owner = ? AND status = 'running'",
-        params![until, owner],
+        args![until, owner],
     )? as u64)
 }
 
@@ -278,7 +278,7 @@ pub(crate) fn insert_approval(tx: &Tx<'_>, a: &ApprovalRow) -> Result<(), StoreE
     tx.exec(
         "INSERT INTO approvals (run_id, step_id, item, message, approvers, default_approve, expires_at, created_at) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-        params![
+        args![
             a.run_id,
             a.step_id,
             a.item,
@@ -303,7 +303,7 @@ pub(crate) fn decide_approval(
     Ok(tx.exec(
         "UPDATE approvals SET decision = ?, decided_by = ?, comment = ?, decided_at = ? \
          WHERE run_id = ? AND step_id = ? AND item = ? AND decision IS NULL",
-        params![decision, by, comment, now_ms(), key.run, key.step, key.item],
+        args![decision, by, comment, now_ms(), key.run, key.step, key.item],
     )? == 1)
 }
 
@@ -319,7 +319,7 @@ pub(crate) fn upsert_schedule(
         "INSERT INTO schedules (playbook, idx, cron, next_fire_at) VALUES (?, ?, ?, ?) \
          ON CONFLICT (playbook, idx) DO UPDATE SET next_fire_at = CASE WHEN schedules.cron = excluded.cron \
          THEN schedules.next_fire_at ELSE excluded.next_fire_at END, cron = excluded.cron",
-        params![playbook, idx, cron, next_fire_at],
+        args![playbook, idx, cron, next_fire_at],
     )?;
     Ok(())
 }
@@ -328,7 +328,7 @@ pub(crate) fn upsert_schedule(
 pub(crate) fn drop_schedules(tx: &Tx<'_>, playbook: &str, from: i64) -> Result<(), StoreError> {
     tx.exec(
         "DELETE FROM schedules WHERE playbook = ? AND idx >= ?",
-        params![playbook, from],
+        args![playbook, from],
     )?;
     Ok(())
 }
@@ -343,7 +343,7 @@ pub(crate) fn advance_schedule(
 ) -> Result<bool, StoreError> {
     Ok(tx.exec(
         "UPDATE schedules SET next_fire_at = ? WHERE playbook = ? AND idx = ? AND next_fire_at = ?",
-        params![next, playbook, idx, expected],
+        args![next, playbook, idx, expected],
     )? == 1)
 }
 
@@ -355,11 +355,11 @@ pub(crate) fn ensure_hook(
 ) -> Result<String, StoreError> {
     tx.exec(
         "INSERT INTO hooks (playbook, secret, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-        params![playbook, fresh_sealed, now_ms()],
+        args![playbook, fresh_sealed, now_ms()],
     )?;
     tx.row(
         "SELECT secret FROM hooks WHERE playbook = ?",
-        [playbook],
+        args![playbook],
         |r| r.get(0),
     )?
     .ok_or_else(|| StoreError::Corrupt {
@@ -378,7 +378,7 @@ pub(crate) fn audit(
 ) -> Result<(), StoreError> {
     tx.exec(
         "INSERT INTO audit (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
-        params![now_ms(), actor, action, target, detail.map(text)],
+        args![now_ms(), actor, action, target, detail.map(text)],
     )?;
     Ok(())
 }
@@ -389,7 +389,7 @@ pub(crate) fn copy_succeeded_steps(tx: &Tx<'_>, from: &str, to: &str) -> Result<
         "INSERT INTO steps (run_id, step_id, item, position, action, status, attempt, input, output, started_at, \
          finished_at, changed_at) SELECT ?, step_id, item, position, action, status, attempt, input, output, \
          started_at, finished_at, ? FROM steps WHERE run_id = ? AND status = 'succeeded'",
-        params![to, now_us(), from],
+        args![to, now_us(), from],
     )? as u64;
     if copied > 0 {
         let detail = format!("kept {copied} succeeded task(s) from run {from}");
@@ -402,7 +402,7 @@ pub(crate) fn copy_succeeded_steps(tx: &Tx<'_>, from: &str, to: &str) -> Result<
 pub(crate) fn cancel_children(tx: &Tx<'_>, parent: &str) -> Result<Vec<String>, StoreError> {
     tx.rows(
         "UPDATE runs SET cancel_requested = 1 WHERE parent_run = ? AND status IN ('queued', 'running') RETURNING id",
-        [parent],
+        args![parent],
         |r| r.get(0),
     )
 }
