@@ -29,6 +29,23 @@ pub struct Settings {
     /// may lose the last second of commits) or `fsync` (every commit waits for the disk).
     #[arg(long, global = true, env = "QILA_DURABILITY", value_enum, default_value_t = DurabilityArg::Process)]
     durability: DurabilityArg,
+    /// A PostgreSQL database to keep runs, playbooks and tokens in instead of the data directory's SQLite file
+    /// (`postgres://USER@HOST/DB`): several `qila serve` workers may share it. The data directory still holds
+    /// the vault's key (`secret.key`), which every worker of one database must share.
+    #[arg(long, global = true, env = "QILA_DATABASE_URL", value_parser = database_url)]
+    database: Option<String>,
+}
+
+/// Checks a `--database` value.
+fn database_url(text: &str) -> Result<String, String> {
+    if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "`{text}` is not a PostgreSQL URL: give postgres://USER@HOST[:PORT]/DATABASE (without --database, \
+             the data directory's embedded SQLite is used)"
+        ))
+    }
 }
 
 /// The values of `--durability`.
@@ -48,6 +65,7 @@ impl Settings {
                 DurabilityArg::Process => qila_store::Durability::Process,
                 DurabilityArg::Fsync => qila_store::Durability::Fsync,
             },
+            database: self.database.clone(),
         }
     }
 

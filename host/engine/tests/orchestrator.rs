@@ -918,8 +918,15 @@ async fn versions_are_immutable_and_runs_keep_theirs() {
 }
 
 async fn sqlx_update(store: &Store) -> String {
+    let path = store.path().expect("an SQLite store");
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!(
+        "sqlite:{}",
+        path.display()
+    ))
+    .await
+    .expect("a second connection");
     match sqlx::query("UPDATE playbook_versions SET source = 'x'")
-        .execute(store.pool())
+        .execute(&mut conn)
         .await
     {
         Ok(_) => "updated".into(),

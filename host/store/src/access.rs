@@ -4,7 +4,6 @@ use crate::sql::args;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 
 use crate::Store;
 use crate::error::StoreError;
@@ -113,7 +112,7 @@ fn random_hex(bytes: usize) -> String {
     out
 }
 
-fn token_info(row: &sqlx::sqlite::SqliteRow) -> Result<TokenInfo, StoreError> {
+fn token_info(row: &crate::sql::RowRef<'_>) -> Result<TokenInfo, StoreError> {
     let role: String = row.try_get("role")?;
     Ok(TokenInfo {
         id: row.try_get("id")?,
@@ -167,31 +166,35 @@ impl Store {
         if !token.starts_with("qila_") || token.len() > 256 {
             return Ok(None);
         }
-        sqlx::query("SELECT * FROM tokens WHERE hash = ? AND revoked_at IS NULL")
-            .bind(hash(token))
-            .fetch_optional(self.pool())
-            .await?
-            .as_ref()
-            .map(token_info)
-            .transpose()
+        let hash = hash(token);
+        self.read(move |tx| {
+            tx.row(
+                "SELECT * FROM tokens WHERE hash = ? AND revoked_at IS NULL",
+                args![hash],
+                token_info,
+            )
+        })
+        .await
     }
 
     /// Every token, newest first.
     pub async fn tokens(&self) -> Result<Vec<TokenInfo>, StoreError> {
-        sqlx::query("SELECT * FROM tokens ORDER BY created_at DESC")
-            .fetch_all(self.pool())
-            .await?
-            .iter()
-            .map(token_info)
-            .collect()
+        self.read(|tx| {
+            tx.rows(
+                "SELECT * FROM tokens ORDER BY created_at DESC",
+                args![],
+                token_info,
+            )
+        })
+        .await
     }
 
     /// Whether any token exists (revoked or not).
     pub async fn has_tokens(&self) -> Result<bool, StoreError> {
-        Ok(sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM tokens")
-            .fetch_one(self.pool())
-            .await?
-            > 0)
+        let n: Option<i64> = self
+            .read(|tx| tx.row("SELECT COUNT(*) FROM tokens", args![], |r| r.get(0)))
+            .await?;
+        Ok(n.unwrap_or(0) > 0)
     }
 
     /// Revokes token `id`; false if there is no such live token. Audited as `token.revoke` by `by`.
@@ -213,23 +216,24 @@ impl Store {
 
     /// Audit entries after `after` (a `seq`), oldest first, at most `limit`.
     pub async fn audit_log(&self, after: i64, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM audit WHERE seq > ? ORDER BY seq LIMIT ?")
-            .bind(after)
-            .bind(limit.clamp(1, 10_000) as i64)
-            .fetch_all(self.pool())
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AuditEntry {
-                    seq: r.try_get("seq")?,
-                    at: r.try_get("at")?,
-                    actor: r.try_get("actor")?,
-                    action: r.try_get("action")?,
-                    target: r.try_get("target")?,
-                    detail: crate::record::json_opt(r, "detail", "audit")?,
-                })
-            })
-            .collect()
+        let limit = limit.clamp(1, 10_000);
+        self.read(move |tx| {
+            tx.rows(
+                "SELECT * FROM audit WHERE seq > ? ORDER BY seq LIMIT ?",
+                args![after, limit],
+                |r| {
+                    Ok(AuditEntry {
+                        seq: r.get("seq")?,
+                        at: r.get("at")?,
+                        actor: r.get("actor")?,
+                        action: r.get("action")?,
+                        target: r.get("target")?,
+                        detail: crate::record::json_opt(r, "detail", "audit")?,
+                    })
+                },
+            )
+        })
+        .await
     }
 }
 
@@ -259,7 +263,7 @@ mod tests {
         assert_eq!((found.name.as_str(), found.role), ("ann", Role::Analyst));
         assert!(store.authenticate("qila_nope").await.unwrap().is_none());
         let stored: String = sqlx::query_scalar("SELECT hash FROM tokens")
-            .fetch_one(store.pool())
+            .fetch_one(store.pool().unwrap())
             .await
             .unwrap();
         assert!(!stored.contains(&token[10..]), "only the hash is stored");
@@ -276,10 +280,12 @@ mod tests {
         let store = Store::open(dir.path()).await.unwrap();
         store.create_token("a", Role::Admin, "cli").await.unwrap();
         let update = sqlx::query("UPDATE audit SET actor = 'mallory'")
-            .execute(store.pool())
+            .execute(store.pool().unwrap())
             .await;
         assert!(update.unwrap_err().to_string().contains("append-only"));
-        let delete = sqlx::query("DELETE FROM audit").execute(store.pool()).await;
+        let delete = sqlx::query("DELETE FROM audit")
+            .execute(store.pool().unwrap())
+            .await;
         assert!(delete.unwrap_err().to_string().contains("append-only"));
     }
 }

@@ -609,7 +609,7 @@ impl Store {
     pub async fn event(&self, id: i64) -> Result<Option<EventRow>, StoreError> {
         sqlx::query("SELECT * FROM events WHERE id = ?")
             .bind(id)
-            .fetch_optional(self.pool())
+            .fetch_optional(self.pool()?)
             .await?
             .as_ref()
             .map(event_row)
@@ -626,7 +626,7 @@ impl Store {
             for id in chunk {
                 q = q.bind(id);
             }
-            for r in q.fetch_all(self.pool()).await? {
+            for r in q.fetch_all(self.pool()?).await? {
                 let row = event_row(&r)?;
                 found.insert(row.id, row);
             }
@@ -661,7 +661,7 @@ impl Store {
         sql.push_str(" ORDER BY time_us DESC, id DESC LIMIT ?");
         binds.push(Bind::Int(i64::from(limit) + 1));
         let rows = bind_all(sqlx::query(&sql), binds)
-            .fetch_all(self.pool())
+            .fetch_all(self.pool()?)
             .await?;
         let mut events = rows.iter().map(event_row).collect::<Result<Vec<_>, _>>()?;
         let next_cursor = if events.len() > limit as usize {
@@ -728,7 +728,7 @@ impl Store {
         sqlx::query("SELECT * FROM dead_letters WHERE id < ? ORDER BY id DESC LIMIT ?")
             .bind(before_id.unwrap_or(i64::MAX))
             .bind(i64::from(limit.clamp(1, MAX_PAGE)))
-            .fetch_all(self.pool())
+            .fetch_all(self.pool()?)
             .await?
             .iter()
             .map(dead_letter_row)
@@ -738,7 +738,7 @@ impl Store {
     /// How many dead letters are kept.
     pub async fn dead_letter_count(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM dead_letters")
-            .fetch_one(self.pool())
+            .fetch_one(self.pool()?)
             .await?)
     }
 
@@ -781,7 +781,7 @@ impl Store {
         sql.push_str(" ORDER BY id DESC LIMIT ?");
         binds.push(Bind::Int(i64::from(filter.limit.clamp(1, MAX_PAGE))));
         bind_all(sqlx::query(&sql), binds)
-            .fetch_all(self.pool())
+            .fetch_all(self.pool()?)
             .await?
             .iter()
             .map(alert_row)
@@ -792,7 +792,7 @@ impl Store {
     pub async fn alert(&self, id: &str) -> Result<Option<AlertRow>, StoreError> {
         sqlx::query("SELECT * FROM alerts WHERE id = ?")
             .bind(id)
-            .fetch_optional(self.pool())
+            .fetch_optional(self.pool()?)
             .await?
             .as_ref()
             .map(alert_row)

@@ -565,7 +565,7 @@ mod tests {
             task.await.unwrap();
         }
         let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM plugin_kv WHERE namespace = 'c'")
-            .fetch_one(store.pool())
+            .fetch_one(store.pool().unwrap())
             .await
             .unwrap();
         assert_eq!(count, 64 * 50);
@@ -576,7 +576,7 @@ mod tests {
         use sqlx::{ConnectOptions, Executor};
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).await.unwrap();
-        let mut locker = crate::connect_options(store.path(), Default::default())
+        let mut locker = crate::connect_options(store.path().unwrap(), Default::default())
             .connect()
             .await
             .unwrap();
@@ -599,6 +599,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let options = crate::StoreOptions {
             durability: super::Durability::Fsync,
+            database: None,
         };
         let store = Store::open_with(dir.path(), options).await.unwrap();
         let synchronous = store
@@ -626,7 +627,7 @@ mod tests {
         store.close().await;
         let store = Store::open(dir.path()).await.unwrap();
         let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM plugin_kv WHERE namespace = 'f'")
-            .fetch_one(store.pool())
+            .fetch_one(store.pool().unwrap())
             .await
             .unwrap();
         assert_eq!(count, 20);

@@ -3,7 +3,6 @@
 //! duplicate sent at the same moment, or after a restart, finds the first run instead of starting another.
 
 use crate::sql::args;
-use sqlx::Row;
 
 use crate::Store;
 use crate::error::StoreError;
@@ -58,23 +57,22 @@ pub(crate) fn claim_run_key(tx: &Tx<'_>, key: &RunKey, run_id: &str) -> Result<b
 impl Store {
     /// The live claim of `key`, if any, compared with `key`'s fingerprint.
     pub async fn run_key(&self, key: &RunKey) -> Result<Option<ClaimedKey>, StoreError> {
-        let row = sqlx::query(
-            "SELECT fingerprint, run_id, created_at FROM run_keys WHERE scope = ? AND key = ? AND expires_at > ?",
-        )
-        .bind(&key.scope)
-        .bind(&key.key)
-        .bind(now_ms())
-        .fetch_optional(self.pool())
-        .await?;
-        row.map(|r| {
-            let fingerprint: String = r.try_get("fingerprint")?;
-            Ok(ClaimedKey {
-                run_id: r.try_get("run_id")?,
-                same_request: fingerprint == key.fingerprint,
-                created_at: r.try_get("created_at")?,
-            })
+        let key = key.clone();
+        self.read(move |tx| {
+            tx.row(
+                "SELECT fingerprint, run_id, created_at FROM run_keys WHERE scope = ? AND key = ? AND expires_at > ?",
+                args![key.scope, key.key, now_ms()],
+                |r| {
+                    let fingerprint: String = r.get("fingerprint")?;
+                    Ok(ClaimedKey {
+                        run_id: r.get("run_id")?,
+                        same_request: fingerprint == key.fingerprint,
+                        created_at: r.get("created_at")?,
+                    })
+                },
+            )
         })
-        .transpose()
+        .await
     }
 }
 

@@ -9,13 +9,15 @@ use crate::record::now_ms;
 impl Store {
     /// The value under `key` in `namespace`.
     pub async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let value =
-            sqlx::query_scalar("SELECT value FROM plugin_kv WHERE namespace = ? AND key = ?")
-                .bind(namespace)
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(value)
+        let (namespace, key) = (namespace.to_owned(), key.to_owned());
+        self.read(move |tx| {
+            tx.row(
+                "SELECT value FROM plugin_kv WHERE namespace = ? AND key = ?",
+                args![namespace, key],
+                |r| r.get(0),
+            )
+        })
+        .await
     }
 
     /// Stores `value` under `key` in `namespace` (through the journal: committed when this returns).

@@ -23,9 +23,11 @@ mod events;
 mod journal;
 mod keys;
 mod kv;
+mod migrate;
 mod plugins;
 pub mod query;
 mod read;
+mod readers;
 mod record;
 mod sql;
 mod task;
@@ -85,10 +87,12 @@ const PROBE_CACHE: Duration = Duration::from_secs(1);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How the store is opened.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct StoreOptions {
-    /// How durable a commit is before its caller is answered.
+    /// How durable a commit is before its caller is answered (SQLite; PostgreSQL's durability is the server's).
     pub durability: Durability,
+    /// A PostgreSQL database (`postgres://USER@HOST/DB`) to use instead of the data directory's SQLite file.
+    pub database: Option<String>,
 }
 
 /// How every sqlx connection to `path` is opened (the journal's own connection: `journal.rs`).
@@ -111,13 +115,22 @@ pub(crate) fn connect_options(path: &Path, durability: Durability) -> SqliteConn
 /// A handle on the database. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
+    dialect: Dialect,
+    journal: Journal,
+    readers: Arc<readers::Readers>,
+    /// SQLite only: the sqlx pool and writer of the SIEM's tables.
+    sqlite: Option<Arc<SqliteSide>>,
+    vault: Vault,
+    health: Arc<Health>,
+}
+
+/// What only the SQLite store has: its file, and the sqlx connections of the SIEM.
+#[derive(Debug)]
+struct SqliteSide {
     pool: SqlitePool,
     path: PathBuf,
-    journal: Journal,
-    vault: Vault,
     /// The SIEM's writer: events, dead letters, alerts and retention.
-    bulk: Arc<Mutex<WriterConn>>,
-    health: Arc<Health>,
+    bulk: Mutex<WriterConn>,
 }
 
 /// The writers' health cells and the last probe.
@@ -152,41 +165,88 @@ impl Store {
         Self::open_with(data_dir, StoreOptions::default()).await
     }
 
-    /// [`Store::open`] with `options`.
+    /// [`Store::open`] with `options`: on `options.database` if set (PostgreSQL, migrated first), else on the data
+    /// directory's SQLite file. The data directory holds the vault's key either way.
     pub async fn open_with(data_dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Io(data_dir.to_path_buf(), e))?;
-        let path = data_dir.join(DATABASE_FILE);
-        let durability = options.durability;
-        let options = connect_options(&path, durability);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            // A connection SQLite could only open read-only (the file was not writable at that moment) would
-            // fail every write given to it for as long as the pool keeps it: refuse it, and connect again later.
-            .after_connect(|conn, _| Box::pin(writer::check_writable(conn)))
-            .connect_with(options.clone())
-            .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
         let vault = Vault::open(data_dir)?;
-        seal_plain_hook_secrets(&pool, &vault).await?;
         let health = Arc::new(Health::default());
-        let journal = Journal::new(
-            journal::Target::Sqlite(path.clone(), durability),
-            health.journal.clone(),
-        );
-        let bulk = Arc::new(Mutex::new(WriterConn::new(options, health.events.clone())));
-        Ok(Self {
-            pool,
-            path,
-            journal,
-            vault,
-            bulk,
-            health,
-        })
+        let store = match options.database {
+            Some(url) => {
+                let migrating = url.clone();
+                tokio::task::spawn_blocking(move || {
+                    let mut conn = sql::PgConn::connect(&migrating)?;
+                    migrate::migrate(&mut conn)
+                })
+                .await
+                .map_err(|_| StoreError::WriterGone)??;
+                let target = journal::Target::Postgres(url);
+                Self {
+                    dialect: Dialect::Postgres,
+                    journal: Journal::new(target.clone(), health.journal.clone()),
+                    readers: readers::Readers::new(target),
+                    sqlite: None,
+                    vault,
+                    health,
+                }
+            }
+            None => {
+                let path = data_dir.join(DATABASE_FILE);
+                let durability = options.durability;
+                let options = connect_options(&path, durability);
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(8)
+                    // A connection SQLite could only open read-only (the file was not writable at that moment)
+                    // would fail every write given to it for as long as the pool keeps it: refuse it, and connect
+                    // again later.
+                    .after_connect(|conn, _| Box::pin(writer::check_writable(conn)))
+                    .connect_with(options.clone())
+                    .await?;
+                sqlx::migrate!("./migrations").run(&pool).await?;
+                let target = journal::Target::Sqlite(path.clone(), durability);
+                Self {
+                    dialect: Dialect::Sqlite,
+                    journal: Journal::new(target.clone(), health.journal.clone()),
+                    readers: readers::Readers::new(target),
+                    sqlite: Some(Arc::new(SqliteSide {
+                        pool,
+                        path,
+                        bulk: Mutex::new(WriterConn::new(options, health.events.clone())),
+                    })),
+                    vault,
+                    health,
+                }
+            }
+        };
+        store.seal_plain_hook_secrets().await?;
+        Ok(store)
     }
 
-    /// Where the database file is.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Which database this store is on.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Runs `f` on a read connection (see `readers.rs`).
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Tx<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.readers.read(f).await
+    }
+
+    /// The SQLite side (the SIEM's tables), or an error on PostgreSQL.
+    fn sqlite(&self) -> Result<&SqliteSide, StoreError> {
+        self.sqlite.as_deref().ok_or(StoreError::Invalid(
+            "the SIEM's event tables are not available on PostgreSQL yet; run the SIEM on the embedded SQLite store"
+                .into(),
+        ))
+    }
+
+    /// Where the database file is (SQLite only).
+    pub fn path(&self) -> Option<&Path> {
+        self.sqlite.as_deref().map(|s| s.path.as_path())
     }
 
     /// The journal, through which every write but the SIEM's goes.
@@ -205,9 +265,9 @@ impl Store {
         &self.vault
     }
 
-    /// The connection pool, for reads.
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
+    /// The SQLite connection pool of the SIEM's reads.
+    pub(crate) fn pool(&self) -> Result<&SqlitePool, StoreError> {
+        Ok(&self.sqlite()?.pool)
     }
 
     /// What the writers last saw (no database access).
@@ -239,7 +299,10 @@ impl Store {
             }),
         );
         let events = tokio::time::timeout(PROBE_TIMEOUT, async {
-            let mut writer = self.bulk.lock().await;
+            let Some(sqlite) = &self.sqlite else {
+                return Ok(());
+            };
+            let mut writer = sqlite.bulk.lock().await;
             let result = match writer.begin().await {
                 Ok(c) => probe_write(c).await,
                 Err(e) => Err(e),
@@ -266,7 +329,7 @@ impl Store {
         &self,
         f: impl for<'c> FnOnce(&'c mut SqliteConnection) -> WriteFuture<'c, T>,
     ) -> Result<T, StoreError> {
-        let mut writer = self.bulk.lock().await;
+        let mut writer = self.sqlite()?.bulk.lock().await;
         let result = match writer.begin().await {
             Ok(c) => f(c).await,
             Err(e) => return Err(e),
@@ -277,8 +340,11 @@ impl Store {
     /// Commits what was sent to the journal, closes it, and closes the pool.
     pub async fn close(&self) {
         self.journal.close().await;
-        self.bulk.lock().await.reset().await;
-        self.pool.close().await;
+        self.readers.close();
+        if let Some(sqlite) = &self.sqlite {
+            sqlite.bulk.lock().await.reset().await;
+            sqlite.pool.close().await;
+        }
     }
 }
 
@@ -296,19 +362,32 @@ pub fn hook_secret_name(playbook: &str) -> String {
     format!("hook:{playbook}")
 }
 
-/// Seals webhook secrets stored in plain text by a version before encryption at rest.
-async fn seal_plain_hook_secrets(pool: &SqlitePool, vault: &Vault) -> Result<(), StoreError> {
-    let plain: Vec<(String, String)> =
-        sqlx::query_as("SELECT playbook, secret FROM hooks WHERE secret NOT LIKE 'sealed1:%'")
-            .fetch_all(pool)
+impl Store {
+    /// Seals webhook secrets stored in plain text by a version before encryption at rest.
+    async fn seal_plain_hook_secrets(&self) -> Result<(), StoreError> {
+        let plain: Vec<(String, String)> = self
+            .read(|tx| {
+                tx.rows(
+                    "SELECT playbook, secret FROM hooks WHERE secret NOT LIKE 'sealed1:%'",
+                    args![],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+            })
             .await?;
-    for (playbook, secret) in plain {
-        let sealed = vault.seal_text(&hook_secret_name(&playbook), &secret)?;
-        sqlx::query("UPDATE hooks SET secret = ? WHERE playbook = ?")
-            .bind(sealed)
-            .bind(&playbook)
-            .execute(pool)
-            .await?;
+        for (playbook, secret) in plain {
+            let sealed = self
+                .vault
+                .seal_text(&hook_secret_name(&playbook), &secret)?;
+            self.journal
+                .write(move |tx| {
+                    tx.exec(
+                        "UPDATE hooks SET secret = ? WHERE playbook = ?",
+                        args![sealed, playbook],
+                    )
+                    .map(|_| ())
+                })
+                .await?;
+        }
+        Ok(())
     }
-    Ok(())
 }

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use crate::sql::args;
 use serde::Serialize;
 use serde_json::{Value, json};
-use sqlx::Row;
 
 use crate::record::now_ms;
 use crate::{Store, StoreError, write};
@@ -69,7 +68,9 @@ impl Store {
         self.journal()
             .write(move |tx| {
                 tx.exec(
-                    "INSERT OR REPLACE INTO trusted_keys (id, public_key, vendor, added_by, added_at) VALUES (?, ?, ?, ?, ?)",
+                    "INSERT INTO trusted_keys (id, public_key, vendor, added_by, added_at) VALUES (?, ?, ?, ?, ?) \
+                     ON CONFLICT (id) DO UPDATE SET public_key = excluded.public_key, vendor = excluded.vendor, \
+                     added_by = excluded.added_by, added_at = excluded.added_at",
                     args![row.id, row.public_key, row.vendor, row.added_by, row.added_at],
                 )?;
                 let detail = json!({"vendor": row.vendor});
@@ -94,20 +95,22 @@ impl Store {
 
     /// Every trusted key, oldest first.
     pub async fn trusted_keys(&self) -> Result<Vec<TrustedKeyRow>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM trusted_keys ORDER BY added_at, id")
-            .fetch_all(self.pool())
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(TrustedKeyRow {
-                    id: r.try_get("id")?,
-                    public_key: r.try_get("public_key")?,
-                    vendor: r.try_get("vendor")?,
-                    added_by: r.try_get("added_by")?,
-                    added_at: r.try_get("added_at")?,
-                })
-            })
-            .collect()
+        self.read(|tx| {
+            tx.rows(
+                "SELECT * FROM trusted_keys ORDER BY added_at, id",
+                args![],
+                |r| {
+                    Ok(TrustedKeyRow {
+                        id: r.get("id")?,
+                        public_key: r.get("public_key")?,
+                        vendor: r.get("vendor")?,
+                        added_by: r.get("added_by")?,
+                        added_at: r.get("added_at")?,
+                    })
+                },
+            )
+        })
+        .await
     }
 
     /// Records an installed package as the active version of its plugin (the previous active version stays
@@ -115,10 +118,14 @@ impl Store {
     pub async fn record_install(&self, row: InstallRow) -> Result<(), StoreError> {
         self.journal()
             .write(move |tx| {
-                tx.exec("UPDATE plugin_installs SET active = 0 WHERE name = ?", args![&row.name])?;
+                tx.exec("UPDATE plugin_installs SET active = FALSE WHERE name = ?", args![&row.name])?;
                 tx.exec(
-                    "INSERT OR REPLACE INTO plugin_installs (name, version, package_digest, component_sha256, manifest, \
-                     grants, signer, file, installed_by, installed_at, active) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
+                    "INSERT INTO plugin_installs (name, version, package_digest, component_sha256, manifest, \
+                     grants, signer, file, installed_by, installed_at, active) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, TRUE) \
+                     ON CONFLICT (name, version) DO UPDATE SET package_digest = excluded.package_digest, \
+                     component_sha256 = excluded.component_sha256, manifest = excluded.manifest, grants = excluded.grants, \
+                     signer = excluded.signer, file = excluded.file, installed_by = excluded.installed_by, \
+                     installed_at = excluded.installed_at, active = TRUE",
                     args![
                         row.name,
                         row.version,
@@ -153,7 +160,7 @@ impl Store {
         self.journal()
             .write(move |tx| {
                 let changed = tx.exec(
-                    "UPDATE plugin_installs SET grants = ? WHERE name = ? AND active = 1",
+                    "UPDATE plugin_installs SET grants = ? WHERE name = ? AND active",
                     args![grants.to_string(), name],
                 )? == 1;
                 if changed {
@@ -170,11 +177,10 @@ impl Store {
         let sql = if all_versions {
             "SELECT * FROM plugin_installs ORDER BY name, installed_at"
         } else {
-            "SELECT * FROM plugin_installs WHERE active = 1 ORDER BY name"
+            "SELECT * FROM plugin_installs WHERE active ORDER BY name"
         };
-        let rows = sqlx::query(sql).fetch_all(self.pool()).await?;
-        rows.iter()
-            .map(|r| {
+        self.read(move |tx| {
+            tx.rows(sql, args![], |r| {
                 let json = |col: &str| -> Result<Value, StoreError> {
                     let text: String = r.try_get(col)?;
                     serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
@@ -193,10 +199,11 @@ impl Store {
                     file: r.try_get("file")?,
                     installed_by: r.try_get("installed_by")?,
                     installed_at: r.try_get("installed_at")?,
-                    active: r.try_get::<i64, _>("active")? == 1,
+                    active: r.try_get::<bool>("active")?,
                 })
             })
-            .collect()
+        })
+        .await
     }
 
     /// Sets secret `name` to `value`, sealed. Audited as `secret.set` (the name only).
@@ -206,7 +213,8 @@ impl Store {
         self.journal()
             .write(move |tx| {
                 tx.exec(
-                    "INSERT OR REPLACE INTO secrets (name, sealed, updated_by, updated_at) VALUES (?, ?, ?, ?)",
+                    "INSERT INTO secrets (name, sealed, updated_by, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (name) \
+                     DO UPDATE SET sealed = excluded.sealed, updated_by = excluded.updated_by, updated_at = excluded.updated_at",
                     args![name, sealed, by, now_ms()],
                 )?;
                 write::audit(tx, &by, "secret.set", &name, None)
@@ -230,29 +238,33 @@ impl Store {
 
     /// The names of the stored secrets, without values.
     pub async fn secrets(&self) -> Result<Vec<SecretInfo>, StoreError> {
-        let rows = sqlx::query("SELECT name, updated_by, updated_at FROM secrets ORDER BY name")
-            .fetch_all(self.pool())
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(SecretInfo {
-                    name: r.try_get("name")?,
-                    updated_by: r.try_get("updated_by")?,
-                    updated_at: r.try_get("updated_at")?,
-                })
-            })
-            .collect()
+        self.read(|tx| {
+            tx.rows(
+                "SELECT name, updated_by, updated_at FROM secrets ORDER BY name",
+                args![],
+                |r| {
+                    Ok(SecretInfo {
+                        name: r.get("name")?,
+                        updated_by: r.get("updated_by")?,
+                        updated_at: r.get("updated_at")?,
+                    })
+                },
+            )
+        })
+        .await
     }
 
     /// Every stored secret's value, opened: for the host's secret store, never for an API response.
     pub async fn secret_values(&self) -> Result<HashMap<String, String>, StoreError> {
-        let rows = sqlx::query("SELECT name, sealed FROM secrets")
-            .fetch_all(self.pool())
+        let rows: Vec<(String, Vec<u8>)> = self
+            .read(|tx| {
+                tx.rows("SELECT name, sealed FROM secrets", args![], |r| {
+                    Ok((r.get("name")?, r.get("sealed")?))
+                })
+            })
             .await?;
         let mut out = HashMap::new();
-        for r in &rows {
-            let name: String = r.try_get("name")?;
-            let sealed: Vec<u8> = r.try_get("sealed")?;
+        for (name, sealed) in rows {
             let plain = self.vault().open_sealed(&name, &sealed)?;
             let value = String::from_utf8(plain).map_err(|_| StoreError::Corrupt {
                 table: "secrets",

@@ -21,7 +21,9 @@ pub(crate) struct Readers {
 
 impl std::fmt::Debug for Readers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Readers").field("target", &self.target).finish_non_exhaustive()
+        f.debug_struct("Readers")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
     }
 }
 

@@ -1,9 +1,8 @@
 //! The rows the store keeps about playbook versions, runs and their tasks, and how they are decoded.
 
+use crate::sql::RowRef;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 
 use crate::error::StoreError;
 
@@ -276,7 +275,7 @@ pub struct ApprovalRow {
 }
 
 pub(crate) fn json(
-    row: &SqliteRow,
+    row: &RowRef<'_>,
     column: &str,
     table: &'static str,
 ) -> Result<Value, StoreError> {
@@ -288,7 +287,7 @@ pub(crate) fn json(
 }
 
 pub(crate) fn json_opt(
-    row: &SqliteRow,
+    row: &RowRef<'_>,
     column: &str,
     table: &'static str,
 ) -> Result<Option<Value>, StoreError> {
@@ -303,7 +302,7 @@ pub(crate) fn json_opt(
 }
 
 fn parse_enum<T>(
-    row: &SqliteRow,
+    row: &RowRef<'_>,
     column: &str,
     table: &'static str,
     parse: fn(&str) -> Option<T>,
@@ -316,7 +315,7 @@ fn parse_enum<T>(
 }
 
 impl VersionRow {
-    pub(crate) fn from_row(row: &SqliteRow) -> Result<Self, StoreError> {
+    pub(crate) fn from_row(row: &RowRef<'_>) -> Result<Self, StoreError> {
         Ok(Self {
             name: row.try_get("name")?,
             version: row.try_get("version")?,
@@ -344,7 +343,7 @@ pub struct UnfinishedRun {
 }
 
 impl RunRow {
-    pub(crate) fn from_row(row: &SqliteRow) -> Result<Self, StoreError> {
+    pub(crate) fn from_row(row: &RowRef<'_>) -> Result<Self, StoreError> {
         Ok(Self {
             id: row.try_get("id")?,
             playbook: row.try_get("playbook")?,
@@ -359,9 +358,9 @@ impl RunRow {
             parent_run: row.try_get("parent_run")?,
             parent_step: row.try_get("parent_step")?,
             parent_item: row.try_get("parent_item")?,
-            parent_wait: row.try_get::<i64, _>("parent_wait")? != 0,
+            parent_wait: row.try_get::<i64>("parent_wait")? != 0,
             rerun_of: row.try_get("rerun_of")?,
-            cancel_requested: row.try_get::<i64, _>("cancel_requested")? != 0,
+            cancel_requested: row.try_get::<i64>("cancel_requested")? != 0,
             created_at: row.try_get("created_at")?,
             started_at: row.try_get("started_at")?,
             finished_at: row.try_get("finished_at")?,
@@ -371,7 +370,7 @@ impl RunRow {
 }
 
 impl StepRow {
-    pub(crate) fn from_row(row: &SqliteRow) -> Result<Self, StoreError> {
+    pub(crate) fn from_row(row: &RowRef<'_>) -> Result<Self, StoreError> {
         Ok(Self {
             run_id: row.try_get("run_id")?,
             step_id: row.try_get("step_id")?,
@@ -394,7 +393,7 @@ impl StepRow {
 }
 
 impl Transition {
-    pub(crate) fn from_row(row: &SqliteRow) -> Result<Self, StoreError> {
+    pub(crate) fn from_row(row: &RowRef<'_>) -> Result<Self, StoreError> {
         Ok(Self {
             seq: row.try_get("seq")?,
             run_id: row.try_get("run_id")?,
@@ -409,7 +408,7 @@ impl Transition {
 }
 
 impl ApprovalRow {
-    pub(crate) fn from_row(row: &SqliteRow) -> Result<Self, StoreError> {
+    pub(crate) fn from_row(row: &RowRef<'_>) -> Result<Self, StoreError> {
         let approvers = json(row, "approvers", "approvals")?;
         let approvers = serde_json::from_value(approvers).map_err(|e| StoreError::Corrupt {
             table: "approvals",
@@ -421,7 +420,7 @@ impl ApprovalRow {
             item: row.try_get("item")?,
             message: row.try_get("message")?,
             approvers,
-            default_approve: row.try_get::<i64, _>("default_approve")? != 0,
+            default_approve: row.try_get::<i64>("default_approve")? != 0,
             expires_at: row.try_get("expires_at")?,
             created_at: row.try_get("created_at")?,
             decision: row.try_get("decision")?,

@@ -146,6 +146,13 @@ impl ToSql for Arg<'_> {
                 _ => return Err(mismatch("number", ty)),
             },
             Arg::Text(s) => match *ty {
+                // PostgreSQL's text cannot hold NUL (SQLite's can): it is stored as U+FFFD. JSON never holds one
+                // raw (serde_json escapes it as \u0000).
+                Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN
+                    if s.contains('\0') =>
+                {
+                    out.put_slice(s.replace('\0', "\u{fffd}").as_bytes())
+                }
                 Type::TEXT
                 | Type::VARCHAR
                 | Type::BPCHAR
@@ -312,27 +319,12 @@ impl<T: FromVal> FromVal for Option<T> {
     }
 }
 
-/// Which column of a row.
-pub(crate) trait ColumnIndex: Copy + std::fmt::Display {
-    fn index_in(self, names: &mut dyn Iterator<Item = &str>) -> Option<usize>;
+/// Which column of a row: its index or its name (both drivers look either up).
+pub(crate) trait ColumnIndex:
+    rusqlite::RowIndex + postgres::row::RowIndex + std::fmt::Display + Copy
+{
 }
-impl ColumnIndex for usize {
-    fn index_in(self, _: &mut dyn Iterator<Item = &str>) -> Option<usize> {
-        Some(self)
-    }
-}
-impl ColumnIndex for &str {
-    fn index_in(self, names: &mut dyn Iterator<Item = &str>) -> Option<usize> {
-        let mut i = 0;
-        for n in names {
-            if n == self {
-                return Some(i);
-            }
-            i += 1;
-        }
-        None
-    }
-}
+impl<I: rusqlite::RowIndex + postgres::row::RowIndex + std::fmt::Display + Copy> ColumnIndex for I {}
 
 /// A row of either database, read by column index or name.
 pub(crate) enum RowRef<'r> {
@@ -344,20 +336,8 @@ impl RowRef<'_> {
     /// Column `col`, as `T`.
     pub(crate) fn get<T: FromVal>(&self, col: impl ColumnIndex) -> Result<T, StoreError> {
         let val: Val = match self {
-            Self::Sqlite(row) => {
-                let stmt = row.as_ref();
-                let names = stmt.column_names();
-                let idx = col
-                    .index_in(&mut names.iter().copied())
-                    .ok_or_else(|| no_column(col))?;
-                row.get(idx)?
-            }
-            Self::Postgres(row) => {
-                let idx = col
-                    .index_in(&mut row.columns().iter().map(|c| c.name()))
-                    .ok_or_else(|| no_column(col))?;
-                row.try_get(idx).map_err(StoreError::from)?
-            }
+            Self::Sqlite(row) => row.get(col)?,
+            Self::Postgres(row) => row.try_get(col).map_err(StoreError::from)?,
         };
         T::from_val(val).map_err(|v| StoreError::Corrupt {
             table: "row",
@@ -371,20 +351,14 @@ impl RowRef<'_> {
     }
 }
 
-fn no_column(col: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt {
-        table: "row",
-        message: format!("no column {col}"),
-    }
-}
-
 /// `sql` with its `?` placeholders numbered for PostgreSQL (`$1`, `$2`, ...); a `?` inside a quoted string or
 /// identifier is left alone.
 pub(crate) fn numbered(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len() + 16);
     let mut n = 0;
     let mut quote: Option<char> = None;
-    for c in sql.chars() {
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
         match (quote, c) {
             (None, '\'' | '"') => {
                 quote = Some(c);
@@ -395,9 +369,16 @@ pub(crate) fn numbered(sql: &str) -> String {
                 out.push(c);
             }
             (None, '?') => {
-                n += 1;
                 out.push('$');
-                out.push_str(&n.to_string());
+                if chars.peek().is_some_and(char::is_ascii_digit) {
+                    // `?NNN`: SQLite's numbered placeholder is PostgreSQL's `$NNN`.
+                    while let Some(d) = chars.next_if(char::is_ascii_digit) {
+                        out.push(d);
+                    }
+                } else {
+                    n += 1;
+                    out.push_str(&n.to_string());
+                }
             }
             _ => out.push(c),
         }
@@ -596,6 +577,7 @@ mod tests {
             "SELECT a FROM t WHERE b = $1 AND c = '?' AND d IN ($2, $3)"
         );
         assert_eq!(numbered("SELECT \"a?\" FROM t"), "SELECT \"a?\" FROM t");
+        assert_eq!(numbered("VALUES (?1, ?12, ?1)"), "VALUES ($1, $12, $1)");
     }
 
     #[test]

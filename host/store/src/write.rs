@@ -44,7 +44,7 @@ pub(crate) fn insert_run(tx: &Tx<'_>, r: &RunRow) -> Result<(), StoreError> {
     tx.exec(
         "INSERT INTO runs (id, playbook, version, status, inputs, outputs, error, trigger, started_by, parent_run, \
          parent_step, parent_item, parent_wait, rerun_of, cancel_requested, created_at, started_at, finished_at, tlp) \
-         VALUES (?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, NULL, ?)",
+         VALUES (?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?, ?, ?, ?, ?, FALSE, ?, ?, NULL, ?)",
         args![
             r.id,
             r.playbook,
@@ -129,7 +129,7 @@ pub(crate) fn reset_resumes(tx: &Tx<'_>, id: &str) -> Result<(), StoreError> {
 /// Marks a run for cancellation; false if it has ended already.
 pub(crate) fn request_cancel(tx: &Tx<'_>, id: &str) -> Result<bool, StoreError> {
     Ok(tx.exec(
-        "UPDATE runs SET cancel_requested = 1 WHERE id = ? AND status IN ('queued', 'running')",
+        "UPDATE runs SET cancel_requested = TRUE WHERE id = ? AND status IN ('queued', 'running')",
         args![id],
     )? == 1)
 }
@@ -167,7 +167,7 @@ const CLAIM_SQL: &str = "INSERT INTO steps (run_id, step_id, item, position, act
      wake_at = NULL, error = NULL, changed_at = excluded.changed_at, \
      started_at = COALESCE(steps.started_at, excluded.started_at) \
      WHERE steps.status IN ('queued', 'waiting') \
-     OR (steps.status = 'running' AND (steps.lease_owner IS NOT excluded.lease_owner OR steps.lease_until < ?9)) \
+     OR (steps.status = 'running' AND (steps.lease_owner IS DISTINCT FROM excluded.lease_owner OR steps.lease_until < ?9)) \
      RETURNING attempt";
 
 /// Applies task changes, settles before claims (a command never claims a task and then settles it). For each,
@@ -387,8 +387,8 @@ pub(crate) fn audit(
 pub(crate) fn copy_succeeded_steps(tx: &Tx<'_>, from: &str, to: &str) -> Result<u64, StoreError> {
     let copied = tx.exec(
         "INSERT INTO steps (run_id, step_id, item, position, action, status, attempt, input, output, started_at, \
-         finished_at, changed_at) SELECT ?, step_id, item, position, action, status, attempt, input, output, \
-         started_at, finished_at, ? FROM steps WHERE run_id = ? AND status = 'succeeded'",
+         finished_at, changed_at) SELECT CAST(? AS TEXT), step_id, item, position, action, status, attempt, input, \
+         output, started_at, finished_at, CAST(? AS BIGINT) FROM steps WHERE run_id = ? AND status = 'succeeded'",
         args![to, now_us(), from],
     )? as u64;
     if copied > 0 {
@@ -401,7 +401,7 @@ pub(crate) fn copy_succeeded_steps(tx: &Tx<'_>, from: &str, to: &str) -> Result<
 /// Asks every unfinished child run of `parent` to cancel; returns their ids.
 pub(crate) fn cancel_children(tx: &Tx<'_>, parent: &str) -> Result<Vec<String>, StoreError> {
     tx.rows(
-        "UPDATE runs SET cancel_requested = 1 WHERE parent_run = ? AND status IN ('queued', 'running') RETURNING id",
+        "UPDATE runs SET cancel_requested = TRUE WHERE parent_run = ? AND status IN ('queued', 'running') RETURNING id",
         args![parent],
         |r| r.get(0),
     )

@@ -281,7 +281,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::Store::open(dir.path()).await.unwrap();
         // What SQLite falls back to when it cannot open the file for writing.
-        let options = crate::connect_options(&store.path, Default::default()).read_only(true);
+        let options =
+            crate::connect_options(store.path().unwrap(), Default::default()).read_only(true);
         let mut writer = WriterConn::new(options, HealthCell::default());
         let err = writer.get().await.expect_err("a read-only connection");
         assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
@@ -289,7 +290,7 @@ mod tests {
         let health = writer.health.get();
         assert!(!health.ok && health.failures == 1, "{health:?}");
         // Writable again (here: a writable connection), the same writer heals.
-        writer.options = crate::connect_options(&store.path, Default::default());
+        writer.options = crate::connect_options(store.path().unwrap(), Default::default());
         writer.begin().await.unwrap();
         writer.finish(Ok(())).await.unwrap();
         assert!(writer.health.get().ok);
@@ -299,17 +300,18 @@ mod tests {
     async fn a_read_only_connection_is_refused_even_while_another_holds_the_write_lock() {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::Store::open(dir.path()).await.unwrap();
-        let mut locker = crate::connect_options(&store.path, Default::default())
+        let mut locker = crate::connect_options(store.path().unwrap(), Default::default())
             .connect()
             .await
             .unwrap();
         locker.execute("BEGIN IMMEDIATE").await.unwrap();
-        let options = crate::connect_options(&store.path, Default::default()).read_only(true);
+        let options =
+            crate::connect_options(store.path().unwrap(), Default::default()).read_only(true);
         let mut writer = WriterConn::new(options, HealthCell::default());
         let err = writer.get().await.expect_err("a read-only connection");
         assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
         // A writable connection opened meanwhile is taken: it can write once the lock is released.
-        writer.options = crate::connect_options(&store.path, Default::default());
+        writer.options = crate::connect_options(store.path().unwrap(), Default::default());
         writer.get().await.unwrap();
         locker.execute("ROLLBACK").await.unwrap();
         writer.begin().await.unwrap();

@@ -369,8 +369,13 @@ async fn retention_deletes_only_old_rows() {
         .await
         .unwrap();
     assert!(left.events.is_empty());
+    let db = s.path().expect("an SQLite store");
+    let mut conn =
+        <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!("sqlite:{}", db.display()))
+            .await
+            .unwrap();
     let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events")
-        .fetch_one(s.pool())
+        .fetch_one(&mut conn)
         .await
         .unwrap();
     assert_eq!(count, 5_000);

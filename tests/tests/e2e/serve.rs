@@ -186,12 +186,12 @@ fn after_kill_dash_nine_every_run_finishes_and_no_result_is_recorded_twice() {
             .build()
             .unwrap();
         rt.block_on(async {
-            let store = qila_store::Store::open(data.path()).await.unwrap();
+            let mut store = sqlite(data.path()).await;
             let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE status = 'succeeded'")
-                .fetch_one(store.pool())
+                .fetch_one(&mut store)
                 .await
                 .unwrap();
-            store.close().await;
+            drop(store);
             n as usize
         })
     };
@@ -233,26 +233,33 @@ fn after_kill_dash_nine_every_run_finishes_and_no_result_is_recorded_twice() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let store = qila_store::Store::open(data.path()).await.unwrap();
+        let mut store = sqlite(data.path()).await;
         let doubled: Vec<(String, String, i64)> = sqlx::query_as(
             "SELECT run_id, step_id, COUNT(*) FROM transitions WHERE step_id IS NOT NULL \
              AND status IN ('succeeded', 'failed', 'skipped', 'cancelled') GROUP BY run_id, step_id, item HAVING COUNT(*) > 1",
         )
-        .fetch_all(store.pool())
+        .fetch_all(&mut store)
         .await
         .unwrap();
         assert!(doubled.is_empty(), "results recorded twice: {doubled:?}");
         let succeeded: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM steps WHERE status = 'succeeded'")
-            .fetch_one(store.pool())
+            .fetch_one(&mut store)
             .await
             .unwrap();
         assert_eq!(succeeded as usize, RUNS * 4);
-        let reclaimed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM steps WHERE attempt > 1").fetch_one(store.pool()).await.unwrap();
+        let reclaimed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM steps WHERE attempt > 1").fetch_one(&mut store).await.unwrap();
         eprintln!("{reclaimed} step(s) were claimed again after the kill");
-        store.close().await;
     });
     for id in ids.iter().step_by(97) {
         let body = api.run(id);
         assert_eq!(body["run"]["status"], "succeeded", "{body}");
     }
+}
+
+/// A connection of its own to the SQLite database of the data directory `data`.
+async fn sqlite(data: &std::path::Path) -> sqlx::SqliteConnection {
+    let db = data.join(qila_store::DATABASE_FILE);
+    <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!("sqlite:{}", db.display()))
+        .await
+        .unwrap()
 }

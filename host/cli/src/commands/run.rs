@@ -216,11 +216,14 @@ async fn drive(
                 if live {
                     printer.print_new().await;
                 }
+                let dir = match orchestrator.store().path() {
+                    Some(db) => db.parent().unwrap_or(std::path::Path::new(".")).display().to_string(),
+                    None => "the PostgreSQL database".to_owned(),
+                };
                 eprintln!(
                     "interrupted ({signal}): run {id} is not finished; its state is recorded in {dir}, and `qila \
-                     serve` on that data directory resumes it (then: `qila runs watch {id}`)",
+                     serve` on that store resumes it (then: `qila runs watch {id}`)",
                     id = run.id,
-                    dir = orchestrator.store().path().parent().unwrap_or(std::path::Path::new(".")).display()
                 );
                 return Ok(ExitCode::from(130));
             }
