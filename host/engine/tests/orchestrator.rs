@@ -108,7 +108,8 @@ fn on_postgres() -> bool {
 async fn open_store(dir: &Path) -> Store {
     let mut options = qila_store::StoreOptions::default();
     if on_postgres() {
-        static DATABASES: std::sync::Mutex<Vec<(std::path::PathBuf, String)>> = std::sync::Mutex::new(Vec::new());
+        static DATABASES: std::sync::Mutex<Vec<(std::path::PathBuf, String)>> =
+            std::sync::Mutex::new(Vec::new());
         let mut dbs = DATABASES.lock().unwrap();
         let url = match dbs.iter().find(|(d, _)| d == dir) {
             Some((_, url)) => url.clone(),
